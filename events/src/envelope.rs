@@ -1,0 +1,72 @@
+//! The envelope the server wraps around every action before it enters the log.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::action::Action;
+
+/// One user (or server) action as it is stored in the log.
+///
+/// `id` is a UUIDv7 assigned by the server; it is also the id of the entity the action creates
+/// (a post, a comment, an event …), and the idempotency key every downstream sink dedupes on.
+/// The actor is always the authenticated subject, never a body field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// UUIDv7 of this action (and of the entity it creates).
+    pub id: Uuid,
+    /// The user who performed the action.
+    pub actor_id: Uuid,
+    /// Server receive time.
+    pub received_at: DateTime<Utc>,
+    /// Schema version of `action`'s kind at the time it was written.
+    pub schema_version: u16,
+    /// The action itself, `{"type": "<kind>", ...}`.
+    pub action: Action,
+}
+
+impl Envelope {
+    /// Wraps `action` for `actor_id`, stamping a fresh UUIDv7 taken from `now`.
+    pub fn new(actor_id: Uuid, action: Action, now: DateTime<Utc>) -> Self {
+        Self::with_id(new_action_id(now), actor_id, action, now)
+    }
+
+    /// Wraps `action` with a known id (outbox rows carry theirs).
+    pub fn with_id(id: Uuid, actor_id: Uuid, action: Action, now: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            actor_id,
+            received_at: now,
+            schema_version: action.schema_version(),
+            action,
+        }
+    }
+
+    /// The log key: the actor id, so one actor's actions stay ordered in one partition.
+    pub fn key(&self) -> [u8; 16] {
+        *self.actor_id.as_bytes()
+    }
+
+    /// Serialises to the JSON stored as the log record's value.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising a plain data struct to a Vec cannot fail.
+        serde_json::to_vec(self).expect("envelope serialises")
+    }
+
+    /// Parses a log record's value.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// A UUIDv7 whose timestamp is `now` (the injected clock), random in the rest.
+pub fn new_action_id(now: DateTime<Utc>) -> Uuid {
+    let ts = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        now.timestamp().max(0) as u64,
+        now.timestamp_subsec_nanos(),
+    );
+    Uuid::new_v7(ts)
+}

@@ -1,0 +1,543 @@
+//! The embedded `Log` backend: durable on local disk, on the fjall LSM engine.
+//!
+//! Layout: one fjall database under `dir`; a `meta` keyspace holding topics and consumer-group
+//! positions; one keyspace per topic whose keys are `partition ++ offset` (see [`codec`]).
+//!
+//! Durability: one writer thread takes append requests from a queue, gives their records offsets,
+//! writes everything queued so far as one atomic batch and fsyncs once (group commit), and only
+//! then acknowledges every request in that batch and raises the partitions' durable high
+//! watermarks. Readers never see past a durable high watermark, so nothing un-fsync'd is ever
+//! consumed. After a crash fjall's journal recovery drops a torn tail; offsets resume after the
+//! last record that survived.
+//!
+//! Retention: a background thread deletes, per partition, records older than `max_age` and the
+//! oldest records while the partition holds more than `max_bytes_per_partition`.
+
+mod codec;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Log, LogError, Position, Record, StoredRecord, Watermarks};
+use writer::{AppendRequest, Writer};
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// fsync before acknowledging (the default; DESIGN invariant 1).
+    Fsync,
+    /// Acknowledge once the batch is in the OS page cache. Survives a process crash, not a power
+    /// loss. For throwaway environments only.
+    Buffered,
+}
+
+/// Settings of the embedded log.
+#[derive(Debug, Clone)]
+pub struct EmbeddedLogConfig {
+    /// Directory holding the log's files.
+    pub dir: PathBuf,
+    pub durability: Durability,
+    /// Delete records older than this.
+    pub max_age: Option<Duration>,
+    /// Keep at most about this many bytes per partition.
+    pub max_bytes_per_partition: Option<u64>,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+    /// Largest record accepted, in bytes (key + value + headers).
+    pub max_record_bytes: usize,
+    /// Most records written in one group commit.
+    pub max_batch_records: usize,
+    /// Append requests waiting for the writer before `append` waits (backpressure).
+    pub queue_depth: usize,
+    /// Block cache size in bytes.
+    pub cache_bytes: u64,
+}
+
+impl EmbeddedLogConfig {
+    /// Defaults for a log under `dir`: fsync, 7 days, 1 GiB per partition.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            durability: Durability::Fsync,
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            max_bytes_per_partition: Some(1 << 30),
+            retention_interval: Duration::from_secs(60),
+            max_record_bytes: 1 << 20,
+            max_batch_records: 16_384,
+            queue_depth: 8_192,
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+pub(crate) struct PartitionState {
+    /// First retained offset.
+    low: AtomicU64,
+    /// One past the last durable offset: what readers may see.
+    durable_high: AtomicU64,
+    /// Running byte total of the partition (writer-owned; see `codec`).
+    cum_bytes: AtomicU64,
+    /// `cum_bytes` value just before the record at `low`.
+    cum_at_low: AtomicU64,
+}
+
+pub(crate) struct TopicState {
+    name: String,
+    keyspace: Keyspace,
+    partitions: Vec<PartitionState>,
+}
+
+struct Inner {
+    db: Database,
+    meta: Keyspace,
+    topics: RwLock<HashMap<String, Arc<TopicState>>>,
+    fsyncs: Arc<AtomicU64>,
+    config: EmbeddedLogConfig,
+}
+
+/// The embedded log. Cheap to clone; the writer thread stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    inner: Arc<Inner>,
+    tx: mpsc::Sender<AppendRequest>,
+    _retention: Arc<RetentionHandle>,
+}
+
+impl std::fmt::Debug for EmbeddedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedLog").field("dir", &self.inner.config.dir).finish()
+    }
+}
+
+const TOPIC_PREFIX: &[u8] = b"t\0";
+const GROUP_PREFIX: &[u8] = b"g\0";
+
+impl EmbeddedLog {
+    /// Opens (recovering if needed) or creates the log under `config.dir`.
+    pub fn open(config: EmbeddedLogConfig) -> Result<Self, LogError> {
+        std::fs::create_dir_all(&config.dir).map_err(|e| storage("create log dir", e))?;
+        let db = Database::builder(&config.dir)
+            .cache_size(config.cache_bytes)
+            .open()
+            .map_err(|e| storage("open log", e))?;
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(|e| storage("open meta", e))?;
+        let mut topics = HashMap::new();
+        for kv in meta.prefix(TOPIC_PREFIX) {
+            let (k, v) = kv.into_inner().map_err(|e| storage("read topics", e))?;
+            let name = String::from_utf8_lossy(&k[TOPIC_PREFIX.len()..]).into_owned();
+            let count = u32::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| LogError::Storage("corrupt topic entry".into()))?,
+            );
+            let state = recover_topic(&db, &name, count)?;
+            topics.insert(name, Arc::new(state));
+        }
+        let fsyncs = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+        let writer = Writer {
+            db: db.clone(),
+            rx,
+            durability: config.durability,
+            max_batch_records: config.max_batch_records.max(1),
+            fsyncs: fsyncs.clone(),
+        };
+        std::thread::Builder::new()
+            .name("philo-log-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| storage("spawn writer", e))?;
+        let inner = Arc::new(Inner {
+            db,
+            meta,
+            topics: RwLock::new(topics),
+            fsyncs,
+            config,
+        });
+        let retention = RetentionHandle::spawn(Arc::downgrade(&inner))?;
+        Ok(Self {
+            inner,
+            tx,
+            _retention: Arc::new(retention),
+        })
+    }
+
+    /// How many fsyncs the writer has done: with group commit, far fewer than appends.
+    pub fn fsync_count(&self) -> u64 {
+        self.inner.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// Runs retention once now (the background thread also runs it every `retention_interval`).
+    /// Returns how many records were deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<u64, LogError> {
+        self.inner.enforce_retention(now_ms)
+    }
+
+    /// Bytes the log's files take on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.inner.db.disk_space().unwrap_or(0)
+    }
+
+    fn topic(&self, topic: &str) -> Result<Arc<TopicState>, LogError> {
+        self.inner
+            .topics
+            .read()
+            .expect("topics lock")
+            .get(topic)
+            .cloned()
+            .ok_or_else(|| LogError::TopicNotFound(topic.to_owned()))
+    }
+
+    fn partition<'a>(t: &'a TopicState, partition: u32) -> Result<&'a PartitionState, LogError> {
+        t.partitions
+            .get(partition as usize)
+            .ok_or_else(|| LogError::PartitionOutOfRange {
+                topic: t.name.clone(),
+                partition,
+                partitions: t.partitions.len() as u32,
+            })
+    }
+}
+
+fn storage(what: &str, e: impl std::fmt::Display) -> LogError {
+    LogError::Storage(format!("{what}: {e}"))
+}
+
+fn valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn keyspace_name(topic: &str) -> String {
+    format!("topic.{topic}")
+}
+
+fn recover_topic(db: &Database, name: &str, count: u32) -> Result<TopicState, LogError> {
+    let keyspace = db
+        .keyspace(&keyspace_name(name), KeyspaceCreateOptions::default)
+        .map_err(|e| storage("open topic", e))?;
+    let mut partitions = Vec::with_capacity(count as usize);
+    for p in 0..count {
+        let range = codec::key(p, 0)..=codec::key(p, u64::MAX);
+        let first = keyspace.range(range.clone()).next();
+        let last = keyspace.range(range).next_back();
+        let state = match (first, last) {
+            (Some(first), Some(last)) => {
+                let (fk, fv) = first.into_inner().map_err(|e| storage("recover", e))?;
+                let (lk, lv) = last.into_inner().map_err(|e| storage("recover", e))?;
+                let (_, low) = codec::decode_key(&fk)?;
+                let (_, high) = codec::decode_key(&lk)?;
+                let first_rec = codec::decode(p, low, &fv)?;
+                let first_size = first_rec.key.len()
+                    + first_rec.value.len()
+                    + first_rec.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+                let first_cum = codec::decode_meta(&fv)?.cum_bytes;
+                let cum = codec::decode_meta(&lv)?.cum_bytes;
+                PartitionState {
+                    low: AtomicU64::new(low),
+                    durable_high: AtomicU64::new(high + 1),
+                    cum_bytes: AtomicU64::new(cum),
+                    cum_at_low: AtomicU64::new(first_cum - first_size as u64),
+                }
+            }
+            _ => PartitionState {
+                low: AtomicU64::new(0),
+                durable_high: AtomicU64::new(0),
+                cum_bytes: AtomicU64::new(0),
+                cum_at_low: AtomicU64::new(0),
+            },
+        };
+        partitions.push(state);
+    }
+    Ok(TopicState {
+        name: name.to_owned(),
+        keyspace,
+        partitions,
+    })
+}
+
+fn group_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(GROUP_PREFIX.len() + group.len() + topic.len() + 6);
+    k.extend_from_slice(GROUP_PREFIX);
+    k.extend_from_slice(group.as_bytes());
+    k.push(0);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+#[async_trait]
+impl Log for EmbeddedLog {
+    async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
+        if !valid_topic(topic) || partitions == 0 || partitions > 10_000 {
+            return Err(LogError::InvalidTopic(topic.to_owned()));
+        }
+        let inner = self.inner.clone();
+        let topic = topic.to_owned();
+        blocking(move || {
+            let mut topics = inner.topics.write().expect("topics lock");
+            if let Some(t) = topics.get(&topic) {
+                let existing = t.partitions.len() as u32;
+                return if existing == partitions {
+                    Ok(())
+                } else {
+                    Err(LogError::TopicMismatch {
+                        topic,
+                        existing,
+                        requested: partitions,
+                    })
+                };
+            }
+            let state = recover_topic(&inner.db, &topic, partitions)?;
+            let mut key = TOPIC_PREFIX.to_vec();
+            key.extend_from_slice(topic.as_bytes());
+            inner
+                .meta
+                .insert(key, partitions.to_be_bytes().to_vec())
+                .map_err(|e| storage("create topic", e))?;
+            inner
+                .db
+                .persist(PersistMode::SyncAll)
+                .map_err(|e| storage("persist topic", e))?;
+            topics.insert(topic, Arc::new(state));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<u32, LogError> {
+        Ok(self.topic(topic)?.partitions.len() as u32)
+    }
+
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Position>, LogError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let limit = self.inner.config.max_record_bytes;
+        for r in &records {
+            let size = codec::record_size(r) as usize;
+            if size > limit {
+                return Err(LogError::RecordTooLarge { size, limit });
+            }
+        }
+        let topic = self.topic(topic)?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(AppendRequest {
+                topic,
+                records,
+                reply,
+            })
+            .await
+            .map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_records: usize,
+    ) -> Result<Vec<StoredRecord>, LogError> {
+        let t = self.topic(topic)?;
+        let p = Self::partition(&t, partition)?;
+        let high = p.durable_high.load(Ordering::Acquire);
+        let low = p.low.load(Ordering::Acquire);
+        if offset < low || offset > high {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                low,
+                high,
+            });
+        }
+        if offset == high || max_records == 0 {
+            return Ok(Vec::new());
+        }
+        blocking(move || {
+            let mut out = Vec::with_capacity(max_records.min((high - offset) as usize));
+            let range = codec::key(partition, offset)..codec::key(partition, high);
+            for kv in t.keyspace.range(range).take(max_records) {
+                let (k, v) = kv.into_inner().map_err(|e| storage("read", e))?;
+                let (_, off) = codec::decode_key(&k)?;
+                out.push(codec::decode(partition, off, &v)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn watermarks(&self, topic: &str, partition: u32) -> Result<Watermarks, LogError> {
+        let t = self.topic(topic)?;
+        let p = Self::partition(&t, partition)?;
+        Ok(Watermarks {
+            low: p.low.load(Ordering::Acquire),
+            high: p.durable_high.load(Ordering::Acquire),
+        })
+    }
+
+    async fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        positions: &[Position],
+    ) -> Result<(), LogError> {
+        let t = self.topic(topic)?;
+        for pos in positions {
+            Self::partition(&t, pos.partition)?;
+        }
+        let inner = self.inner.clone();
+        let entries: Vec<(Vec<u8>, u64)> = positions
+            .iter()
+            .map(|p| (group_key(group, topic, p.partition), p.offset))
+            .collect();
+        blocking(move || {
+            let mut batch = inner.db.batch();
+            for (k, off) in entries {
+                batch.insert(&inner.meta, k, off.to_be_bytes().to_vec());
+            }
+            batch.commit().map_err(|e| storage("commit offsets", e))?;
+            inner
+                .db
+                .persist(PersistMode::SyncAll)
+                .map_err(|e| storage("persist offsets", e))
+        })
+        .await
+    }
+
+    async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError> {
+        let t = self.topic(topic)?;
+        Self::partition(&t, partition)?;
+        let v = self
+            .inner
+            .meta
+            .get(group_key(group, topic, partition))
+            .map_err(|e| storage("read committed", e))?;
+        v.map(|v| {
+            v.as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| LogError::Storage("corrupt committed offset".into()))
+        })
+        .transpose()
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LogError> + Send + 'static,
+) -> Result<T, LogError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LogError::Storage(format!("blocking task failed: {e}")))?
+}
+
+impl Inner {
+    fn enforce_retention(&self, now_ms: i64) -> Result<u64, LogError> {
+        const MAX_DELETES_PER_PASS: usize = 200_000;
+        let topics: Vec<Arc<TopicState>> =
+            self.topics.read().expect("topics lock").values().cloned().collect();
+        let age_cutoff = self
+            .config
+            .max_age
+            .map(|a| now_ms.saturating_sub(a.as_millis() as i64));
+        let mut deleted = 0u64;
+        for t in topics {
+            for (pid, p) in t.partitions.iter().enumerate() {
+                let pid = pid as u32;
+                let low = p.low.load(Ordering::Acquire);
+                let high = p.durable_high.load(Ordering::Acquire);
+                if low >= high {
+                    continue;
+                }
+                let size = p.cum_bytes.load(Ordering::Acquire) - p.cum_at_low.load(Ordering::Acquire);
+                let over_size = self
+                    .config
+                    .max_bytes_per_partition
+                    .map_or(0, |max| size.saturating_sub(max));
+                let mut batch = self.db.batch();
+                let mut new_low = low;
+                let start_cum = p.cum_at_low.load(Ordering::Acquire);
+                let mut new_cum_at_low = start_cum;
+                // Never delete the newest durable record: offsets resume from it after a restart.
+                let range = codec::key(pid, low)..codec::key(pid, high - 1);
+                for kv in t.keyspace.range(range).take(MAX_DELETES_PER_PASS) {
+                    let (k, v) = kv.into_inner().map_err(|e| storage("retention scan", e))?;
+                    let meta = codec::decode_meta(&v)?;
+                    let too_old = age_cutoff.is_some_and(|c| meta.timestamp_ms < c);
+                    if !too_old && new_cum_at_low - start_cum >= over_size {
+                        break;
+                    }
+                    let (_, off) = codec::decode_key(&k)?;
+                    new_cum_at_low = meta.cum_bytes;
+                    batch.remove(&t.keyspace, k);
+                    new_low = off + 1;
+                }
+                if new_low > low {
+                    batch.commit().map_err(|e| storage("retention delete", e))?;
+                    p.cum_at_low.store(new_cum_at_low, Ordering::Release);
+                    p.low.store(new_low, Ordering::Release);
+                    deleted += new_low - low;
+                    crate::metrics::retention_deleted(new_low - low);
+                }
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// Runs retention periodically until the log is dropped.
+struct RetentionHandle {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl RetentionHandle {
+    fn spawn(inner: std::sync::Weak<Inner>) -> Result<Self, LogError> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let interval = match inner.upgrade() {
+            Some(i) => i.config.retention_interval,
+            None => return Ok(Self { stop: None }),
+        };
+        std::thread::Builder::new()
+            .name("philo-log-retention".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(interval)
+                {
+                    let Some(inner) = inner.upgrade() else { break };
+                    let now = chrono::Utc::now().timestamp_millis();
+                    if let Err(e) = inner.enforce_retention(now) {
+                        tracing::warn!(error = %e, "log retention pass failed");
+                    }
+                }
+            })
+            .map_err(|e| storage("spawn retention", e))?;
+        Ok(Self { stop: Some(stop) })
+    }
+}
+
+impl Drop for RetentionHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The `Log`: a durable, partitioned, append-only log with Kafka's semantics.
+//!
+//! Topics are split into partitions; a record's partition is chosen from its key with Kafka's
+//! default partitioner (murmur2), so the embedded backend and a Kafka cluster place the same key
+//! in the same partition. Offsets are per partition, dense, starting at 0. Consumer groups commit
+//! the next offset they will read, per partition.
+//!
+//! Guarantees every backend gives (checked by [`contract`]):
+//! - `append` returns only after every record of the batch is durable (fsync'd embedded,
+//!   `acks=all` on Kafka), and returns one [`Position`] per record, in input order;
+//! - records with the same key keep their append order in one partition;
+//! - `read` never returns a record that is not durable, and never skips one;
+//! - committed group positions survive restarts.
+
+pub mod contract;
+pub mod embedded;
+mod partitioner;
+
+use std::fmt;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use embedded::{Durability, EmbeddedLog, EmbeddedLogConfig};
+pub use partitioner::partition_for_key;
+
+/// The topic every user action is appended to.
+pub const ACTIONS_TOPIC: &str = "actions";
+
+/// A record to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Partitioning key (the actor id for actions).
+    pub key: Bytes,
+    /// Payload (the envelope's JSON for actions).
+    pub value: Bytes,
+    /// Producer timestamp, unix milliseconds.
+    pub timestamp_ms: i64,
+    /// Headers (schema version, content type, trace context).
+    pub headers: Vec<(String, Bytes)>,
+}
+
+impl Record {
+    /// A record with no headers.
+    pub fn new(key: impl Into<Bytes>, value: impl Into<Bytes>, timestamp_ms: i64) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+            timestamp_ms,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// A record read back from the log, with its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub partition: u32,
+    pub offset: u64,
+    pub key: Bytes,
+    pub value: Bytes,
+    pub timestamp_ms: i64,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+impl StoredRecord {
+    /// This record's position.
+    pub fn position(&self) -> Position {
+        Position {
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
+/// Where a record sits: partition and offset. Printed and parsed as `"<partition>:<offset>"`,
+/// the position token ingest hands to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.partition, self.offset)
+    }
+}
+
+impl FromStr for Position {
+    type Err = LogError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || LogError::InvalidPosition(s.chars().take(64).collect());
+        let (p, o) = s.split_once(':').ok_or_else(bad)?;
+        Ok(Position {
+            partition: p.parse().map_err(|_| bad())?,
+            offset: o.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// The retained range of one partition: `low` is the first offset still stored, `high` the
+/// offset the next appended record will get (so `high - low` records are readable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    pub low: u64,
+    pub high: u64,
+}
+
+/// Errors of every `Log` backend. Each says whose fault it is and whether a retry helps.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("topic `{0}` does not exist")]
+    TopicNotFound(String),
+    #[error("topic `{topic}` exists with {existing} partitions, not {requested}")]
+    TopicMismatch {
+        topic: String,
+        existing: u32,
+        requested: u32,
+    },
+    #[error("invalid topic name `{0}`")]
+    InvalidTopic(String),
+    #[error("partition {partition} out of range for topic `{topic}` ({partitions} partitions)")]
+    PartitionOutOfRange {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
+    #[error("offset {requested} is outside the retained range [{low}, {high}]")]
+    OffsetOutOfRange { requested: u64, low: u64, high: u64 },
+    #[error("invalid position `{0}`: expected `<partition>:<offset>`")]
+    InvalidPosition(String),
+    #[error("record too large: {size} bytes, limit {limit}")]
+    RecordTooLarge { size: usize, limit: usize },
+    /// The log cannot accept writes right now (queue full, broker unreachable); retry later.
+    #[error("log unavailable: {0}")]
+    Unavailable(String),
+    /// Storage failed underneath (I/O, corruption). Not retryable without an operator.
+    #[error("log storage error: {0}")]
+    Storage(String),
+    #[error("log is shut down")]
+    Closed,
+}
+
+impl LogError {
+    /// Whether retrying the same call later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LogError::Unavailable(_))
+    }
+}
+
+/// A durable partitioned log. See the module docs for the guarantees.
+#[async_trait]
+pub trait Log: Send + Sync + 'static {
+    /// Creates `topic` with `partitions` partitions; succeeds if it already exists with that count.
+    async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError>;
+
+    /// Number of partitions of `topic`.
+    async fn partitions(&self, topic: &str) -> Result<u32, LogError>;
+
+    /// Appends a batch; returns once all of it is durable, one position per record in order.
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Position>, LogError>;
+
+    /// Reads up to `max_records` durable records of one partition starting at `offset`.
+    /// `offset == high` returns nothing; outside `[low, high]` is [`LogError::OffsetOutOfRange`].
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_records: usize,
+    ) -> Result<Vec<StoredRecord>, LogError>;
+
+    /// The retained range of one partition.
+    async fn watermarks(&self, topic: &str, partition: u32) -> Result<Watermarks, LogError>;
+
+    /// Commits, for consumer `group`, the next offset to read in each given partition.
+    async fn commit(&self, group: &str, topic: &str, positions: &[Position])
+    -> Result<(), LogError>;
+
+    /// The next offset `group` will read in `partition`, if it ever committed one.
+    async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError>;
+}

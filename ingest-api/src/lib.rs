@@ -1,0 +1,31 @@
+//! Philo's product-facing HTTP API (axum): accounts, action ingest, image upload, and the
+//! operational endpoints.
+//!
+//! Guarantees:
+//! - **Acknowledged means durable.** `POST /v1/actions` answers 202 only after the action is in
+//!   the log (fsync'd embedded, `acks=all` Kafka); a log failure answers 503 with `Retry-After`
+//!   and nothing acknowledged.
+//! - **The actor is the token's subject.** Actions carry no actor field; an access token's `sub`
+//!   is stamped into the envelope.
+//! - **Bad input is refused, never swallowed.** Every refusal is a 4xx with the JSON body
+//!   [`ErrorBody`](error::ErrorBody) and a stable code; handlers never panic on input (a panic
+//!   guard still turns a bug into a JSON 500).
+//! - **Idempotent retries.** See [`idempotency`].
+//!
+//! This crate only translates HTTP; the vocabulary and log live in `philo-events`, accounts in
+//! `philo-accounts`.
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+mod metrics;
+pub mod outbox;
+pub mod ratelimit;
+pub mod routes;
+pub mod state;
+
+pub use config::{ImageConfig, IngestConfig};
+pub use error::{ApiError, ErrorBody};
+pub use routes::router;
+pub use state::AppState;

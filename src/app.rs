@@ -1,0 +1,146 @@
+//! Composition: builds the backends named by the configuration and runs the roles.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use philo_accounts::{Accounts, AccountsConfig, Clock, SystemClock};
+use philo_events::log::{ACTIONS_TOPIC, EmbeddedLog, EmbeddedLogConfig, Log};
+use philo_ingest_api::idempotency::FjallIdempotencyStore;
+use philo_ingest_api::{AppState, outbox};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::PhiloConfig;
+
+/// Opens the log named by `config.log`, creating the `actions` topic if needed.
+pub async fn open_log(config: &PhiloConfig) -> Result<Arc<dyn Log>> {
+    match config.log.backend.as_str() {
+        "embedded" => {
+            let mut c = EmbeddedLogConfig::new(config.data_dir.join("log"));
+            c.durability = config.log.durability;
+            c.max_age = (config.log.retention_hours > 0).then(|| Duration::from_secs(config.log.retention_hours * 3600));
+            c.max_bytes_per_partition = (config.log.retention_bytes_per_partition > 0).then_some(config.log.retention_bytes_per_partition);
+            let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(c)).await??;
+            let log: Arc<dyn Log> = Arc::new(log);
+            log.create_topic(ACTIONS_TOPIC, config.log.partitions).await?;
+            Ok(log)
+        }
+        other => bail!("log.backend `{other}` is not available (supported: embedded)"),
+    }
+}
+
+/// The HS256 key: configured, or generated once into the data directory (embedded use).
+fn jwt_secret(config: &PhiloConfig) -> Result<SecretString> {
+    if let Some(s) = &config.accounts.jwt_secret {
+        return Ok(s.clone());
+    }
+    let path = config.data_dir.join("secrets").join("jwt.key");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        return Ok(SecretString::from(s.trim().to_owned()));
+    }
+    std::fs::create_dir_all(path.parent().expect("has parent"))?;
+    let mut key = [0u8; 48];
+    rand::fill(&mut key);
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
+    write_private(&path, &encoded).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated a JWT signing key");
+    Ok(SecretString::from(encoded))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+pub async fn open_accounts(config: &PhiloConfig, clock: Arc<dyn Clock>) -> Result<Accounts> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let mut c = AccountsConfig::new(config.accounts_url(), jwt_secret(config)?);
+    c.access_ttl = Duration::from_secs(config.accounts.access_ttl_secs);
+    c.refresh_ttl = Duration::from_secs(config.accounts.refresh_ttl_secs);
+    c.max_connections = config.accounts.max_connections;
+    Accounts::connect(c, clock).await.context("opening the accounts database")
+}
+
+fn open_images(config: &PhiloConfig) -> Result<Arc<dyn ObjectStore>> {
+    if config.images.store_url.is_empty() {
+        let dir = config.data_dir.join("objects");
+        std::fs::create_dir_all(&dir)?;
+        return Ok(Arc::new(LocalFileSystem::new_with_prefix(dir)?));
+    }
+    let url = url::Url::parse(&config.images.store_url).context("images.store_url")?;
+    let (store, prefix) = object_store::parse_url(&url)?;
+    let store: Arc<dyn ObjectStore> = Arc::from(store);
+    if prefix.as_ref().is_empty() {
+        Ok(store)
+    } else {
+        Ok(Arc::new(object_store::prefix::PrefixStore::new(store, prefix)))
+    }
+}
+
+/// Builds the ingest API's state from the configuration.
+pub async fn ingest_state(config: &PhiloConfig, metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> Result<AppState> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let log = open_log(config).await?;
+    let accounts = open_accounts(config, clock.clone()).await?;
+    let idem_dir = config.data_dir.join("idempotency");
+    let ttl = config.ingest.idempotency_ttl();
+    let idempotency = tokio::task::spawn_blocking(move || FjallIdempotencyStore::open(&idem_dir, ttl)).await??;
+    Ok(AppState::new(log, accounts, clock, Arc::new(idempotency), open_images(config)?, config.ingest.clone(), metrics))
+}
+
+/// Serves the ingest API until `shutdown` fires, then drains in-flight requests.
+pub async fn serve_ingest(config: &PhiloConfig, state: AppState, shutdown: CancellationToken) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts that listen on port 0 learn the real address here.
+    let run_dir = config.data_dir.join("run");
+    std::fs::create_dir_all(&run_dir)?;
+    std::fs::write(run_dir.join("ingest-api.addr"), addr.to_string())?;
+    tracing::info!(%addr, "ingest API listening");
+    outbox::drain(&state).await;
+    let maintenance = tokio::spawn(outbox::run_maintenance(state.clone(), shutdown.clone()));
+    let app = philo_ingest_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
+    shutdown.cancel();
+    let _ = maintenance.await;
+    tracing::info!("ingest API stopped");
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                s.recv().await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutdown requested");
+        token.cancel();
+    });
+}

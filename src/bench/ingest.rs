@@ -1,0 +1,253 @@
+//! `philo bench ingest`: how close durable single-action ingest gets to a trivial route of the
+//! same server, the latency at half that rate, batch throughput, and the server's peak RSS.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use clap::Args;
+use hdrhistogram::Histogram;
+
+use super::server::ServerProcess;
+
+#[derive(Args)]
+pub struct IngestArgs {
+    /// Concurrent connections for the single-request phases.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Actions per batch request.
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
+    /// Concurrent connections for the batch phase.
+    #[arg(long, default_value_t = 4)]
+    pub batch_connections: usize,
+    /// Scratch data directory for the server (default: a fresh temporary one).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Also print the results as one JSON line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Phase {
+    ok: u64,
+    failed: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+}
+
+impl Phase {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+    fn ms(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+type MakeRequest = Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>;
+
+/// `workers` loops, each sending as fast as answers come back, for `duration`.
+async fn closed_loop(client: &reqwest::Client, workers: usize, duration: Duration, make: MakeRequest) -> Result<Phase> {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let client = client.clone();
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match make(&client, w).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        ok += 1;
+                        let _ = hist.record(t.elapsed().as_micros() as u64);
+                    }
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed, hist)
+        }));
+    }
+    collect(tasks, started).await
+}
+
+/// `workers` senders sharing a fixed schedule of `rate` requests/s; latency counts from the
+/// scheduled send time, so a stall is not hidden (no coordinated omission).
+async fn open_loop(client: &reqwest::Client, workers: usize, rate: f64, duration: Duration, make: MakeRequest) -> Result<Phase> {
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(workers as f64 / rate.max(1.0));
+    let mut tasks = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let client = client.clone();
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let (mut ok, mut failed) = (0u64, 0u64);
+            let offset = interval.mul_f64(w as f64 / workers as f64);
+            let mut due = started + offset;
+            while due < started + duration {
+                tokio::time::sleep_until(due.into()).await;
+                match make(&client, w).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        ok += 1;
+                        let _ = hist.record(due.elapsed().as_micros() as u64);
+                    }
+                    _ => failed += 1,
+                }
+                due += interval;
+            }
+            (ok, failed, hist)
+        }));
+    }
+    collect(tasks, started).await
+}
+
+async fn collect(tasks: Vec<tokio::task::JoinHandle<(u64, u64, Histogram<u64>)>>, started: Instant) -> Result<Phase> {
+    let mut phase = Phase { ok: 0, failed: 0, elapsed: Duration::ZERO, latency: Histogram::new_with_bounds(1, 60_000_000, 3)? };
+    for t in tasks {
+        let (ok, failed, hist) = t.await?;
+        phase.ok += ok;
+        phase.failed += failed;
+        phase.latency.add(hist)?;
+    }
+    phase.elapsed = started.elapsed();
+    Ok(phase)
+}
+
+fn post_body(i: usize) -> String {
+    serde_json::json!({
+        "type": "post.created",
+        "title": format!("How do we price a B2B pilot? #{i}"),
+        "body": "We run a small consultancy and need a way to price three-month pilots for mid-size clients without underselling the follow-on contract.",
+        "tags": ["pricing", "b2b", "pilots"],
+    })
+    .to_string()
+}
+
+pub async fn run(args: IngestArgs) -> Result<()> {
+    ensure!(args.connections > 0 && args.batch_connections > 0 && args.batch_size > 0, "counts must be positive");
+    let scratch = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("philo-bench-{}", uuid::Uuid::new_v4().simple())),
+    };
+    std::fs::create_dir_all(&scratch)?;
+    let env = [
+        ("PHILO__INGEST__RATE_LIMIT_PER_SECOND", "10000000".to_owned()),
+        ("PHILO__INGEST__RATE_LIMIT_BURST", "10000000".to_owned()),
+        ("PHILO__INGEST__AUTH_ATTEMPTS_PER_MINUTE", "1000000".to_owned()),
+        ("PHILO__INGEST__MAX_BATCH_ACTIONS", args.batch_size.max(500).to_string()),
+        ("PHILO__INGEST__MAX_BATCH_BYTES", (args.batch_size.max(500) * 1024).to_string()),
+    ];
+    let server = ServerProcess::start(&scratch, &env).await?;
+    let base = server.base.clone();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections * 2).build()?;
+
+    let users = args.connections.max(args.batch_connections);
+    let mut tokens = Vec::with_capacity(users);
+    for i in 0..users {
+        let r = client
+            .post(format!("{base}/v1/auth/register"))
+            .json(&serde_json::json!({"username": format!("bench_{i}"), "email": format!("bench_{i}@example.com"), "password": "correct horse battery staple"}))
+            .send()
+            .await?;
+        ensure!(r.status().is_success(), "register failed: {}", r.text().await?);
+        let v: serde_json::Value = r.json().await?;
+        tokens.push(format!("Bearer {}", v["access_token"].as_str().context("access_token")?));
+    }
+    let tokens = Arc::new(tokens);
+    let bodies: Arc<Vec<String>> = Arc::new((0..users).map(post_body).collect());
+    let secs = Duration::from_secs(args.seconds);
+
+    let reference: MakeRequest = {
+        let url = format!("{base}/healthz");
+        Arc::new(move |c, _| c.get(&url))
+    };
+    let single: MakeRequest = {
+        let url = format!("{base}/v1/actions");
+        let (tokens, bodies) = (tokens.clone(), bodies.clone());
+        Arc::new(move |c, w| {
+            c.post(&url)
+                .header("authorization", &tokens[w])
+                .header("content-type", "application/json")
+                .body(bodies[w].clone())
+        })
+    };
+    let batch_body: Arc<String> = Arc::new(format!("[{}]", (0..args.batch_size).map(post_body).collect::<Vec<_>>().join(",")));
+    let batch: MakeRequest = {
+        let url = format!("{base}/v1/actions/batch");
+        let (tokens, body) = (tokens.clone(), batch_body.clone());
+        Arc::new(move |c, w| {
+            c.post(&url)
+                .header("authorization", &tokens[w])
+                .header("content-type", "application/json")
+                .body((*body).clone())
+        })
+    };
+
+    eprintln!("warming up…");
+    closed_loop(&client, args.connections, Duration::from_secs(1), reference.clone()).await?;
+    closed_loop(&client, args.connections, Duration::from_secs(1), single.clone()).await?;
+
+    eprintln!("reference route, {} connections, {} s…", args.connections, args.seconds);
+    let r_ref = closed_loop(&client, args.connections, secs, reference).await?;
+    eprintln!("single actions…");
+    let r_single = closed_loop(&client, args.connections, secs, single.clone()).await?;
+    let half = r_single.rate() / 2.0;
+    eprintln!("latency at {half:.0} req/s…");
+    let r_half = open_loop(&client, args.connections, half, secs, single).await?;
+    eprintln!("batches of {}…", args.batch_size);
+    let r_batch = closed_loop(&client, args.batch_connections, secs, batch).await?;
+    let rss = server.peak_rss_bytes();
+    let log_bytes = dir_size(&scratch.join("log"));
+    server.stop().await?;
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+
+    let ratio = r_single.rate() / r_ref.rate();
+    let batch_actions = r_batch.rate() * args.batch_size as f64;
+    let rss_mb = rss.map(|b| b as f64 / 1_048_576.0);
+    println!("philo bench ingest: {} connections, {} s per phase, durability fsync, embedded log", args.connections, args.seconds);
+    println!("  reference   GET  /healthz             {:>10.0} req/s   p99 {:>7.2} ms", r_ref.rate(), r_ref.ms(0.99));
+    println!("  single      POST /v1/actions          {:>10.0} req/s   p99 {:>7.2} ms   ratio {:.2} (target >= 0.50)", r_single.rate(), r_single.ms(0.99), ratio);
+    println!("  half rate   POST /v1/actions          {:>10.0} req/s   p50 {:>7.2} ms   p99 {:.2} ms (open loop at {half:.0} req/s)", r_half.rate(), r_half.ms(0.5), r_half.ms(0.99));
+    println!("  batch       POST /v1/actions/batch    {:>10.0} actions/s ({} per request, {} connections; target >= 200000)", batch_actions, args.batch_size, args.batch_connections);
+    println!("  server peak RSS                      {:>10.1} MB (target <= 500)", rss_mb.unwrap_or(f64::NAN));
+    println!("  log on disk                          {:>10.1} MB", log_bytes as f64 / 1_048_576.0);
+    let failed = r_ref.failed + r_single.failed + r_half.failed + r_batch.failed;
+    if failed > 0 {
+        println!("  failed requests: {failed}");
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "connections": args.connections, "seconds": args.seconds,
+                "reference_rps": r_ref.rate(), "single_rps": r_single.rate(), "ratio": ratio,
+                "half_rate_rps": r_half.rate(), "half_rate_p50_ms": r_half.ms(0.5), "half_rate_p99_ms": r_half.ms(0.99),
+                "batch_actions_per_s": batch_actions, "peak_rss_mb": rss_mb, "failed": failed,
+            })
+        );
+    }
+    Ok(())
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}

@@ -1,0 +1,192 @@
+//! Layered configuration: built-in defaults → `philo.toml` → `PHILO__SECTION__KEY` environment
+//! → command-line flags. Unknown keys are an error; secrets never print.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use philo_events::log::Durability;
+use philo_ingest_api::IngestConfig;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PhiloConfig {
+    /// Everything embedded lives under here.
+    pub data_dir: PathBuf,
+    /// Product API address.
+    pub listen: SocketAddr,
+    pub log: LogConfig,
+    pub accounts: AccountsSection,
+    pub images: ImagesSection,
+    pub ingest: IngestConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+impl Default for PhiloConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            log: LogConfig::default(),
+            accounts: AccountsSection::default(),
+            images: ImagesSection::default(),
+            ingest: IngestConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `embedded` (default). Kafka arrives with its own issue.
+    pub backend: String,
+    /// Partitions of the `actions` topic (fixed at creation).
+    pub partitions: u32,
+    pub durability: Durability,
+    /// Delete records older than this many hours (0 keeps forever).
+    pub retention_hours: u64,
+    /// Keep at most this many bytes per partition (0 is unbounded).
+    pub retention_bytes_per_partition: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            backend: "embedded".into(),
+            partitions: 8,
+            durability: Durability::Fsync,
+            retention_hours: 24 * 7,
+            retention_bytes_per_partition: 1 << 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsSection {
+    /// Empty: SQLite at `<data_dir>/accounts.db`. Or `postgres://…`.
+    pub database_url: String,
+    /// HS256 key (≥ 32 bytes). Empty: generated once into `<data_dir>/secrets/jwt.key`.
+    #[serde(serialize_with = "redact")]
+    pub jwt_secret: Option<SecretString>,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    pub max_connections: u32,
+}
+
+fn redact<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_some("[redacted]"),
+        None => s.serialize_none(),
+    }
+}
+
+impl Default for AccountsSection {
+    fn default() -> Self {
+        Self {
+            database_url: String::new(),
+            jwt_secret: None,
+            access_ttl_secs: 15 * 60,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            max_connections: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesSection {
+    /// Empty: `<data_dir>/objects`. Or an object-store URL such as `s3://bucket/prefix`.
+    pub store_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `pretty` or `json`.
+    pub log_format: String,
+    /// A tracing filter, e.g. `info,philo=debug`.
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: "pretty".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Flags that override the file and the environment.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl PhiloConfig {
+    /// Loads the layers. `file` defaults to `philo.toml` when it exists.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(PhiloConfig::default()));
+        match file {
+            Some(f) => {
+                anyhow::ensure!(f.exists(), "config file {} does not exist", f.display());
+                figment = figment.merge(Toml::file_exact(f));
+            }
+            None if Path::new("philo.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("philo.toml"));
+            }
+            None => {}
+        }
+        figment
+            .merge(Env::prefixed("PHILO__").split("__"))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .context("invalid configuration")
+    }
+
+    pub fn accounts_url(&self) -> String {
+        if self.accounts.database_url.is_empty() {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("accounts.db").display())
+        } else {
+            self.accounts.database_url.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("philo.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\n[log]\npartitions = 3\n").unwrap();
+        let c = PhiloConfig::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.log.partitions, 3);
+        let flags = Overrides { listen: Some("127.0.0.1:9100".parse().unwrap()), ..Default::default() };
+        assert_eq!(PhiloConfig::load(Some(&file), &flags).unwrap().listen.port(), 9100);
+
+        std::fs::write(&file, "[log]\npartitionz = 3\n").unwrap();
+        let err = PhiloConfig::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("partitionz"), "{err:#}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let mut c = PhiloConfig::default();
+        c.accounts.jwt_secret = Some(SecretString::from("super-secret-value-that-is-long-enough"));
+        let shown = format!("{c:?} {}", serde_json::to_string(&c).unwrap());
+        assert!(!shown.contains("super-secret"), "{shown}");
+    }
+}

@@ -1,0 +1,127 @@
+//! `philo`: the one binary. `philo up` runs everything embedded in one process; the other
+//! subcommands run one role each, or operate on a data directory.
+
+mod app;
+mod bench;
+mod config;
+mod log_tail;
+mod telemetry;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Overrides, PhiloConfig};
+
+#[derive(Parser)]
+#[command(name = "philo", version, about = "Philo: the data core of a social knowledge platform")]
+struct Cli {
+    /// Configuration file (default: ./philo.toml when present).
+    #[arg(long, global = true, env = "PHILO_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Default)]
+struct Common {
+    /// Data directory of the embedded backends.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address of the product API.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every component in this process with embedded backends.
+    Up(Common),
+    /// Run the ingest API role alone.
+    IngestApi(Common),
+    /// Inspect the action log.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+    /// Administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Load benchmarks that report ratios against a reference measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Print log records as JSON lines.
+    Tail(log_tail::TailArgs),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin account (password read from stdin).
+    CreateAdmin {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        email: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli))
+}
+
+fn load(cli_config: Option<&std::path::Path>, common: &Common) -> Result<PhiloConfig> {
+    PhiloConfig::load(cli_config, &Overrides { data_dir: common.data_dir.clone(), listen: common.listen })
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Up(common) | Command::IngestApi(common) => {
+            let config = load(cli.config.as_deref(), &common)?;
+            telemetry::init_logging(&config.telemetry)?;
+            let metrics = telemetry::init_metrics()?;
+            tracing::info!(data_dir = %config.data_dir.display(), "starting");
+            let state = app::ingest_state(&config, Some(metrics)).await?;
+            let shutdown = CancellationToken::new();
+            app::cancel_on_signals(shutdown.clone());
+            app::serve_ingest(&config, state, shutdown).await
+        }
+        Command::Log { command: LogCommand::Tail(args) } => {
+            let config = load(cli.config.as_deref(), &Common { data_dir: args.data_dir.clone(), listen: None })?;
+            log_tail::tail(&config, &args).await
+        }
+        Command::Admin { command: AdminCommand::CreateAdmin { common, username, email } } => {
+            let config = load(cli.config.as_deref(), &common)?;
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password).context("reading the password from stdin")?;
+            let accounts = app::open_accounts(&config, std::sync::Arc::new(philo_accounts::SystemClock)).await?;
+            let user = accounts
+                .create_admin(philo_accounts::NewUser {
+                    username,
+                    email,
+                    password: SecretString::from(password.trim_end_matches(['\n', '\r']).to_owned()),
+                    role: philo_accounts::Role::Admin,
+                })
+                .await?;
+            println!("{}", serde_json::json!({"user_id": user.id, "username": user.username, "role": "admin"}));
+            Ok(())
+        }
+        Command::Bench { command } => bench::run(command).await,
+    }
+}
