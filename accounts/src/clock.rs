@@ -52,7 +52,9 @@ impl ManualClock {
     pub fn advance(&self, by: std::time::Duration) {
         let delta = TimeDelta::from_std(by).unwrap_or(TimeDelta::MAX);
         let mut now = self.lock();
-        *now = now.checked_add_signed(delta).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        *now = now
+            .checked_add_signed(delta)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, DateTime<Utc>> {

@@ -52,12 +52,16 @@ impl AccountsConfig {
             return Err(AccountsError::Config("issuer must not be empty".into()));
         }
         if self.access_ttl < Duration::from_secs(1) {
-            return Err(AccountsError::Config("access_ttl must be at least 1 s".into()));
+            return Err(AccountsError::Config(
+                "access_ttl must be at least 1 s".into(),
+            ));
         }
         // Keeps every millisecond timestamp we compute far inside i64.
         let ten_years = Duration::from_secs(10 * 366 * 24 * 60 * 60);
         if self.access_ttl > ten_years || self.refresh_ttl > ten_years {
-            return Err(AccountsError::Config("token lifetimes must be under 10 years".into()));
+            return Err(AccountsError::Config(
+                "token lifetimes must be under 10 years".into(),
+            ));
         }
         if self.refresh_ttl < self.access_ttl {
             return Err(AccountsError::Config(
@@ -65,7 +69,9 @@ impl AccountsConfig {
             ));
         }
         if self.max_connections == 0 {
-            return Err(AccountsError::Config("max_connections must be at least 1".into()));
+            return Err(AccountsError::Config(
+                "max_connections must be at least 1".into(),
+            ));
         }
         Backend::from_url(&self.database_url)
     }

@@ -25,7 +25,7 @@ pub enum AccountsError {
     #[error("invalid username/email or password")]
     InvalidCredentials,
     /// A token was missing, malformed, expired, reused or belongs to a revoked session.
-    #[error("unauthorized: {code}")]
+    #[error("{}", unauthorized_message(code))]
     Unauthorized { code: &'static str },
     /// The caller is known but not allowed to do this.
     #[error("{message}")]
@@ -61,7 +61,11 @@ impl AccountsError {
         matches!(self, Self::Unavailable(_))
     }
 
-    pub(crate) fn invalid(code: &'static str, field: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(
+        code: &'static str,
+        field: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self::Invalid {
             code,
             field,
@@ -93,6 +97,18 @@ impl From<sqlx::migrate::MigrateError> for AccountsError {
     }
 }
 
+fn unauthorized_message(code: &str) -> &'static str {
+    match code {
+        "token_expired" => "the access token has expired",
+        "session_revoked" => "the session has been revoked; log in again",
+        "refresh_token_expired" => "the refresh token has expired; log in again",
+        "refresh_token_reused" => {
+            "the refresh token was already used; the session has been revoked, log in again"
+        }
+        _ => "the token is missing, malformed or invalid",
+    }
+}
+
 /// Errors a retry can cure: the connection or pool failed, or the database reported a
 /// lock/serialization conflict (PostgreSQL SQLSTATE class 40, 53, 57P0x, 08; SQLite BUSY/LOCKED).
 pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
@@ -106,16 +122,17 @@ pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             let code = db.code();
             let code = code.as_deref().unwrap_or("");
-            // SQLite: 5 = SQLITE_BUSY, 6 = SQLITE_LOCKED, plus their extended codes (low byte).
-            let sqlite_busy = code
-                .parse::<i32>()
-                .map(|c| matches!(c & 0xff, 5 | 6))
-                .unwrap_or(false);
-            let pg_transient = code.starts_with("40")
-                || code.starts_with("53")
-                || code.starts_with("08")
-                || code.starts_with("57P0");
-            sqlite_busy || pg_transient
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes (low byte).
+                code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+            } else {
+                // PostgreSQL SQLSTATE classes: 40 transaction rollback (serialization failure,
+                // deadlock), 53 insufficient resources, 08 connection exception, 57P0x shutdown.
+                code.starts_with("40")
+                    || code.starts_with("53")
+                    || code.starts_with("08")
+                    || code.starts_with("57P0")
+            }
         }
         _ => false,
     }
@@ -139,8 +156,14 @@ mod tests {
 
     #[test]
     fn codes_are_stable() {
-        assert_eq!(AccountsError::InvalidCredentials.code(), "invalid_credentials");
-        assert_eq!(AccountsError::unauthorized("token_expired").code(), "token_expired");
+        assert_eq!(
+            AccountsError::InvalidCredentials.code(),
+            "invalid_credentials"
+        );
+        assert_eq!(
+            AccountsError::unauthorized("token_expired").code(),
+            "token_expired"
+        );
         let e = AccountsError::Conflict {
             code: "email_taken",
             field: "email",
@@ -154,6 +177,9 @@ mod tests {
     fn only_connection_failures_are_retryable() {
         assert!(AccountsError::from(sqlx::Error::PoolTimedOut).is_retryable());
         assert!(!AccountsError::from(sqlx::Error::RowNotFound).is_retryable());
-        assert_eq!(AccountsError::from(sqlx::Error::PoolClosed).code(), "unavailable");
+        assert_eq!(
+            AccountsError::from(sqlx::Error::PoolClosed).code(),
+            "unavailable"
+        );
     }
 }

@@ -38,7 +38,7 @@ mod clock;
 mod config;
 mod error;
 mod model;
-pub mod outbox;
+mod outbox;
 mod password;
 mod revocations;
 mod sessions;

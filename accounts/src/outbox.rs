@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
@@ -38,13 +38,15 @@ pub(crate) async fn insert(
     action: &serde_json::Value,
 ) -> Result<Uuid, AccountsError> {
     let id = Uuid::now_v7();
-    sqlx::query("INSERT INTO outbox (id, actor_id, created_at, action_json) VALUES ($1, $2, $3, $4)")
-        .bind(id.to_string())
-        .bind(actor_id.to_string())
-        .bind(now.timestamp_millis())
-        .bind(action.to_string())
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO outbox (id, actor_id, created_at, action_json) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id.to_string())
+    .bind(actor_id.to_string())
+    .bind(now.timestamp_millis())
+    .bind(action.to_string())
+    .execute(&mut *conn)
+    .await?;
     Ok(id)
 }
 
@@ -64,7 +66,10 @@ pub(crate) async fn pending(pool: &AnyPool, limit: u32) -> Result<Vec<OutboxEntr
 pub(crate) async fn ack(pool: &AnyPool, ids: &[Uuid]) -> Result<(), AccountsError> {
     for chunk in ids.chunks(ACK_CHUNK) {
         let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("DELETE FROM outbox WHERE id IN ({})", placeholders.join(", "));
+        let sql = format!(
+            "DELETE FROM outbox WHERE id IN ({})",
+            placeholders.join(", ")
+        );
         let mut query = sqlx::query(&sql);
         for id in chunk {
             query = query.bind(id.to_string());

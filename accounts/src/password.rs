@@ -29,7 +29,9 @@ pub(crate) fn verify_blocking(password: &str, phc: &str) -> Result<bool, Account
     match Argon2::default().verify_password(password.as_bytes(), &parsed) {
         Ok(()) => Ok(true),
         Err(password_hash::Error::Password) => Ok(false),
-        Err(e) => Err(AccountsError::Internal(format!("password verification: {e}"))),
+        Err(e) => Err(AccountsError::Internal(format!(
+            "password verification: {e}"
+        ))),
     }
 }
 

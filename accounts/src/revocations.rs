@@ -51,7 +51,10 @@ impl RevokedSessions {
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.sessions.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.sessions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }
 

@@ -7,8 +7,8 @@
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
-use sqlx::Row;
 use sqlx::AnyConnection;
+use sqlx::Row;
 use uuid::Uuid;
 
 use crate::store::{USER_COLUMNS, insert_user, parse_uuid, user_from_row};
@@ -64,7 +64,8 @@ impl Accounts {
     }
 
     /// Creates an admin account (for the CLI). `new.role` is ignored: the account is always
-    /// `Role::Admin`. No session is opened and no outbox action is written.
+    /// `Role::Admin`. No session is opened; the outbox action `user.registered` (role `admin`)
+    /// is written like for any other account, so the log knows every actor.
     pub async fn create_admin(&self, new: NewUser) -> Result<User, AccountsError> {
         self.check_new_user(&new).await?;
         let password_hash = password::hash(new.password.clone()).await?;
@@ -77,6 +78,12 @@ impl Accounts {
         };
         let mut tx = self.begin_write().await?;
         insert_user(&mut tx, &user, &password_hash).await?;
+        let action = json!({
+            "type": "user.registered",
+            "username": user.username,
+            "role": user.role,
+        });
+        outbox::insert(&mut tx, user.id, user.created_at, &action).await?;
         tx.commit().await?;
         tracing::info!(user_id = %user.id, "admin created");
         Ok(user)
@@ -109,7 +116,10 @@ impl Accounts {
         .await?;
 
         let (user, hash) = match &row {
-            Some(row) => (Some(user_from_row(row)?), row.try_get::<String, _>("password_hash")?),
+            Some(row) => (
+                Some(user_from_row(row)?),
+                row.try_get::<String, _>("password_hash")?,
+            ),
             None => (None, self.inner.dummy_hash.clone()),
         };
         let matches = password::verify(password.clone(), hash).await?;
@@ -193,7 +203,9 @@ impl Accounts {
         let user = match &user_row {
             Some(row) => user_from_row(row)?,
             None => {
-                return Err(AccountsError::Internal(format!("session {sid} has no user")));
+                return Err(AccountsError::Internal(format!(
+                    "session {sid} has no user"
+                )));
             }
         };
         let pair = self.issue_pair(&mut tx, &user, sid).await?;
@@ -221,7 +233,13 @@ impl Accounts {
         .rows_affected();
         if revoked > 0 {
             revoke_tokens(&mut tx, claims.sid, now_ms).await?;
-            outbox::insert(&mut tx, claims.sub, now, &json!({"type": "user.logged_out"})).await?;
+            outbox::insert(
+                &mut tx,
+                claims.sub,
+                now,
+                &json!({"type": "user.logged_out"}),
+            )
+            .await?;
         }
         tx.commit().await?;
         self.inner.revoked.insert(claims.sid, now_ms);
@@ -341,11 +359,17 @@ async fn revoke_session(
     revoke_tokens(conn, sid, now_ms).await
 }
 
-async fn revoke_tokens(conn: &mut AnyConnection, sid: Uuid, now_ms: i64) -> Result<(), AccountsError> {
-    sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE session_id = $2 AND revoked_at IS NULL")
-        .bind(now_ms)
-        .bind(sid.to_string())
-        .execute(&mut *conn)
-        .await?;
+async fn revoke_tokens(
+    conn: &mut AnyConnection,
+    sid: Uuid,
+    now_ms: i64,
+) -> Result<(), AccountsError> {
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = $1 WHERE session_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(now_ms)
+    .bind(sid.to_string())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }

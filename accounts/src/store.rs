@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
-use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::AnyConnection;
+use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 use uuid::Uuid;
@@ -58,9 +58,13 @@ impl Accounts {
     /// Validates `cfg`, connects (SQLite files are put in WAL mode with a busy timeout) and runs
     /// the embedded migrations.
     ///
-    /// Errors: `Config` for an unusable configuration, `Unavailable` when the database cannot
-    /// be reached.
-    pub async fn connect(cfg: AccountsConfig, clock: Arc<dyn Clock>) -> Result<Self, AccountsError> {
+    /// Errors: `Config` for an unusable configuration (or a database that refuses us for good:
+    /// unknown database, bad credentials, unopenable file), `Unavailable` when the database
+    /// cannot be reached (the pool keeps retrying for its 5 s acquire timeout first).
+    pub async fn connect(
+        cfg: AccountsConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AccountsError> {
         let backend = cfg.validate()?;
         sqlx::any::install_default_drivers();
 
@@ -72,7 +76,9 @@ impl Accounts {
                     if backend == Backend::Sqlite {
                         let busy = format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}");
                         sqlx::query(&busy).execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -83,7 +89,9 @@ impl Accounts {
 
         if backend == Backend::Sqlite {
             // Persistent in the database file; done once, before other connections exist.
-            sqlx::query("PRAGMA journal_mode = WAL").fetch_optional(&pool).await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .fetch_optional(&pool)
+                .await?;
         }
         MIGRATOR.run(&pool).await?;
 
@@ -117,7 +125,9 @@ impl Accounts {
         row.as_ref().map(user_from_row).transpose()
     }
 
-    /// Up to `limit` outbox entries, oldest first. See [`crate::outbox`].
+    /// Up to `limit` outbox entries, oldest first, for the API layer to append to the log (it
+    /// then calls [`ack_outbox`](Self::ack_outbox); duplicates after a crash are deduplicated by
+    /// consumers on the entry id).
     pub async fn pending_outbox(&self, limit: u32) -> Result<Vec<OutboxEntry>, AccountsError> {
         outbox::pending(&self.inner.pool, limit).await
     }
@@ -132,7 +142,9 @@ impl Accounts {
     /// older ones. The binary calls this every few seconds; until then a session revoked by
     /// another process still passes [`verify_access`](Self::verify_access) here.
     pub async fn sync_revocations(&self) -> Result<(), AccountsError> {
-        let cutoff = self.now_ms().saturating_sub(self.access_ttl_ms() + SKEW_MARGIN_MS);
+        let cutoff = self
+            .now_ms()
+            .saturating_sub(self.access_ttl_ms() + SKEW_MARGIN_MS);
         let rows = sqlx::query(
             "SELECT id, revoked_at FROM sessions WHERE revoked_at IS NOT NULL AND revoked_at > $1",
         )
@@ -180,7 +192,11 @@ impl Accounts {
     pub(crate) async fn begin_write(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, AccountsError> {
-        Ok(self.inner.pool.begin_with(self.inner.backend.begin_write()).await?)
+        Ok(self
+            .inner
+            .pool
+            .begin_with(self.inner.backend.begin_write())
+            .await?)
     }
 }
 
@@ -248,7 +264,8 @@ pub(crate) async fn insert_user(
 }
 
 pub(crate) fn parse_uuid(s: &str) -> Result<Uuid, AccountsError> {
-    Uuid::parse_str(s).map_err(|e| AccountsError::Internal(format!("bad uuid {s:?} in database: {e}")))
+    Uuid::parse_str(s)
+        .map_err(|e| AccountsError::Internal(format!("bad uuid {s:?} in database: {e}")))
 }
 
 pub(crate) fn ms_to_datetime(ms: i64) -> Result<DateTime<Utc>, AccountsError> {

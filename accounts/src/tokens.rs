@@ -194,7 +194,12 @@ mod tests {
 
         let mut sig = parts[2].clone().into_bytes();
         sig[0] = if sig[0] == b'A' { b'B' } else { b'A' };
-        let forged = format!("{}.{}.{}", parts[0], parts[1], String::from_utf8(sig).unwrap());
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            parts[1],
+            String::from_utf8(sig).unwrap()
+        );
         assert_eq!(code(keys().verify(&forged, now)), "invalid_token");
 
         // Swap in a payload claiming admin, keep the old signature.
@@ -216,7 +221,11 @@ mod tests {
             format!("{header}.{payload}"),
             format!("{header}.{payload}.AAAA"),
         ] {
-            assert_eq!(code(keys().verify(&forged, now)), "invalid_token", "{forged}");
+            assert_eq!(
+                code(keys().verify(&forged, now)),
+                "invalid_token",
+                "{forged}"
+            );
         }
     }
 
@@ -256,7 +265,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(code(keys().verify(&token, now)), "invalid_token");
-        for garbage in ["", "a.b.c", "not a token", "....", &"x".repeat(MAX_TOKEN_LEN + 1)] {
+        for garbage in [
+            "",
+            "a.b.c",
+            "not a token",
+            "....",
+            &"x".repeat(MAX_TOKEN_LEN + 1),
+        ] {
             assert_eq!(code(keys().verify(garbage, now)), "invalid_token");
         }
     }
@@ -269,7 +284,10 @@ mod tests {
         assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 32);
         let h = refresh_token_hash(&a);
         assert_eq!(h.len(), 64);
-        assert!(h.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            h.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         assert_eq!(h, refresh_token_hash(&a));
         assert_ne!(h, refresh_token_hash(&b));
         // SHA-256("abc")

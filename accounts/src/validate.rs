@@ -93,7 +93,17 @@ mod tests {
             assert_eq!(code(username(ok)), "ok", "{ok}");
         }
         let too_long = "a".repeat(33);
-        for bad in ["", "ab", "1abc", "_abc", "ab-c", "ab c", "abç", "ab@c", too_long.as_str()] {
+        for bad in [
+            "",
+            "ab",
+            "1abc",
+            "_abc",
+            "ab-c",
+            "ab c",
+            "abç",
+            "ab@c",
+            too_long.as_str(),
+        ] {
             assert_eq!(code(username(bad)), "invalid_username", "{bad}");
         }
         assert_eq!(code(username(&"a".repeat(32))), "ok");

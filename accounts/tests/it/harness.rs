@@ -10,7 +10,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use philo_accounts::{Accounts, AccountsConfig, Clock, ManualClock, NewUser, Role, TokenPair, User};
+use philo_accounts::{
+    Accounts, AccountsConfig, Clock, ManualClock, NewUser, Role, TokenPair, User,
+};
 use secrecy::SecretString;
 use sqlx::{Connection, Executor, PgConnection};
 use uuid::Uuid;
@@ -29,7 +31,6 @@ pub enum Kind {
 pub struct Fixture {
     pub accounts: Accounts,
     pub clock: Arc<ManualClock>,
-    pub kind: Kind,
     pub url: String,
 }
 
@@ -92,7 +93,6 @@ where
     let fixture = Fixture {
         accounts: accounts.clone(),
         clock,
-        kind,
         url: db.url.clone(),
     };
     let outcome = tokio::spawn(test(fixture)).await;
@@ -173,7 +173,7 @@ async fn postgres_admin(admin_url: &str) -> Option<PgConnection> {
     if std::env::var_os("CI").is_some() {
         panic!(
             "PostgreSQL is unreachable at {admin_url} ({error}) and CI is set: the PostgreSQL \
-             backend must be tested in CI. Start it (see scripts/) or set PHILO_TEST_POSTGRES_URL."
+             backend must be tested in CI. Start it or set PHILO_TEST_POSTGRES_URL."
         );
     }
     if skip {

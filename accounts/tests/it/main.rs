@@ -55,7 +55,9 @@ async fn connect_refuses_a_short_secret_before_touching_the_database() {
     cfg.jwt_secret = harness::secret("short");
     let clock: std::sync::Arc<dyn philo_accounts::Clock> =
         std::sync::Arc::new(philo_accounts::SystemClock);
-    let err = philo_accounts::Accounts::connect(cfg, clock).await.unwrap_err();
+    let err = philo_accounts::Accounts::connect(cfg, clock)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "config", "{err:?}");
 }
 
@@ -65,7 +67,30 @@ async fn connect_to_an_unreachable_database_is_retryable() {
     let cfg = harness::config("postgres://nobody@127.0.0.1:1/none");
     let clock: std::sync::Arc<dyn philo_accounts::Clock> =
         std::sync::Arc::new(philo_accounts::SystemClock);
-    let err = philo_accounts::Accounts::connect(cfg, clock).await.unwrap_err();
+    let err = philo_accounts::Accounts::connect(cfg, clock)
+        .await
+        .unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
     assert_eq!(err.code(), "unavailable");
+}
+
+#[tokio::test]
+async fn sqlite_database_is_in_wal_mode() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("accounts.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let clock: std::sync::Arc<dyn philo_accounts::Clock> =
+        std::sync::Arc::new(philo_accounts::SystemClock);
+    let accounts = philo_accounts::Accounts::connect(harness::config(&url), clock)
+        .await
+        .unwrap();
+    accounts.ping().await.unwrap();
+    let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(mode.to_lowercase(), "wal");
+    accounts.close().await;
 }
