@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use philo_events::log::{ACTIONS_TOPIC, Log, Position};
+use philo_events::log::{ACTIONS_TOPIC, Position};
 
 use crate::app::open_log;
 use crate::config::PhiloConfig;

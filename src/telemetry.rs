@@ -8,7 +8,7 @@ use crate::config::TelemetryConfig;
 
 /// Installs the global tracing subscriber: JSON lines or pretty text to stderr.
 pub fn init_logging(config: &TelemetryConfig) -> Result<()> {
-    let filter = EnvFilter::try_from_env("PHILO_LOG").or_else(|_| EnvFilter::try_new(&config.log_level))?;
+    let filter = EnvFilter::try_from_env("PHILO_LOG").or_else(|_| EnvFilter::try_new(format!("{},fjall=warn,lsm_tree=warn", config.log_level)))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match config.log_format.as_str() {
         "json" => builder.json().flatten_event(true).try_init(),

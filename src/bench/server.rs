@@ -1,6 +1,6 @@
 //! Starts a `philo up` child on a scratch data directory and loopback port 0.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,6 @@ use tokio::process::{Child, Command};
 pub struct ServerProcess {
     pub child: Child,
     pub base: String,
-    pub data_dir: PathBuf,
 }
 
 impl ServerProcess {
@@ -57,7 +56,7 @@ impl ServerProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(Self { child, base, data_dir: data_dir.to_path_buf() })
+        Ok(Self { child, base })
     }
 
     /// Peak resident set size of the server process so far (VmHWM), bytes.
