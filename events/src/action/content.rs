@@ -6,9 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::Payload;
-use super::limits::{
-    BODY_MAX_CHARS, COMMENT_MAX_CHARS, TAG_MAX_CHARS, TAGS_MAX, TITLE_MAX_CHARS,
-};
+use super::limits::{BODY_MAX_CHARS, COMMENT_MAX_CHARS, TAG_MAX_CHARS, TAGS_MAX, TITLE_MAX_CHARS};
 use super::validate::{self as rule, Check, Lines};
 
 /// `post.created`: a business problem, described. The post's id is the envelope's id.
@@ -23,7 +21,10 @@ pub struct PostCreated {
     pub body: String,
     /// Up to 10 distinct tags of `[a-z0-9-]`, 1..=32 characters each. May be left out.
     #[serde(default)]
-    #[schemars(length(max = TAGS_MAX), inner(length(min = 1, max = TAG_MAX_CHARS), pattern("^[a-z0-9-]+$")))]
+    #[schemars(
+        length(max = TAGS_MAX),
+        inner(length(min = 1, max = TAG_MAX_CHARS), pattern("^[a-z0-9-]+$"))
+    )]
     pub tags: Vec<String>,
 }
 
@@ -63,7 +64,9 @@ impl Payload for PostEdited {
         }
         rule::opt_text("title", self.title.as_ref(), TITLE_MAX_CHARS, Lines::Single)?;
         rule::opt_text("body", self.body.as_ref(), BODY_MAX_CHARS, Lines::Multi)?;
-        self.tags.as_deref().map_or(Ok(()), |t| rule::tags("tags", t))
+        self.tags
+            .as_deref()
+            .map_or(Ok(()), |t| rule::tags("tags", t))
     }
 
     fn referenced_ids(&self) -> Vec<Uuid> {
@@ -187,7 +190,9 @@ impl Payload for CommentCreated {
     }
 
     fn referenced_ids(&self) -> Vec<Uuid> {
-        std::iter::once(self.target_id).chain(self.parent_id).collect()
+        std::iter::once(self.target_id)
+            .chain(self.parent_id)
+            .collect()
     }
 }
 
@@ -266,4 +271,3 @@ impl Payload for ReactionRemoved {
         vec![self.target_id]
     }
 }
-

@@ -6,11 +6,10 @@
 //! decoder on the offending object with one member at a time (depth- and count-bounded) until
 //! the same message reappears, which pins the JSON path.
 
-use std::fmt;
-
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::strict_json::StrictValue;
 use super::{Action, ActionKind, property_names};
 
 /// Why bytes are not an [`Action`] (user input: a 4xx, never retried).
@@ -62,7 +61,11 @@ const LOCATE_MAX_PROBES: usize = 2_048;
 
 pub(super) fn from_json(bytes: &[u8]) -> Result<Action, DecodeError> {
     let StrictValue(value) = serde_json::from_slice(bytes).map_err(|e| {
-        DecodeError::new("malformed_json", None, format!("the body is not valid JSON: {e}"))
+        DecodeError::new(
+            "malformed_json",
+            None,
+            format!("the body is not valid JSON: {e}"),
+        )
     })?;
     from_value(value)
 }
@@ -86,7 +89,11 @@ pub(super) fn from_value(value: Value) -> Result<Action, DecodeError> {
         }
         Some(Value::String(name)) => ActionKind::parse(name).ok_or_else(|| {
             let shown = super::validate::truncate(name);
-            DecodeError::new("unknown_kind", type_field(), format!("unknown action type {shown:?}"))
+            DecodeError::new(
+                "unknown_kind",
+                type_field(),
+                format!("unknown action type {shown:?}"),
+            )
         })?,
         Some(other) => {
             return Err(DecodeError::new(
@@ -108,9 +115,10 @@ fn classify(kind: ActionKind, obj: &Map<String, Value>, msg: &str) -> DecodeErro
     };
     if let Some(rest) = msg.strip_prefix("unknown field `") {
         // The name is the client's and may itself hold backticks: prefer an exact top-level key.
-        let top = obj
-            .keys()
-            .find(|k| rest.strip_prefix(k.as_str()).is_some_and(|r| r.starts_with("`,")));
+        let top = obj.keys().find(|k| {
+            rest.strip_prefix(k.as_str())
+                .is_some_and(|r| r.starts_with("`,"))
+        });
         let field = match top {
             Some(k) => k.clone(),
             None => {
@@ -187,11 +195,25 @@ impl Prober<'_> {
         if path.len() >= LOCATE_MAX_DEPTH {
             return;
         }
-        let children: Vec<(Seg<'v>, &'v Value)> = match value {
-            Value::Object(m) => m.iter().map(|(k, v)| (Seg::Key(k.as_str()), v)).collect(),
-            Value::Array(a) => a.iter().enumerate().map(|(i, v)| (Seg::Index(i), v)).collect(),
+        let (children, empty): (Vec<(Seg<'v>, &'v Value)>, Value) = match value {
+            Value::Object(m) => (
+                m.iter().map(|(k, v)| (Seg::Key(k.as_str()), v)).collect(),
+                Value::Object(Map::new()),
+            ),
+            Value::Array(a) => (
+                a.iter()
+                    .enumerate()
+                    .map(|(i, v)| (Seg::Index(i), v))
+                    .collect(),
+                Value::Array(Vec::new()),
+            ),
             _ => return,
         };
+        // A probe wraps a child in a container like this one; if even an empty one fails the
+        // same way, the container itself is at fault (an array where an object belongs).
+        if self.reproduces(path, &empty) {
+            return;
+        }
         for (seg, child) in children {
             if containers_only && !is_container(child) {
                 continue;
@@ -278,75 +300,6 @@ fn clipped(mut s: String) -> String {
     s
 }
 
-/// A [`Value`] whose objects had no duplicate keys. serde_json keeps the last of duplicates
-/// silently; the decoder refuses them, since two readers could disagree on what was meant.
-struct StrictValue(Value);
-
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictValue(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut members = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if members.contains_key(&key) {
-                let shown = super::validate::truncate(&key);
-                return Err(de::Error::custom(format_args!("duplicate key {shown:?}")));
-            }
-            let StrictValue(value) = map.next_value()?;
-            members.insert(key, value);
-        }
-        Ok(Value::Object(members))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,8 +327,14 @@ mod tests {
         assert_eq!(err("null"), ("not_an_object", None));
         assert_eq!(err("{}"), at("missing_type", "type"));
         assert_eq!(err(r#"{"type":7}"#), at("invalid_type", "type"));
-        assert_eq!(err(r#"{"type":"post.exploded"}"#), at("unknown_kind", "type"));
-        assert_eq!(err(r#"{"type":"POST.CREATED"}"#), at("unknown_kind", "type"));
+        assert_eq!(
+            err(r#"{"type":"post.exploded"}"#),
+            at("unknown_kind", "type")
+        );
+        assert_eq!(
+            err(r#"{"type":"POST.CREATED"}"#),
+            at("unknown_kind", "type")
+        );
     }
 
     #[test]
@@ -383,25 +342,61 @@ mod tests {
         let e = Action::from_json(br#"{"type":"follow.created","user_id":"x","user_id":"y"}"#)
             .unwrap_err();
         assert_eq!(e.code, "malformed_json");
-        assert!(e.message.contains("duplicate key \"user_id\""), "{}", e.message);
+        assert!(
+            e.message.contains("duplicate key \"user_id\""),
+            "{}",
+            e.message
+        );
         assert_eq!(err(r#"{"type":"a","type":"b"}"#).0, "malformed_json");
     }
 
     #[test]
     fn member_errors_name_their_field() {
-        assert_eq!(err(r#"{"type":"post.created","title":"t","body":"b","colour":1}"#), at("unknown_field", "colour"));
-        assert_eq!(err(r#"{"type":"user.logged_in","x":null}"#), at("unknown_field", "x"));
-        assert_eq!(err(r#"{"type":"post.created","title":"t"}"#), at("missing_field", "body"));
-        assert_eq!(err(r#"{"type":"post.created","title":5,"body":"b"}"#), at("invalid_type", "title"));
-        assert_eq!(err(r#"{"type":"post.created","title":"t","body":"b","tags":["a",7]}"#), at("invalid_type", "tags[1]"));
-        assert_eq!(err(r#"{"type":"post.deleted","post_id":"nope"}"#), at("invalid_value", "post_id"));
-        assert_eq!(err(r#"{"type":"reaction.added","target_id":"0190a5c4-1a2b-7c3d-8e4f-5a6b7c8d9e0f","kind":"meh"}"#), at("invalid_value", "kind"));
-        assert_eq!(err(r#"{"type":"event.rsvp","event_id":"0190a5c4-1a2b-7c3d-8e4f-5a6b7c8d9e0f","status":"going","status2":1}"#), at("unknown_field", "status2"));
-        let ts = format!(r#"{{"type":"campaign.created","target_id":"{UUID}","goal_minor":5,"currency":"EUR","ends_at":"tomorrow"}}"#);
+        assert_eq!(
+            err(r#"{"type":"post.created","title":"t","body":"b","colour":1}"#),
+            at("unknown_field", "colour")
+        );
+        assert_eq!(
+            err(r#"{"type":"user.logged_in","x":null}"#),
+            at("unknown_field", "x")
+        );
+        assert_eq!(
+            err(r#"{"type":"post.created","title":"t"}"#),
+            at("missing_field", "body")
+        );
+        assert_eq!(
+            err(r#"{"type":"post.created","title":5,"body":"b"}"#),
+            at("invalid_type", "title")
+        );
+        assert_eq!(
+            err(r#"{"type":"post.created","title":"t","body":"b","tags":["a",7]}"#),
+            at("invalid_type", "tags[1]")
+        );
+        assert_eq!(
+            err(r#"{"type":"post.deleted","post_id":"nope"}"#),
+            at("invalid_value", "post_id")
+        );
+        assert_eq!(
+            err(
+                r#"{"type":"reaction.added","target_id":"0190a5c4-1a2b-7c3d-8e4f-5a6b7c8d9e0f","kind":"meh"}"#
+            ),
+            at("invalid_value", "kind")
+        );
+        assert_eq!(
+            err(
+                r#"{"type":"event.rsvp","event_id":"0190a5c4-1a2b-7c3d-8e4f-5a6b7c8d9e0f","status":"going","status2":1}"#
+            ),
+            at("unknown_field", "status2")
+        );
+        let ts = format!(
+            r#"{{"type":"campaign.created","target_id":"{UUID}","goal_minor":5,"currency":"EUR","ends_at":"tomorrow"}}"#
+        );
         assert_eq!(err(&ts), at("invalid_value", "ends_at"));
         let cap = format!(r#"{{"type":"event.updated","event_id":"{UUID}","capacity":-3}}"#);
         assert_eq!(err(&cap), at("invalid_value", "capacity"));
-        let float = format!(r#"{{"type":"donation.made","target_id":"{UUID}","amount_minor":1.5,"currency":"EUR","payment_ref":"p"}}"#);
+        let float = format!(
+            r#"{{"type":"donation.made","target_id":"{UUID}","amount_minor":1.5,"currency":"EUR","payment_ref":"p"}}"#
+        );
         assert_eq!(err(&float), at("invalid_type", "amount_minor"));
         let ids = format!(r#"{{"type":"explore.viewed","item_ids":["{UUID}","{UUID}","bad"]}}"#);
         assert_eq!(err(&ids), at("invalid_value", "item_ids[2]"));
@@ -410,13 +405,41 @@ mod tests {
     #[test]
     fn nested_errors_name_their_path() {
         let offer = |band: &str| {
-            format!(r#"{{"type":"job_offer.created","title":"t","description":"d","salary_band":{band}}}"#)
+            format!(
+                r#"{{"type":"job_offer.created","title":"t","description":"d","salary_band":{band}}}"#
+            )
         };
-        assert_eq!(err(&offer(r#"{"min_minor":1,"max_minor":2,"period":"year"}"#)), at("missing_field", "salary_band.currency"));
-        assert_eq!(err(&offer(r#"{"min_minor":1,"max_minor":2,"currency":"EUR","period":"year","bonus":1}"#)), at("unknown_field", "salary_band.bonus"));
-        assert_eq!(err(&offer(r#"{"min_minor":1,"max_minor":2,"currency":"EUR","period":"decade"}"#)), at("invalid_value", "salary_band.period"));
-        assert_eq!(err(&offer(r#"{"min_minor":"1","max_minor":2,"currency":"EUR","period":"year"}"#)), at("invalid_type", "salary_band.min_minor"));
+        assert_eq!(
+            err(&offer(r#"{"min_minor":1,"max_minor":2,"period":"year"}"#)),
+            at("missing_field", "salary_band.currency")
+        );
+        assert_eq!(
+            err(&offer(
+                r#"{"min_minor":1,"max_minor":2,"currency":"EUR","period":"year","bonus":1}"#
+            )),
+            at("unknown_field", "salary_band.bonus")
+        );
+        assert_eq!(
+            err(&offer(
+                r#"{"min_minor":1,"max_minor":2,"currency":"EUR","period":"decade"}"#
+            )),
+            at("invalid_value", "salary_band.period")
+        );
+        assert_eq!(
+            err(&offer(
+                r#"{"min_minor":"1","max_minor":2,"currency":"EUR","period":"year"}"#
+            )),
+            at("invalid_type", "salary_band.min_minor")
+        );
         assert_eq!(err(&offer("[]")), at("invalid_type", "salary_band"));
+        assert_eq!(
+            err(&offer(r#"[1,2,"EUR","year"]"#)),
+            at("invalid_type", "salary_band")
+        );
+        assert_eq!(err(&offer("7")), at("invalid_type", "salary_band"));
+        let ok = offer(r#"{"min_minor":1,"max_minor":2,"currency":"EUR","period":"year"}"#);
+        assert!(Action::from_json(ok.as_bytes()).is_ok());
+        assert!(Action::from_json(offer("null").as_bytes()).is_ok());
     }
 
     #[test]
@@ -434,7 +457,12 @@ mod tests {
 
     #[test]
     fn unknown_field_names_with_backticks() {
-        assert_eq!(err(&format!(r#"{{"type":"post.deleted","post_id":"{UUID}","a`, expected b":1}}"#)), at("unknown_field", "a`, expected b"));
+        assert_eq!(
+            err(&format!(
+                r#"{{"type":"post.deleted","post_id":"{UUID}","a`, expected b":1}}"#
+            )),
+            at("unknown_field", "a`, expected b")
+        );
     }
 
     #[test]
@@ -442,6 +470,9 @@ mod tests {
         let v = serde_json::json!({"type": "follow.created", "user_id": UUID});
         let a = Action::from_value(v.clone()).unwrap();
         assert_eq!(Action::from_json(v.to_string().as_bytes()).unwrap(), a);
-        assert_eq!(Action::from_value(serde_json::json!(3)).unwrap_err().code, "not_an_object");
+        assert_eq!(
+            Action::from_value(serde_json::json!(3)).unwrap_err().code,
+            "not_an_object"
+        );
     }
 }

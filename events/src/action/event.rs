@@ -43,7 +43,12 @@ pub struct EventCreated {
 impl Payload for EventCreated {
     fn validate(&self, _now: DateTime<Utc>) -> Check {
         rule::text("title", &self.title, TITLE_MAX_CHARS, Lines::Single)?;
-        rule::text("description", &self.description, DESCRIPTION_MAX_CHARS, Lines::Multi)?;
+        rule::text(
+            "description",
+            &self.description,
+            DESCRIPTION_MAX_CHARS,
+            Lines::Multi,
+        )?;
         ends_after_start(self.starts_at, self.ends_at)?;
         match (&self.location, &self.online_url) {
             (Some(_), Some(_)) => return Err(both_venues()),
@@ -118,7 +123,12 @@ impl Payload for EventUpdated {
         }
         rule::opt_text("title", self.title.as_ref(), TITLE_MAX_CHARS, Lines::Single)?;
         let description = self.description.as_ref();
-        rule::opt_text("description", description, DESCRIPTION_MAX_CHARS, Lines::Multi)?;
+        rule::opt_text(
+            "description",
+            description,
+            DESCRIPTION_MAX_CHARS,
+            Lines::Multi,
+        )?;
         if let (Some(starts_at), Some(ends_at)) = (self.starts_at, self.ends_at) {
             ends_after_start(starts_at, ends_at)?;
         }
@@ -149,7 +159,12 @@ pub struct EventCancelled {
 impl Payload for EventCancelled {
     fn validate(&self, _now: DateTime<Utc>) -> Check {
         rule::id("event_id", &self.event_id)?;
-        rule::opt_text("reason", self.reason.as_ref(), REASON_MAX_CHARS, Lines::Multi)
+        rule::opt_text(
+            "reason",
+            self.reason.as_ref(),
+            REASON_MAX_CHARS,
+            Lines::Multi,
+        )
     }
 
     fn referenced_ids(&self) -> Vec<Uuid> {

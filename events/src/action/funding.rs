@@ -43,7 +43,11 @@ impl Payload for DonationMade {
 /// Printable ASCII (U+0020..=U+007E), not blank, at most [`PAYMENT_REF_MAX_CHARS`].
 fn payment_ref(field: &str, s: &str) -> Check {
     if s.trim().is_empty() {
-        return Err(ValidationError::at("required", field, format!("`{field}` must not be empty")));
+        return Err(ValidationError::at(
+            "required",
+            field,
+            format!("`{field}` must not be empty"),
+        ));
     }
     rule::max_chars(field, s, PAYMENT_REF_MAX_CHARS)?;
     if !s.bytes().all(|b| (0x20..=0x7e).contains(&b)) {

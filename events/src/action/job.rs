@@ -1,8 +1,12 @@
 //! Job offers: sent (to one user or openly), answered, withdrawn.
 
+use std::fmt;
+use std::marker::PhantomData;
+
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 use super::Payload;
@@ -75,7 +79,11 @@ pub struct JobOfferCreated {
     #[schemars(length(max = SKILLS_MAX), inner(length(min = 1, max = SKILL_MAX_CHARS)))]
     pub skills: Vec<String>,
     /// The pay, when disclosed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_only"
+    )]
     pub salary_band: Option<SalaryBand>,
 }
 
@@ -83,14 +91,57 @@ impl Payload for JobOfferCreated {
     fn validate(&self, _now: DateTime<Utc>) -> Check {
         rule::opt_id("to_user_id", self.to_user_id.as_ref())?;
         rule::text("title", &self.title, TITLE_MAX_CHARS, Lines::Single)?;
-        rule::text("description", &self.description, DESCRIPTION_MAX_CHARS, Lines::Multi)?;
+        rule::text(
+            "description",
+            &self.description,
+            DESCRIPTION_MAX_CHARS,
+            Lines::Multi,
+        )?;
         rule::skills("skills", &self.skills)?;
-        self.salary_band.as_ref().map_or(Ok(()), |b| b.validate("salary_band"))
+        self.salary_band
+            .as_ref()
+            .map_or(Ok(()), |b| b.validate("salary_band"))
     }
 
     fn referenced_ids(&self) -> Vec<Uuid> {
         self.to_user_id.into_iter().collect()
     }
+}
+
+/// Deserialises an optional struct from a JSON object only: serde's derived structs also accept
+/// a positional array (`[1, 2, "EUR", "year"]`), which the published schema does not allow.
+fn object_only<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ObjectVisitor<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object or null")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+
+    deserializer.deserialize_option(ObjectVisitor(PhantomData))
 }
 
 /// The recipient's answer to a job offer.

@@ -42,6 +42,7 @@ mod funding;
 mod job;
 pub mod limits;
 mod social;
+mod strict_json;
 mod system;
 mod validate;
 
@@ -238,7 +239,8 @@ impl Action {
         decode::from_json(bytes)
     }
 
-    /// Decodes an already parsed JSON value (e.g. one member of a batch request).
+    /// Decodes an already parsed JSON value (e.g. one member of a batch request). The value
+    /// should come from `serde_json`'s parser, whose nesting limit keeps decoding shallow.
     pub fn from_value(value: Value) -> Result<Action, DecodeError> {
         decode::from_value(value)
     }
@@ -347,14 +349,23 @@ mod tests {
             .collect();
         assert_eq!(
             server,
-            ["image.uploaded", "user.registered", "user.logged_in", "user.logged_out", "account.erased"]
+            [
+                "image.uploaded",
+                "user.registered",
+                "user.logged_in",
+                "user.logged_out",
+                "account.erased"
+            ]
         );
     }
 
     #[test]
     fn wire_type_matches_kind_for_empty_payloads() {
         let action = Action::from(UserLoggedIn {});
-        assert_eq!(serde_json::to_value(&action).unwrap(), serde_json::json!({"type": "user.logged_in"}));
+        assert_eq!(
+            serde_json::to_value(&action).unwrap(),
+            serde_json::json!({"type": "user.logged_in"})
+        );
         assert_eq!(action.kind(), ActionKind::UserLoggedIn);
         assert_eq!(action.schema_version(), 1);
         assert!(action.referenced_ids().is_empty());
@@ -374,6 +385,9 @@ mod tests {
         }
         let post = &all["kinds"]["post.created"]["schema"];
         assert_eq!(post["properties"]["title"]["maxLength"], 200);
-        assert_eq!(post["required"], serde_json::json!(["type", "title", "body"]));
+        assert_eq!(
+            post["required"],
+            serde_json::json!(["type", "title", "body"])
+        );
     }
 }

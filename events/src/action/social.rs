@@ -74,7 +74,12 @@ impl Payload for ProfileUpdated {
         let name = self.display_name.as_ref();
         rule::opt_text("display_name", name, DISPLAY_NAME_MAX_CHARS, Lines::Single)?;
         self.description.as_deref().map_or(Ok(()), |d| {
-            rule::text_may_be_empty("description", d, PROFILE_DESCRIPTION_MAX_CHARS, Lines::Multi)
+            rule::text_may_be_empty(
+                "description",
+                d,
+                PROFILE_DESCRIPTION_MAX_CHARS,
+                Lines::Multi,
+            )
         })
     }
 }

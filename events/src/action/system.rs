@@ -61,7 +61,12 @@ pub struct ImageUploaded {
 impl Payload for ImageUploaded {
     fn validate(&self, _now: DateTime<Utc>) -> Check {
         rule::id("image_id", &self.image_id)?;
-        rule::text("content_type", &self.content_type, CONTENT_TYPE_MAX_CHARS, Lines::Single)?;
+        rule::text(
+            "content_type",
+            &self.content_type,
+            CONTENT_TYPE_MAX_CHARS,
+            Lines::Single,
+        )?;
         let subtype = self.content_type.strip_prefix("image/").unwrap_or("");
         let subtype_ok = |b: u8| b.is_ascii_alphanumeric() || b"+-.".contains(&b);
         if subtype.is_empty() || !subtype.bytes().all(subtype_ok) {
@@ -74,7 +79,12 @@ impl Payload for ImageUploaded {
         rule::in_range("width", self.width, 1..=IMAGE_SIDE_MAX_PX)?;
         rule::in_range("height", self.height, 1..=IMAGE_SIDE_MAX_PX)?;
         rule::in_range("size_bytes", self.size_bytes, 1..=u64::MAX)?;
-        rule::text("thumbnail_key", &self.thumbnail_key, STORAGE_KEY_MAX_CHARS, Lines::Single)?;
+        rule::text(
+            "thumbnail_key",
+            &self.thumbnail_key,
+            STORAGE_KEY_MAX_CHARS,
+            Lines::Single,
+        )?;
         if self.thumbnail_key.chars().any(char::is_whitespace) {
             return Err(ValidationError::at(
                 "invalid_value",
@@ -111,7 +121,12 @@ pub struct UserRegistered {
 
 impl Payload for UserRegistered {
     fn validate(&self, _now: DateTime<Utc>) -> Check {
-        rule::text("username", &self.username, USERNAME_MAX_CHARS, Lines::Single)?;
+        rule::text(
+            "username",
+            &self.username,
+            USERNAME_MAX_CHARS,
+            Lines::Single,
+        )?;
         if self.username.chars().any(char::is_whitespace) {
             return Err(ValidationError::at(
                 "invalid_value",

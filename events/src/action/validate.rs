@@ -107,12 +107,16 @@ pub(crate) fn opt_text(field: &str, s: Option<&String>, max: usize, lines: Lines
 /// A text that may be empty (clearing it): at most `max` characters, no forbidden controls.
 pub(crate) fn text_may_be_empty(field: &str, s: &str, max: usize, lines: Lines) -> Check {
     max_chars(field, s, max)?;
-    let forbidden = |c: char| c.is_control() && !(lines == Lines::Multi && matches!(c, '\n' | '\r' | '\t'));
+    let forbidden =
+        |c: char| c.is_control() && !(lines == Lines::Multi && matches!(c, '\n' | '\r' | '\t'));
     if let Some(c) = s.chars().find(|&c| forbidden(c)) {
         return Err(ValidationError::at(
             "invalid_value",
             field,
-            format!("`{field}` contains the control character U+{:04X}", u32::from(c)),
+            format!(
+                "`{field}` contains the control character U+{:04X}",
+                u32::from(c)
+            ),
         ));
     }
     Ok(())
@@ -140,17 +144,27 @@ pub(crate) fn tags(field: &str, tags: &[String]) -> Check {
         return Err(ValidationError::at(
             "too_many",
             field,
-            format!("`{field}` has {} tags, at most {TAGS_MAX} are allowed", tags.len()),
+            format!(
+                "`{field}` has {} tags, at most {TAGS_MAX} are allowed",
+                tags.len()
+            ),
         ));
     }
     let mut seen = HashSet::new();
     for (i, tag) in tags.iter().enumerate() {
         let path = format!("{field}[{i}]");
         if tag.is_empty() {
-            return Err(ValidationError::at("required", &path, format!("`{path}` is empty")));
+            return Err(ValidationError::at(
+                "required",
+                &path,
+                format!("`{path}` is empty"),
+            ));
         }
         max_chars(&path, tag, TAG_MAX_CHARS)?;
-        if !tag.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        if !tag
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
             return Err(ValidationError::at(
                 "invalid_value",
                 &path,
@@ -171,7 +185,10 @@ pub(crate) fn skills(field: &str, skills: &[String]) -> Check {
         return Err(ValidationError::at(
             "too_many",
             field,
-            format!("`{field}` has {} skills, at most {SKILLS_MAX} are allowed", skills.len()),
+            format!(
+                "`{field}` has {} skills, at most {SKILLS_MAX} are allowed",
+                skills.len()
+            ),
         ));
     }
     let mut seen = HashSet::new();
@@ -221,7 +238,10 @@ pub(crate) fn currency(field: &str, c: &Currency) -> Check {
         return Err(ValidationError::at(
             "invalid_currency",
             field,
-            format!("`{field}`: {:?} is not an active ISO 4217 currency code", truncate(c.as_str())),
+            format!(
+                "`{field}`: {:?} is not an active ISO 4217 currency code",
+                truncate(c.as_str())
+            ),
         ));
     }
     Ok(())
@@ -290,7 +310,10 @@ pub(crate) fn http_url(field: &str, s: &str, max: usize) -> Check {
 
 /// The `no_changes` error of edits and updates that set nothing.
 pub(crate) fn no_changes(what: &str) -> ValidationError {
-    ValidationError::whole("no_changes", format!("nothing to change: set at least one of {what}"))
+    ValidationError::whole(
+        "no_changes",
+        format!("nothing to change: set at least one of {what}"),
+    )
 }
 
 /// At most 64 characters of untrusted input, for messages.
@@ -315,11 +338,17 @@ mod tests {
 
     #[test]
     fn ids() {
-        assert_eq!(code(id("post_id", &Uuid::nil())), Some(("invalid_value", Some("post_id".into()))));
+        assert_eq!(
+            code(id("post_id", &Uuid::nil())),
+            Some(("invalid_value", Some("post_id".into())))
+        );
         assert_eq!(code(id("post_id", &Uuid::from_u128(1))), None);
         assert_eq!(code(opt_id("parent_id", None)), None);
         let dup = [Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(1)];
-        assert_eq!(code(distinct_ids("item_ids", &dup)), Some(("invalid_value", Some("item_ids[2]".into()))));
+        assert_eq!(
+            code(distinct_ids("item_ids", &dup)),
+            Some(("invalid_value", Some("item_ids[2]".into())))
+        );
         assert_eq!(
             code(distinct_ids("item_ids", &[Uuid::from_u128(1), Uuid::nil()])),
             Some(("invalid_value", Some("item_ids[1]".into())))
@@ -341,30 +370,63 @@ mod tests {
         assert_eq!(multi("a\u{0}b"), Some("invalid_value"));
         assert_eq!(multi("a\u{1b}b"), Some("invalid_value"));
         assert_eq!(multi("a\u{85}b"), Some("invalid_value"), "C1 controls too");
-        assert_eq!(code(text_may_be_empty("description", "", 5, Lines::Multi)), None);
-        assert_eq!(code(opt_text("title", Some(&String::new()), 5, Lines::Single)).map(|c| c.0), Some("required"));
+        assert_eq!(
+            code(text_may_be_empty("description", "", 5, Lines::Multi)),
+            None
+        );
+        assert_eq!(
+            code(opt_text("title", Some(&String::new()), 5, Lines::Single)).map(|c| c.0),
+            Some("required")
+        );
     }
 
     #[test]
     fn tag_rules() {
         assert_eq!(code(tags("tags", &s(&["rust", "data-lake", "k8s"]))), None);
         assert_eq!(code(tags("tags", &[])), None);
-        assert_eq!(code(tags("tags", &s(&["ok", "Bad"]))), Some(("invalid_value", Some("tags[1]".into()))));
-        assert_eq!(code(tags("tags", &s(&["a b"]))), Some(("invalid_value", Some("tags[0]".into()))));
-        assert_eq!(code(tags("tags", &s(&["a", ""]))), Some(("required", Some("tags[1]".into()))));
-        assert_eq!(code(tags("tags", &s(&["x", "y", "x"]))), Some(("invalid_value", Some("tags[2]".into()))));
-        assert_eq!(code(tags("tags", &s(&[&"a".repeat(33)]))), Some(("too_long", Some("tags[0]".into()))));
+        assert_eq!(
+            code(tags("tags", &s(&["ok", "Bad"]))),
+            Some(("invalid_value", Some("tags[1]".into())))
+        );
+        assert_eq!(
+            code(tags("tags", &s(&["a b"]))),
+            Some(("invalid_value", Some("tags[0]".into())))
+        );
+        assert_eq!(
+            code(tags("tags", &s(&["a", ""]))),
+            Some(("required", Some("tags[1]".into())))
+        );
+        assert_eq!(
+            code(tags("tags", &s(&["x", "y", "x"]))),
+            Some(("invalid_value", Some("tags[2]".into())))
+        );
+        assert_eq!(
+            code(tags("tags", &s(&[&"a".repeat(33)]))),
+            Some(("too_long", Some("tags[0]".into())))
+        );
         let eleven: Vec<String> = (0..11).map(|i| format!("t{i}")).collect();
-        assert_eq!(code(tags("tags", &eleven)), Some(("too_many", Some("tags".into()))));
+        assert_eq!(
+            code(tags("tags", &eleven)),
+            Some(("too_many", Some("tags".into())))
+        );
     }
 
     #[test]
     fn skill_rules() {
         assert_eq!(code(skills("skills", &s(&["Rust", "SQL"]))), None);
-        assert_eq!(code(skills("skills", &s(&["Rust", " rust "]))), Some(("invalid_value", Some("skills[1]".into()))));
-        assert_eq!(code(skills("skills", &s(&["  "]))), Some(("required", Some("skills[0]".into()))));
+        assert_eq!(
+            code(skills("skills", &s(&["Rust", " rust "]))),
+            Some(("invalid_value", Some("skills[1]".into())))
+        );
+        assert_eq!(
+            code(skills("skills", &s(&["  "]))),
+            Some(("required", Some("skills[0]".into())))
+        );
         let many: Vec<String> = (0..51).map(|i| format!("s{i}")).collect();
-        assert_eq!(code(skills("skills", &many)), Some(("too_many", Some("skills".into()))));
+        assert_eq!(
+            code(skills("skills", &many)),
+            Some(("too_many", Some("skills".into())))
+        );
     }
 
     #[test]
@@ -372,7 +434,10 @@ mod tests {
         assert_eq!(code(amount("amount_minor", 1)), None);
         assert_eq!(code(amount("amount_minor", AMOUNT_MAX_MINOR)), None);
         for bad in [0, -1, i64::MIN, AMOUNT_MAX_MINOR + 1, i64::MAX] {
-            assert_eq!(code(amount("amount_minor", bad)).map(|c| c.0), Some("out_of_range"));
+            assert_eq!(
+                code(amount("amount_minor", bad)).map(|c| c.0),
+                Some("out_of_range")
+            );
         }
         assert_eq!(code(currency("currency", &Currency::new("EUR"))), None);
         assert_eq!(
@@ -384,8 +449,14 @@ mod tests {
     #[test]
     fn ranges() {
         assert_eq!(code(in_range("capacity", 1u32, 1..=10)), None);
-        assert_eq!(code(in_range("capacity", 0u32, 1..=10)).map(|c| c.0), Some("out_of_range"));
-        assert_eq!(code(in_range("capacity", 11u32, 1..=10)).map(|c| c.0), Some("out_of_range"));
+        assert_eq!(
+            code(in_range("capacity", 0u32, 1..=10)).map(|c| c.0),
+            Some("out_of_range")
+        );
+        assert_eq!(
+            code(in_range("capacity", 11u32, 1..=10)).map(|c| c.0),
+            Some("out_of_range")
+        );
     }
 
     #[test]
@@ -406,7 +477,12 @@ mod tests {
         assert!(!ok("javascript:alert(1)"));
         assert!(!ok("é"));
         assert_eq!(
-            code(http_url("online_url", &format!("https://x.io/{}", "a".repeat(100)), 100)).map(|c| c.0),
+            code(http_url(
+                "online_url",
+                &format!("https://x.io/{}", "a".repeat(100)),
+                100
+            ))
+            .map(|c| c.0),
             Some("too_long")
         );
     }

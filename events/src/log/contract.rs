@@ -16,24 +16,36 @@ fn topic(name: &str) -> String {
 }
 
 fn rec(key: &str, value: String) -> Record {
-    Record::new(Bytes::from(key.to_owned()), Bytes::from(value), 1_700_000_000_000)
+    Record::new(
+        Bytes::from(key.to_owned()),
+        Bytes::from(value),
+        1_700_000_000_000,
+    )
 }
 
 /// Offsets are dense per partition and start at 0; positions come back in input order.
 pub async fn append_assigns_dense_offsets(log: Arc<dyn Log>) {
     let t = topic("dense");
     log.create_topic(&t, 4).await.unwrap();
-    let records: Vec<Record> = (0..200).map(|i| rec(&format!("k{}", i % 17), i.to_string())).collect();
+    let records: Vec<Record> = (0..200)
+        .map(|i| rec(&format!("k{}", i % 17), i.to_string()))
+        .collect();
     let positions = log.append(&t, records).await.unwrap();
     assert_eq!(positions.len(), 200);
     let mut per_partition: HashMap<u32, Vec<u64>> = HashMap::new();
     for p in &positions {
         per_partition.entry(p.partition).or_default().push(p.offset);
     }
-    assert!(per_partition.len() > 1, "17 keys over 4 partitions must spread");
+    assert!(
+        per_partition.len() > 1,
+        "17 keys over 4 partitions must spread"
+    );
     for (partition, offsets) in per_partition {
         let expected: Vec<u64> = (0..offsets.len() as u64).collect();
-        assert_eq!(offsets, expected, "partition {partition} offsets must be dense from 0");
+        assert_eq!(
+            offsets, expected,
+            "partition {partition} offsets must be dense from 0"
+        );
         let wm = log.watermarks(&t, partition).await.unwrap();
         assert_eq!((wm.low, wm.high), (0, expected.len() as u64));
     }
@@ -46,16 +58,21 @@ pub async fn same_key_keeps_order_and_content(log: Arc<dyn Log>) {
     log.create_topic(&t, 3).await.unwrap();
     let mut all = Vec::new();
     for round in 0..5 {
-        let batch: Vec<Record> = (0..10).map(|i| rec("actor-a", format!("{round}-{i}"))).collect();
+        let batch: Vec<Record> = (0..10)
+            .map(|i| rec("actor-a", format!("{round}-{i}")))
+            .collect();
         all.extend(log.append(&t, batch).await.unwrap());
     }
     let partition = all[0].partition;
     assert!(all.iter().all(|p| p.partition == partition));
     let read = log.read(&t, partition, 0, 1000).await.unwrap();
-    let values: Vec<String> =
-        read.iter().map(|r| String::from_utf8(r.value.to_vec()).unwrap()).collect();
-    let expected: Vec<String> =
-        (0..5).flat_map(|r| (0..10).map(move |i| format!("{r}-{i}"))).collect();
+    let values: Vec<String> = read
+        .iter()
+        .map(|r| String::from_utf8(r.value.to_vec()).unwrap())
+        .collect();
+    let expected: Vec<String> = (0..5)
+        .flat_map(|r| (0..10).map(move |i| format!("{r}-{i}")))
+        .collect();
     assert_eq!(values, expected);
     for (i, r) in read.iter().enumerate() {
         assert_eq!(r.offset, i as u64);
@@ -70,13 +87,22 @@ pub async fn same_key_keeps_order_and_content(log: Arc<dyn Log>) {
 pub async fn read_ranges(log: Arc<dyn Log>) {
     let t = topic("ranges");
     log.create_topic(&t, 1).await.unwrap();
-    log.append(&t, (0..30).map(|i| rec("k", i.to_string())).collect()).await.unwrap();
+    log.append(&t, (0..30).map(|i| rec("k", i.to_string())).collect())
+        .await
+        .unwrap();
     let page = log.read(&t, 0, 10, 5).await.unwrap();
-    assert_eq!(page.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![10, 11, 12, 13, 14]);
+    assert_eq!(
+        page.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![10, 11, 12, 13, 14]
+    );
     assert!(log.read(&t, 0, 30, 10).await.unwrap().is_empty());
     assert!(matches!(
         log.read(&t, 0, 31, 10).await,
-        Err(LogError::OffsetOutOfRange { requested: 31, high: 30, .. })
+        Err(LogError::OffsetOutOfRange {
+            requested: 31,
+            high: 30,
+            ..
+        })
     ));
     assert_eq!(log.read(&t, 0, 25, 100).await.unwrap().len(), 5);
 }
@@ -105,7 +131,10 @@ pub async fn concurrent_appends(log: Arc<dyn Log>) {
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             for i in 0..25 {
-                let p = log.append(&t, vec![rec(&format!("w{w}"), format!("{w}:{i}"))]).await.unwrap();
+                let p = log
+                    .append(&t, vec![rec(&format!("w{w}"), format!("{w}:{i}"))])
+                    .await
+                    .unwrap();
                 out.push(p[0]);
             }
             out
@@ -137,14 +166,39 @@ pub async fn concurrent_appends(log: Arc<dyn Log>) {
 pub async fn committed_positions(log: Arc<dyn Log>) {
     let t = topic("groups");
     log.create_topic(&t, 2).await.unwrap();
-    log.append(&t, (0..10).map(|i| rec(&format!("k{i}"), i.to_string())).collect()).await.unwrap();
+    log.append(
+        &t,
+        (0..10)
+            .map(|i| rec(&format!("k{i}"), i.to_string()))
+            .collect(),
+    )
+    .await
+    .unwrap();
     assert_eq!(log.committed("g1", &t, 0).await.unwrap(), None);
-    let positions = [Position { partition: 0, offset: 3 }, Position { partition: 1, offset: 2 }];
+    let positions = [
+        Position {
+            partition: 0,
+            offset: 3,
+        },
+        Position {
+            partition: 1,
+            offset: 2,
+        },
+    ];
     log.commit("g1", &t, &positions).await.unwrap();
     assert_eq!(log.committed("g1", &t, 0).await.unwrap(), Some(3));
     assert_eq!(log.committed("g1", &t, 1).await.unwrap(), Some(2));
     assert_eq!(log.committed("g2", &t, 0).await.unwrap(), None);
-    log.commit("g1", &t, &[Position { partition: 0, offset: 5 }]).await.unwrap();
+    log.commit(
+        "g1",
+        &t,
+        &[Position {
+            partition: 0,
+            offset: 5,
+        }],
+    )
+    .await
+    .unwrap();
     assert_eq!(log.committed("g1", &t, 0).await.unwrap(), Some(5));
 }
 
@@ -152,12 +206,18 @@ pub async fn committed_positions(log: Arc<dyn Log>) {
 pub async fn errors(log: Arc<dyn Log>) {
     let t = topic("errors");
     assert!(matches!(
-        log.append("no-such-topic-xyz", vec![rec("k", "v".into())]).await,
+        log.append("no-such-topic-xyz", vec![rec("k", "v".into())])
+            .await,
         Err(LogError::TopicNotFound(_))
     ));
     log.create_topic(&t, 2).await.unwrap();
-    log.create_topic(&t, 2).await.expect("creating again with the same count is fine");
-    assert!(matches!(log.create_topic(&t, 3).await, Err(LogError::TopicMismatch { .. })));
+    log.create_topic(&t, 2)
+        .await
+        .expect("creating again with the same count is fine");
+    assert!(matches!(
+        log.create_topic(&t, 3).await,
+        Err(LogError::TopicMismatch { .. })
+    ));
     assert!(matches!(
         log.read(&t, 7, 0, 1).await,
         Err(LogError::PartitionOutOfRange { partition: 7, .. })

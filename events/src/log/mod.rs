@@ -183,8 +183,12 @@ pub trait Log: Send + Sync + 'static {
     async fn watermarks(&self, topic: &str, partition: u32) -> Result<Watermarks, LogError>;
 
     /// Commits, for consumer `group`, the next offset to read in each given partition.
-    async fn commit(&self, group: &str, topic: &str, positions: &[Position])
-    -> Result<(), LogError>;
+    async fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        positions: &[Position],
+    ) -> Result<(), LogError>;
 
     /// The next offset `group` will read in `partition`, if it ever committed one.
     async fn committed(

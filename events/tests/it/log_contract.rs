@@ -10,7 +10,9 @@ use bytes::Bytes;
 use philo_events::log::{EmbeddedLog, EmbeddedLogConfig, Log, LogError, Record};
 
 fn scratch() -> PathBuf {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap().keep()
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+        .keep()
 }
 
 async fn embedded() -> Arc<dyn Log> {
@@ -32,19 +34,33 @@ async fn reopen_keeps_records_offsets_and_group_positions() {
     {
         let log = EmbeddedLog::open(EmbeddedLogConfig::new(&dir)).unwrap();
         log.create_topic("actions", 2).await.unwrap();
-        log.append("actions", (0..50).map(|i| rec("a", i.to_string(), 1)).collect()).await.unwrap();
-        let p = log.append("actions", vec![rec("a", "last".into(), 1)]).await.unwrap()[0];
+        log.append(
+            "actions",
+            (0..50).map(|i| rec("a", i.to_string(), 1)).collect(),
+        )
+        .await
+        .unwrap();
+        let p = log
+            .append("actions", vec![rec("a", "last".into(), 1)])
+            .await
+            .unwrap()[0];
         assert_eq!(p.offset, 50);
         log.commit("jobs", "actions", &[p]).await.unwrap();
     }
     let log = EmbeddedLog::open(EmbeddedLogConfig::new(&dir)).unwrap();
     assert_eq!(log.partitions("actions").await.unwrap(), 2);
-    let p = log.append("actions", vec![rec("a", "after".into(), 1)]).await.unwrap()[0];
+    let p = log
+        .append("actions", vec![rec("a", "after".into(), 1)])
+        .await
+        .unwrap()[0];
     assert_eq!(p.offset, 51, "offsets continue after a reopen");
     let all = log.read("actions", p.partition, 0, 100).await.unwrap();
     assert_eq!(all.len(), 52);
     assert_eq!(&all[50].value[..], b"last");
-    assert_eq!(log.committed("jobs", "actions", p.partition).await.unwrap(), Some(50));
+    assert_eq!(
+        log.committed("jobs", "actions", p.partition).await.unwrap(),
+        Some(50)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +85,10 @@ async fn concurrent_appends_share_fsyncs() {
     }
     let fsyncs = log.fsync_count() - before;
     assert!(fsyncs > 0, "appends must fsync");
-    assert!(fsyncs < 1280, "1280 concurrent appends took {fsyncs} fsyncs: no group commit");
+    assert!(
+        fsyncs < 1280,
+        "1280 concurrent appends took {fsyncs} fsyncs: no group commit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,12 +101,20 @@ async fn retention_by_size_and_age() {
     log.create_topic("t", 1).await.unwrap();
     let now = 10_000_000_000i64;
     // 50 old records, then 100 fresh ones of 1 KiB each.
-    log.append("t", (0..50).map(|i| rec("k", i.to_string(), now - 7_200_000)).collect())
-        .await
-        .unwrap();
-    log.append("t", (0..100).map(|_| rec("k", "x".repeat(1023), now)).collect())
-        .await
-        .unwrap();
+    log.append(
+        "t",
+        (0..50)
+            .map(|i| rec("k", i.to_string(), now - 7_200_000))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    log.append(
+        "t",
+        (0..100).map(|_| rec("k", "x".repeat(1023), now)).collect(),
+    )
+    .await
+    .unwrap();
     let deleted = log.enforce_retention(now).unwrap();
     let wm = log.watermarks("t", 0).await.unwrap();
     assert_eq!(wm.high, 150);
@@ -98,7 +125,10 @@ async fn retention_by_size_and_age() {
         log.read("t", 0, 0, 10).await,
         Err(LogError::OffsetOutOfRange { low, .. }) if low == wm.low
     ));
-    assert_eq!(log.read("t", 0, wm.low, 1000).await.unwrap().len() as u64, 150 - wm.low);
+    assert_eq!(
+        log.read("t", 0, wm.low, 1000).await.unwrap().len() as u64,
+        150 - wm.low
+    );
     // The retained range survives a reopen.
     drop(log);
     let log = EmbeddedLog::open(EmbeddedLogConfig::new(&dir)).unwrap();
@@ -113,7 +143,9 @@ async fn torn_journal_tail_is_recovered() {
     let log = EmbeddedLog::open(EmbeddedLogConfig::new(&live)).unwrap();
     log.create_topic("actions", 1).await.unwrap();
     for i in 0..100 {
-        log.append("actions", vec![rec("a", format!("record-{i}"), 1)]).await.unwrap();
+        log.append("actions", vec![rec("a", format!("record-{i}"), 1)])
+            .await
+            .unwrap();
     }
     // What a kill -9 leaves on disk: the files as they are while the log is still open
     // (every append above was fsync'd), with no shutdown flush.
@@ -130,12 +162,19 @@ async fn torn_journal_tail_is_recovered() {
 
     let log = EmbeddedLog::open(EmbeddedLogConfig::new(&dir)).expect("log opens after a torn tail");
     let wm = log.watermarks("actions", 0).await.unwrap();
-    assert!((99..=100).contains(&wm.high), "kept {} of 100 records", wm.high);
+    assert!(
+        (99..=100).contains(&wm.high),
+        "kept {} of 100 records",
+        wm.high
+    );
     let records = log.read("actions", 0, 0, 200).await.unwrap();
     for (i, r) in records.iter().enumerate() {
         assert_eq!(r.value, Bytes::from(format!("record-{i}")));
     }
-    let p = log.append("actions", vec![rec("a", "after".into(), 1)]).await.unwrap()[0];
+    let p = log
+        .append("actions", vec![rec("a", "after".into(), 1)])
+        .await
+        .unwrap()[0];
     assert_eq!(p.offset, wm.high);
 }
 
@@ -154,7 +193,10 @@ fn newest_journal(dir: &Path) -> PathBuf {
         }
     }
     found.sort();
-    found.pop().unwrap_or_else(|| panic!("no journal file under {}", dir.display())).1
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("no journal file under {}", dir.display()))
+        .1
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -33,8 +33,12 @@ pub(crate) fn decode_key(k: &[u8]) -> Result<(u32, u64), LogError> {
 
 /// The bytes a record counts for in size-based retention.
 pub(crate) fn record_size(r: &Record) -> u64 {
-    (r.key.len() + r.value.len() + r.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>())
-        as u64
+    (r.key.len()
+        + r.value.len()
+        + r.headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum::<usize>()) as u64
 }
 
 pub(crate) fn encode(r: &Record, cum_bytes: u64) -> Vec<u8> {
@@ -115,7 +119,10 @@ struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], LogError> {
         let end = self.pos.checked_add(n).ok_or_else(|| corrupt("length"))?;
-        let s = self.buf.get(self.pos..end).ok_or_else(|| corrupt("truncated"))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or_else(|| corrupt("truncated"))?;
         self.pos = end;
         Ok(s)
     }
@@ -123,16 +130,24 @@ impl<'a> Cursor<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, LogError> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32, LogError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, LogError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn i64(&mut self) -> Result<i64, LogError> {
-        Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 }
 
@@ -156,7 +171,10 @@ mod tests {
 
     #[test]
     fn truncated_values_are_errors_not_panics() {
-        let v = encode(&Record::new(&b"key"[..], &b"v"[..], 1).with_header("h", &b"x"[..]), 1);
+        let v = encode(
+            &Record::new(&b"key"[..], &b"v"[..], 1).with_header("h", &b"x"[..]),
+            1,
+        );
         for cut in 0..v.len() - 1 {
             // The payload is the unframed tail, so only cuts inside the framed prefix must fail.
             let _ = decode(0, 0, &v[..cut]);

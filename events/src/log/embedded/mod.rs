@@ -114,7 +114,9 @@ pub struct EmbeddedLog {
 
 impl std::fmt::Debug for EmbeddedLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedLog").field("dir", &self.inner.config.dir).finish()
+        f.debug_struct("EmbeddedLog")
+            .field("dir", &self.inner.config.dir)
+            .finish()
     }
 }
 
@@ -198,7 +200,7 @@ impl EmbeddedLog {
             .ok_or_else(|| LogError::TopicNotFound(topic.to_owned()))
     }
 
-    fn partition<'a>(t: &'a TopicState, partition: u32) -> Result<&'a PartitionState, LogError> {
+    fn partition(t: &TopicState, partition: u32) -> Result<&PartitionState, LogError> {
         t.partitions
             .get(partition as usize)
             .ok_or_else(|| LogError::PartitionOutOfRange {
@@ -243,7 +245,11 @@ fn recover_topic(db: &Database, name: &str, count: u32) -> Result<TopicState, Lo
                 let first_rec = codec::decode(p, low, &fv)?;
                 let first_size = first_rec.key.len()
                     + first_rec.value.len()
-                    + first_rec.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+                    + first_rec
+                        .headers
+                        .iter()
+                        .map(|(n, v)| n.len() + v.len())
+                        .sum::<usize>();
                 let first_cum = codec::decode_meta(&fv)?.cum_bytes;
                 let cum = codec::decode_meta(&lv)?.cum_bytes;
                 PartitionState {
@@ -453,8 +459,13 @@ async fn blocking<T: Send + 'static>(
 impl Inner {
     fn enforce_retention(&self, now_ms: i64) -> Result<u64, LogError> {
         const MAX_DELETES_PER_PASS: usize = 200_000;
-        let topics: Vec<Arc<TopicState>> =
-            self.topics.read().expect("topics lock").values().cloned().collect();
+        let topics: Vec<Arc<TopicState>> = self
+            .topics
+            .read()
+            .expect("topics lock")
+            .values()
+            .cloned()
+            .collect();
         let age_cutoff = self
             .config
             .max_age
@@ -468,7 +479,8 @@ impl Inner {
                 if low >= high {
                     continue;
                 }
-                let size = p.cum_bytes.load(Ordering::Acquire) - p.cum_at_low.load(Ordering::Acquire);
+                let size =
+                    p.cum_bytes.load(Ordering::Acquire) - p.cum_at_low.load(Ordering::Acquire);
                 let over_size = self
                     .config
                     .max_bytes_per_partition
