@@ -23,11 +23,14 @@ pub async fn open_log(config: &PhiloConfig) -> Result<Arc<dyn Log>> {
         "embedded" => {
             let mut c = EmbeddedLogConfig::new(config.data_dir.join("log"));
             c.durability = config.log.durability;
-            c.max_age = (config.log.retention_hours > 0).then(|| Duration::from_secs(config.log.retention_hours * 3600));
-            c.max_bytes_per_partition = (config.log.retention_bytes_per_partition > 0).then_some(config.log.retention_bytes_per_partition);
+            c.max_age = (config.log.retention_hours > 0)
+                .then(|| Duration::from_secs(config.log.retention_hours * 3600));
+            c.max_bytes_per_partition = (config.log.retention_bytes_per_partition > 0)
+                .then_some(config.log.retention_bytes_per_partition);
             let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(c)).await??;
             let log: Arc<dyn Log> = Arc::new(log);
-            log.create_topic(ACTIONS_TOPIC, config.log.partitions).await?;
+            log.create_topic(ACTIONS_TOPIC, config.log.partitions)
+                .await?;
             Ok(log)
         }
         other => bail!("log.backend `{other}` is not available (supported: embedded)"),
@@ -71,7 +74,9 @@ pub async fn open_accounts(config: &PhiloConfig, clock: Arc<dyn Clock>) -> Resul
     c.access_ttl = Duration::from_secs(config.accounts.access_ttl_secs);
     c.refresh_ttl = Duration::from_secs(config.accounts.refresh_ttl_secs);
     c.max_connections = config.accounts.max_connections;
-    Accounts::connect(c, clock).await.context("opening the accounts database")
+    Accounts::connect(c, clock)
+        .await
+        .context("opening the accounts database")
 }
 
 fn open_images(config: &PhiloConfig) -> Result<Arc<dyn ObjectStore>> {
@@ -86,24 +91,44 @@ fn open_images(config: &PhiloConfig) -> Result<Arc<dyn ObjectStore>> {
     if prefix.as_ref().is_empty() {
         Ok(store)
     } else {
-        Ok(Arc::new(object_store::prefix::PrefixStore::new(store, prefix)))
+        Ok(Arc::new(object_store::prefix::PrefixStore::new(
+            store, prefix,
+        )))
     }
 }
 
 /// Builds the ingest API's state from the configuration.
-pub async fn ingest_state(config: &PhiloConfig, metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> Result<AppState> {
+pub async fn ingest_state(
+    config: &PhiloConfig,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Result<AppState> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let log = open_log(config).await?;
     let accounts = open_accounts(config, clock.clone()).await?;
     let idem_dir = config.data_dir.join("idempotency");
     let ttl = config.ingest.idempotency_ttl();
-    let idempotency = tokio::task::spawn_blocking(move || FjallIdempotencyStore::open(&idem_dir, ttl)).await??;
-    Ok(AppState::new(log, accounts, clock, Arc::new(idempotency), open_images(config)?, config.ingest.clone(), metrics))
+    let idempotency =
+        tokio::task::spawn_blocking(move || FjallIdempotencyStore::open(&idem_dir, ttl)).await??;
+    Ok(AppState::new(
+        log,
+        accounts,
+        clock,
+        Arc::new(idempotency),
+        open_images(config)?,
+        config.ingest.clone(),
+        metrics,
+    ))
 }
 
 /// Serves the ingest API until `shutdown` fires, then drains in-flight requests.
-pub async fn serve_ingest(config: &PhiloConfig, state: AppState, shutdown: CancellationToken) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+pub async fn serve_ingest(
+    config: &PhiloConfig,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     // Tests and scripts that listen on port 0 learn the real address here.
     let run_dir = config.data_dir.join("run");
@@ -112,7 +137,8 @@ pub async fn serve_ingest(config: &PhiloConfig, state: AppState, shutdown: Cance
     tracing::info!(%addr, "ingest API listening");
     outbox::drain(&state).await;
     let maintenance = tokio::spawn(outbox::run_maintenance(state.clone(), shutdown.clone()));
-    let app = philo_ingest_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = philo_ingest_api::router(state)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
@@ -128,7 +154,9 @@ pub fn cancel_on_signals(token: CancellationToken) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         let term = async {
-            if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            if let Ok(mut s) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
                 s.recv().await;
             } else {
                 std::future::pending::<()>().await;

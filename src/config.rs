@@ -155,7 +155,10 @@ impl PhiloConfig {
 
     pub fn accounts_url(&self) -> String {
         if self.accounts.database_url.is_empty() {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("accounts.db").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("accounts.db").display()
+            )
         } else {
             self.accounts.database_url.clone()
         }
@@ -170,12 +173,25 @@ mod tests {
     fn layers_apply_in_order_and_unknown_keys_fail() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("philo.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\n[log]\npartitions = 3\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\n[log]\npartitions = 3\n",
+        )
+        .unwrap();
         let c = PhiloConfig::load(Some(&file), &Overrides::default()).unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.log.partitions, 3);
-        let flags = Overrides { listen: Some("127.0.0.1:9100".parse().unwrap()), ..Default::default() };
-        assert_eq!(PhiloConfig::load(Some(&file), &flags).unwrap().listen.port(), 9100);
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(
+            PhiloConfig::load(Some(&file), &flags)
+                .unwrap()
+                .listen
+                .port(),
+            9100
+        );
 
         std::fs::write(&file, "[log]\npartitionz = 3\n").unwrap();
         let err = PhiloConfig::load(Some(&file), &Overrides::default()).unwrap_err();

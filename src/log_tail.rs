@@ -26,50 +26,149 @@ pub struct TailArgs {
     /// Keep printing new records as they arrive.
     #[arg(long)]
     pub follow: bool,
-    /// Topic to read.
+    /// Topic to read (direct mode).
     #[arg(long, default_value = ACTIONS_TOPIC)]
     pub topic: String,
+    /// Read through a running server's admin API instead of opening the data directory
+    /// (which a running embedded server holds locked), e.g. `http://127.0.0.1:8080`.
+    #[arg(long, env = "PHILO_URL")]
+    pub url: Option<String>,
+    /// Admin access token for `--url`.
+    #[arg(long, env = "PHILO_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Where records come from: the log itself, or a server's `/v1/admin/log`.
+enum Source {
+    Direct(std::sync::Arc<dyn philo_events::log::Log>, String),
+    Http {
+        client: reqwest::Client,
+        url: String,
+        token: String,
+    },
+}
+
+struct Page {
+    lines: Vec<serde_json::Value>,
+    next: u64,
+}
+
+impl Source {
+    async fn partitions(&self) -> Result<Vec<(u32, u64)>> {
+        match self {
+            Source::Direct(log, topic) => {
+                let mut out = Vec::new();
+                for p in 0..log.partitions(topic).await? {
+                    out.push((p, log.watermarks(topic, p).await?.low));
+                }
+                Ok(out)
+            }
+            Source::Http { client, url, token } => {
+                let info: serde_json::Value = check(
+                    client
+                        .get(format!("{url}/v1/admin/log"))
+                        .bearer_auth(token)
+                        .send()
+                        .await?,
+                )
+                .await?;
+                let parts = info["partitions"].as_array().context("partitions")?;
+                Ok(parts
+                    .iter()
+                    .filter_map(|p| Some((p["partition"].as_u64()? as u32, p["low"].as_u64()?)))
+                    .collect())
+            }
+        }
+    }
+
+    async fn read(&self, partition: u32, offset: u64) -> Result<Page> {
+        match self {
+            Source::Direct(log, topic) => {
+                let records = log.read(topic, partition, offset, 1000).await?;
+                let next = records.last().map_or(offset, |r| r.offset + 1);
+                let lines = records
+                    .iter()
+                    .map(|r| {
+                        let value: serde_json::Value = serde_json::from_slice(&r.value)
+                            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&r.value).into_owned()));
+                        serde_json::json!({"position": r.position().to_string(), "timestamp_ms": r.timestamp_ms, "record": value})
+                    })
+                    .collect();
+                Ok(Page { lines, next })
+            }
+            Source::Http { client, url, token } => {
+                let page: serde_json::Value = check(
+                    client
+                        .get(format!(
+                            "{url}/v1/admin/log/{partition}?from={offset}&limit=1000"
+                        ))
+                        .bearer_auth(token)
+                        .send()
+                        .await?,
+                )
+                .await?;
+                Ok(Page {
+                    lines: page["records"].as_array().cloned().unwrap_or_default(),
+                    next: page["next"].as_u64().unwrap_or(offset),
+                })
+            }
+        }
+    }
+}
+
+async fn check(response: reqwest::Response) -> Result<serde_json::Value> {
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "server answered {status}: {body}");
+    Ok(body)
 }
 
 pub async fn tail(config: &PhiloConfig, args: &TailArgs) -> Result<()> {
-    let log = open_log(config).await?;
-    let partitions = log.partitions(&args.topic).await?;
-    let selected: Vec<u32> = match (args.partition, args.from) {
-        (Some(p), _) => vec![p],
-        (None, Some(from)) => vec![from.partition],
-        (None, None) => (0..partitions).collect(),
+    let source = match &args.url {
+        Some(url) => Source::Http {
+            client: reqwest::Client::new(),
+            url: url.trim_end_matches('/').to_owned(),
+            token: args
+                .token
+                .clone()
+                .context("--url needs an admin token (--token or PHILO_ADMIN_TOKEN)")?,
+        },
+        None => {
+            let log = open_log(config).await.context(
+                "opening the log (a running `philo up` holds it: use --url with an admin token instead)",
+            )?;
+            Source::Direct(log, args.topic.clone())
+        }
     };
-    let mut next = Vec::with_capacity(selected.len());
-    for &p in &selected {
-        let wm = log.watermarks(&args.topic, p).await.with_context(|| format!("partition {p}"))?;
-        let start = match args.from {
-            Some(from) if from.partition == p => from.offset.max(wm.low),
-            _ => wm.low,
-        };
-        next.push((p, start));
-    }
+    let mut next: Vec<(u32, u64)> = source
+        .partitions()
+        .await?
+        .into_iter()
+        .filter(|(p, _)| args.partition.is_none_or(|only| only == *p))
+        .filter(|(p, _)| args.partition.is_some() || args.from.is_none_or(|f| f.partition == *p))
+        .map(|(p, low)| match args.from {
+            Some(from) if from.partition == p => (p, from.offset.max(low)),
+            _ => (p, low),
+        })
+        .collect();
     let stdout = std::io::stdout();
     loop {
         let mut printed = 0;
         for (p, offset) in &mut next {
             loop {
-                let records = log.read(&args.topic, *p, *offset, 1000).await?;
-                if records.is_empty() {
+                let page = source
+                    .read(*p, *offset)
+                    .await
+                    .with_context(|| format!("reading partition {p}"))?;
+                if page.lines.is_empty() {
                     break;
                 }
                 let mut out = stdout.lock();
-                for r in &records {
-                    let value: serde_json::Value = serde_json::from_slice(&r.value)
-                        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&r.value).into_owned()));
-                    let line = serde_json::json!({
-                        "position": r.position().to_string(),
-                        "timestamp_ms": r.timestamp_ms,
-                        "record": value,
-                    });
+                for line in &page.lines {
                     writeln!(out, "{line}")?;
                 }
-                *offset = records.last().map_or(*offset, |r| r.offset + 1);
-                printed += records.len();
+                printed += page.lines.len();
+                *offset = page.next;
             }
         }
         if !args.follow {

@@ -19,7 +19,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Overrides, PhiloConfig};
 
 #[derive(Parser)]
-#[command(name = "philo", version, about = "Philo: the data core of a social knowledge platform")]
+#[command(
+    name = "philo",
+    version,
+    about = "Philo: the data core of a social knowledge platform"
+)]
 struct Cli {
     /// Configuration file (default: ./philo.toml when present).
     #[arg(long, global = true, env = "PHILO_CONFIG")]
@@ -82,12 +86,20 @@ enum AdminCommand {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(cli))
 }
 
 fn load(cli_config: Option<&std::path::Path>, common: &Common) -> Result<PhiloConfig> {
-    PhiloConfig::load(cli_config, &Overrides { data_dir: common.data_dir.clone(), listen: common.listen })
+    PhiloConfig::load(
+        cli_config,
+        &Overrides {
+            data_dir: common.data_dir.clone(),
+            listen: common.listen,
+        },
+    )
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -102,24 +114,48 @@ async fn run(cli: Cli) -> Result<()> {
             app::cancel_on_signals(shutdown.clone());
             app::serve_ingest(&config, state, shutdown).await
         }
-        Command::Log { command: LogCommand::Tail(args) } => {
-            let config = load(cli.config.as_deref(), &Common { data_dir: args.data_dir.clone(), listen: None })?;
+        Command::Log {
+            command: LogCommand::Tail(args),
+        } => {
+            let config = load(
+                cli.config.as_deref(),
+                &Common {
+                    data_dir: args.data_dir.clone(),
+                    listen: None,
+                },
+            )?;
             log_tail::tail(&config, &args).await
         }
-        Command::Admin { command: AdminCommand::CreateAdmin { common, username, email } } => {
+        Command::Admin {
+            command:
+                AdminCommand::CreateAdmin {
+                    common,
+                    username,
+                    email,
+                },
+        } => {
             let config = load(cli.config.as_deref(), &common)?;
             let mut password = String::new();
-            std::io::stdin().read_to_string(&mut password).context("reading the password from stdin")?;
-            let accounts = app::open_accounts(&config, std::sync::Arc::new(philo_accounts::SystemClock)).await?;
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("reading the password from stdin")?;
+            let accounts =
+                app::open_accounts(&config, std::sync::Arc::new(philo_accounts::SystemClock))
+                    .await?;
             let user = accounts
                 .create_admin(philo_accounts::NewUser {
                     username,
                     email,
-                    password: SecretString::from(password.trim_end_matches(['\n', '\r']).to_owned()),
+                    password: SecretString::from(
+                        password.trim_end_matches(['\n', '\r']).to_owned(),
+                    ),
                     role: philo_accounts::Role::Admin,
                 })
                 .await?;
-            println!("{}", serde_json::json!({"user_id": user.id, "username": user.username, "role": "admin"}));
+            println!(
+                "{}",
+                serde_json::json!({"user_id": user.id, "username": user.username, "role": "admin"})
+            );
             Ok(())
         }
         Command::Bench { command } => bench::run(command).await,

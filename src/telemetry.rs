@@ -8,8 +8,12 @@ use crate::config::TelemetryConfig;
 
 /// Installs the global tracing subscriber: JSON lines or pretty text to stderr.
 pub fn init_logging(config: &TelemetryConfig) -> Result<()> {
-    let filter = EnvFilter::try_from_env("PHILO_LOG").or_else(|_| EnvFilter::try_new(format!("{},fjall=warn,lsm_tree=warn", config.log_level)))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("PHILO_LOG").or_else(|_| {
+        EnvFilter::try_new(format!("{},fjall=warn,lsm_tree=warn", config.log_level))
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match config.log_format.as_str() {
         "json" => builder.json().flatten_event(true).try_init(),
         "pretty" => builder.compact().try_init(),
@@ -21,7 +25,9 @@ pub fn init_logging(config: &TelemetryConfig) -> Result<()> {
 /// Installs the Prometheus recorder behind the `metrics` facade and returns its handle.
 pub fn init_metrics() -> Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
-        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])?
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ])?
         .install_recorder()?;
     Ok(handle)
 }

@@ -34,13 +34,22 @@ fn start(data_dir: &Path) -> (Child, String) {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("philo up exited during start: {status}");
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "philo up did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "philo up did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-async fn post(client: &reqwest::Client, base: &str, token: &str, title: String) -> Option<uuid::Uuid> {
-    let body = serde_json::json!({"type": "post.created", "title": title, "body": "load", "tags": []});
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    title: String,
+) -> Option<uuid::Uuid> {
+    let body =
+        serde_json::json!({"type": "post.created", "title": title, "body": "load", "tags": []});
     let r = client
         .post(format!("{base}/v1/actions"))
         .bearer_auth(token)
@@ -50,7 +59,11 @@ async fn post(client: &reqwest::Client, base: &str, token: &str, title: String) 
         .await
         .ok()?;
     if !r.status().is_success() {
-        assert!(r.status().is_server_error(), "unexpected refusal {}", r.status());
+        assert!(
+            r.status().is_server_error(),
+            "unexpected refusal {}",
+            r.status()
+        );
         return None;
     }
     let v: serde_json::Value = r.json().await.ok()?;
@@ -64,15 +77,26 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
     let client = reqwest::Client::new();
     let acked: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
     let mut token = String::new();
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     println!("kill delays seeded with {seed}");
 
     for round in 0..ROUNDS {
         let (mut child, base) = start(data);
         // Wait for readiness (the log and accounts open and recovered).
         let ready = Instant::now();
-        while !client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            assert!(ready.elapsed() < Duration::from_secs(30), "not ready after restart {round}");
+        while !client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                ready.elapsed() < Duration::from_secs(30),
+                "not ready after restart {round}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if round == 0 {
@@ -90,7 +114,13 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();
         for w in 0..WORKERS {
-            let (client, base, token, acked, stop) = (client.clone(), base.clone(), token.clone(), acked.clone(), stop.clone());
+            let (client, base, token, acked, stop) = (
+                client.clone(),
+                base.clone(),
+                token.clone(),
+                acked.clone(),
+                stop.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut i = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -110,10 +140,14 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
         for t in tasks {
             t.await.unwrap();
         }
-        println!("round {round}: killed after {delay} ms, {} acknowledged so far", acked.lock().unwrap().len());
+        println!(
+            "round {round}: killed after {delay} ms, {} acknowledged so far",
+            acked.lock().unwrap().len()
+        );
     }
 
-    let log = EmbeddedLog::open(EmbeddedLogConfig::new(data.join("log"))).expect("log opens cleanly after kill -9");
+    let log = EmbeddedLog::open(EmbeddedLogConfig::new(data.join("log")))
+        .expect("log opens cleanly after kill -9");
     let mut count: HashMap<uuid::Uuid, usize> = HashMap::new();
     for p in 0..log.partitions(ACTIONS_TOPIC).await.unwrap() {
         let wm = log.watermarks(ACTIONS_TOPIC, p).await.unwrap();
@@ -129,9 +163,18 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
         }
     }
     let acked: HashSet<uuid::Uuid> = acked.lock().unwrap().iter().copied().collect();
-    assert!(acked.len() > 50 * ROUNDS, "too little load to mean anything: {} acks", acked.len());
+    assert!(
+        acked.len() > 50 * ROUNDS,
+        "too little load to mean anything: {} acks",
+        acked.len()
+    );
     let missing: Vec<_> = acked.iter().filter(|id| !count.contains_key(id)).collect();
-    assert!(missing.is_empty(), "{} acknowledged actions lost, e.g. {:?}", missing.len(), missing.first());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged actions lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
     let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "actions stored twice: {twice:?}");
 }

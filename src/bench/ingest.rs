@@ -52,7 +52,12 @@ impl Phase {
 type MakeRequest = Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>;
 
 /// `workers` loops, each sending as fast as answers come back, for `duration`.
-async fn closed_loop(client: &reqwest::Client, workers: usize, duration: Duration, make: MakeRequest) -> Result<Phase> {
+async fn closed_loop(
+    client: &reqwest::Client,
+    workers: usize,
+    duration: Duration,
+    make: MakeRequest,
+) -> Result<Phase> {
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(workers);
@@ -81,7 +86,13 @@ async fn closed_loop(client: &reqwest::Client, workers: usize, duration: Duratio
 
 /// `workers` senders sharing a fixed schedule of `rate` requests/s; latency counts from the
 /// scheduled send time, so a stall is not hidden (no coordinated omission).
-async fn open_loop(client: &reqwest::Client, workers: usize, rate: f64, duration: Duration, make: MakeRequest) -> Result<Phase> {
+async fn open_loop(
+    client: &reqwest::Client,
+    workers: usize,
+    rate: f64,
+    duration: Duration,
+    make: MakeRequest,
+) -> Result<Phase> {
     let started = Instant::now();
     let interval = Duration::from_secs_f64(workers as f64 / rate.max(1.0));
     let mut tasks = Vec::with_capacity(workers);
@@ -111,8 +122,16 @@ async fn open_loop(client: &reqwest::Client, workers: usize, rate: f64, duration
     collect(tasks, started).await
 }
 
-async fn collect(tasks: Vec<tokio::task::JoinHandle<(u64, u64, Histogram<u64>)>>, started: Instant) -> Result<Phase> {
-    let mut phase = Phase { ok: 0, failed: 0, elapsed: Duration::ZERO, latency: Histogram::new_with_bounds(1, 60_000_000, 3)? };
+async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<(u64, u64, Histogram<u64>)>>,
+    started: Instant,
+) -> Result<Phase> {
+    let mut phase = Phase {
+        ok: 0,
+        failed: 0,
+        elapsed: Duration::ZERO,
+        latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+    };
     for t in tasks {
         let (ok, failed, hist) = t.await?;
         phase.ok += ok;
@@ -134,22 +153,39 @@ fn post_body(i: usize) -> String {
 }
 
 pub async fn run(args: IngestArgs) -> Result<()> {
-    ensure!(args.connections > 0 && args.batch_connections > 0 && args.batch_size > 0, "counts must be positive");
+    ensure!(
+        args.connections > 0 && args.batch_connections > 0 && args.batch_size > 0,
+        "counts must be positive"
+    );
     let scratch = match &args.data_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("philo-bench-{}", uuid::Uuid::new_v4().simple())),
     };
     std::fs::create_dir_all(&scratch)?;
     let env = [
-        ("PHILO__INGEST__RATE_LIMIT_PER_SECOND", "10000000".to_owned()),
+        (
+            "PHILO__INGEST__RATE_LIMIT_PER_SECOND",
+            "10000000".to_owned(),
+        ),
         ("PHILO__INGEST__RATE_LIMIT_BURST", "10000000".to_owned()),
-        ("PHILO__INGEST__AUTH_ATTEMPTS_PER_MINUTE", "1000000".to_owned()),
-        ("PHILO__INGEST__MAX_BATCH_ACTIONS", args.batch_size.max(500).to_string()),
-        ("PHILO__INGEST__MAX_BATCH_BYTES", (args.batch_size.max(500) * 1024).to_string()),
+        (
+            "PHILO__INGEST__AUTH_ATTEMPTS_PER_MINUTE",
+            "1000000".to_owned(),
+        ),
+        (
+            "PHILO__INGEST__MAX_BATCH_ACTIONS",
+            args.batch_size.max(500).to_string(),
+        ),
+        (
+            "PHILO__INGEST__MAX_BATCH_BYTES",
+            (args.batch_size.max(500) * 1024).to_string(),
+        ),
     ];
     let server = ServerProcess::start(&scratch, &env).await?;
     let base = server.base.clone();
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections * 2).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections * 2)
+        .build()?;
 
     let users = args.connections.max(args.batch_connections);
     let mut tokens = Vec::with_capacity(users);
@@ -159,9 +195,16 @@ pub async fn run(args: IngestArgs) -> Result<()> {
             .json(&serde_json::json!({"username": format!("bench_{i}"), "email": format!("bench_{i}@example.com"), "password": "correct horse battery staple"}))
             .send()
             .await?;
-        ensure!(r.status().is_success(), "register failed: {}", r.text().await?);
+        ensure!(
+            r.status().is_success(),
+            "register failed: {}",
+            r.text().await?
+        );
         let v: serde_json::Value = r.json().await?;
-        tokens.push(format!("Bearer {}", v["access_token"].as_str().context("access_token")?));
+        tokens.push(format!(
+            "Bearer {}",
+            v["access_token"].as_str().context("access_token")?
+        ));
     }
     let tokens = Arc::new(tokens);
     let bodies: Arc<Vec<String>> = Arc::new((0..users).map(post_body).collect());
@@ -181,7 +224,13 @@ pub async fn run(args: IngestArgs) -> Result<()> {
                 .body(bodies[w].clone())
         })
     };
-    let batch_body: Arc<String> = Arc::new(format!("[{}]", (0..args.batch_size).map(post_body).collect::<Vec<_>>().join(",")));
+    let batch_body: Arc<String> = Arc::new(format!(
+        "[{}]",
+        (0..args.batch_size)
+            .map(post_body)
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
     let batch: MakeRequest = {
         let url = format!("{base}/v1/actions/batch");
         let (tokens, body) = (tokens.clone(), batch_body.clone());
@@ -194,10 +243,25 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     };
 
     eprintln!("warming up…");
-    closed_loop(&client, args.connections, Duration::from_secs(1), reference.clone()).await?;
-    closed_loop(&client, args.connections, Duration::from_secs(1), single.clone()).await?;
+    closed_loop(
+        &client,
+        args.connections,
+        Duration::from_secs(1),
+        reference.clone(),
+    )
+    .await?;
+    closed_loop(
+        &client,
+        args.connections,
+        Duration::from_secs(1),
+        single.clone(),
+    )
+    .await?;
 
-    eprintln!("reference route, {} connections, {} s…", args.connections, args.seconds);
+    eprintln!(
+        "reference route, {} connections, {} s…",
+        args.connections, args.seconds
+    );
     let r_ref = closed_loop(&client, args.connections, secs, reference).await?;
     eprintln!("single actions…");
     let r_single = closed_loop(&client, args.connections, secs, single.clone()).await?;
@@ -216,13 +280,39 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     let ratio = r_single.rate() / r_ref.rate();
     let batch_actions = r_batch.rate() * args.batch_size as f64;
     let rss_mb = rss.map(|b| b as f64 / 1_048_576.0);
-    println!("philo bench ingest: {} connections, {} s per phase, durability fsync, embedded log", args.connections, args.seconds);
-    println!("  reference   GET  /healthz             {:>10.0} req/s   p99 {:>7.2} ms", r_ref.rate(), r_ref.ms(0.99));
-    println!("  single      POST /v1/actions          {:>10.0} req/s   p99 {:>7.2} ms   ratio {:.2} (target >= 0.50)", r_single.rate(), r_single.ms(0.99), ratio);
-    println!("  half rate   POST /v1/actions          {:>10.0} req/s   p50 {:>7.2} ms   p99 {:.2} ms (open loop at {half:.0} req/s)", r_half.rate(), r_half.ms(0.5), r_half.ms(0.99));
-    println!("  batch       POST /v1/actions/batch    {:>10.0} actions/s ({} per request, {} connections; target >= 200000)", batch_actions, args.batch_size, args.batch_connections);
-    println!("  server peak RSS                      {:>10.1} MB (target <= 500)", rss_mb.unwrap_or(f64::NAN));
-    println!("  log on disk                          {:>10.1} MB", log_bytes as f64 / 1_048_576.0);
+    println!(
+        "philo bench ingest: {} connections, {} s per phase, durability fsync, embedded log",
+        args.connections, args.seconds
+    );
+    println!(
+        "  reference   GET  /healthz             {:>10.0} req/s   p99 {:>7.2} ms",
+        r_ref.rate(),
+        r_ref.ms(0.99)
+    );
+    println!(
+        "  single      POST /v1/actions          {:>10.0} req/s   p99 {:>7.2} ms   ratio {:.2} (target >= 0.50)",
+        r_single.rate(),
+        r_single.ms(0.99),
+        ratio
+    );
+    println!(
+        "  half rate   POST /v1/actions          {:>10.0} req/s   p50 {:>7.2} ms   p99 {:.2} ms (open loop at {half:.0} req/s)",
+        r_half.rate(),
+        r_half.ms(0.5),
+        r_half.ms(0.99)
+    );
+    println!(
+        "  batch       POST /v1/actions/batch    {:>10.0} actions/s ({} per request, {} connections; target >= 200000)",
+        batch_actions, args.batch_size, args.batch_connections
+    );
+    println!(
+        "  server peak RSS                      {:>10.1} MB (target <= 500)",
+        rss_mb.unwrap_or(f64::NAN)
+    );
+    println!(
+        "  log on disk                          {:>10.1} MB",
+        log_bytes as f64 / 1_048_576.0
+    );
     let failed = r_ref.failed + r_single.failed + r_half.failed + r_batch.failed;
     if failed > 0 {
         println!("  failed requests: {failed}");
@@ -242,7 +332,9 @@ pub async fn run(args: IngestArgs) -> Result<()> {
 }
 
 fn dir_size(path: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.file_type() {

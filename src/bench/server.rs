@@ -48,7 +48,12 @@ impl ServerProcess {
         };
         let client = reqwest::Client::new();
         loop {
-            if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            if client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 break;
             }
             if started.elapsed() > Duration::from_secs(60) {
@@ -73,7 +78,10 @@ impl ServerProcess {
     pub async fn stop(mut self) -> Result<()> {
         if let Some(pid) = self.child.id() {
             // SIGTERM for a graceful stop.
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
         }
         match tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await {
             Ok(status) => {

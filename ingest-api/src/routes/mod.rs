@@ -1,6 +1,7 @@
 //! Route table: one `OpenApiRouter` per body-size class, merged, with the shared layers.
 
 pub mod actions;
+pub mod admin;
 pub mod auth;
 pub mod images;
 pub mod meta;
@@ -27,7 +28,7 @@ use crate::state::AppState;
     info(title = "Philo ingest API", description = "Product-facing API of Philo: accounts and action ingest. Every error body is `ErrorBody` with a stable `code`."),
     modifiers(&BearerAuth),
     components(schemas(ErrorBody)),
-    tags((name = "auth"), (name = "ingest"), (name = "ops"))
+    tags((name = "auth"), (name = "ingest"), (name = "admin"), (name = "ops"))
 )]
 struct ApiDoc;
 
@@ -38,7 +39,12 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -63,7 +69,9 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(meta::healthz))
         .routes(routes!(meta::readyz))
         .routes(routes!(meta::metrics))
-        .routes(routes!(meta::schema));
+        .routes(routes!(meta::schema))
+        .routes(routes!(admin::log_info))
+        .routes(routes!(admin::read_log));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(small)
         .merge(batch)
@@ -77,7 +85,10 @@ pub fn router(state: AppState) -> Router {
     let (routes, openapi) = api(&state);
     let doc = Arc::new(serde_json::to_value(&openapi).expect("OpenAPI document serialises"));
     routes
-        .route("/openapi.json", get(move || async move { axum::Json((*doc).clone()) }))
+        .route(
+            "/openapi.json",
+            get(move || async move { axum::Json((*doc).clone()) }),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(crate::metrics::track))
@@ -91,7 +102,11 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

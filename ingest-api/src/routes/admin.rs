@@ -1,0 +1,154 @@
+//! `/v1/admin/*`: operator endpoints, admin role only.
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use philo_accounts::Role;
+use philo_events::log::ACTIONS_TOPIC;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::AuthUser;
+use crate::state::AppState;
+
+fn require_admin(user: &AuthUser) -> Result<(), ApiError> {
+    if user.0.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "admin_only",
+            "this endpoint is for admins",
+        ))
+    }
+}
+
+/// The retained range of one partition.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    pub low: u64,
+    pub high: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogInfo {
+    pub topic: String,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    /// First offset to return (default: the partition's low watermark).
+    pub from: Option<u64>,
+    /// At most this many records (1–1000, default 100).
+    pub limit: Option<usize>,
+}
+
+/// One log record: its position, producer time and the envelope.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogRecord {
+    pub position: String,
+    pub timestamp_ms: i64,
+    #[schema(value_type = Object)]
+    pub record: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogPage {
+    pub records: Vec<LogRecord>,
+    /// Offset to ask for next.
+    pub next: u64,
+    /// The partition's high watermark when read.
+    pub high: u64,
+}
+
+#[utoipa::path(get, path = "/v1/admin/log", tag = "admin",
+    responses((status = 200, body = LogInfo), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn log_info(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<LogInfo>, ApiError> {
+    require_admin(&user)?;
+    let n = state.log.partitions(ACTIONS_TOPIC).await?;
+    let mut partitions = Vec::with_capacity(n as usize);
+    for p in 0..n {
+        let wm = state.log.watermarks(ACTIONS_TOPIC, p).await?;
+        partitions.push(PartitionInfo {
+            partition: p,
+            low: wm.low,
+            high: wm.high,
+        });
+    }
+    Ok(Json(LogInfo {
+        topic: ACTIONS_TOPIC.into(),
+        partitions,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/admin/log/{partition}", tag = "admin",
+    params(("partition" = u32, Path, description = "Partition number"), ReadParams),
+    responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, description = "No such partition", body = ErrorBody),
+        (status = 416, description = "Offset outside the retained range", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn read_log(
+    State(state): State<AppState>,
+    user: AuthUser,
+    partition: Result<Path<u32>, PathRejection>,
+    params: Result<Query<ReadParams>, QueryRejection>,
+) -> Result<Json<LogPage>, ApiError> {
+    require_admin(&user)?;
+    let Path(partition) = partition
+        .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()).field("partition"))?;
+    let Query(params) =
+        params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_limit", "limit must be 1-1000").field("limit"));
+    }
+    let wm = state
+        .log
+        .watermarks(ACTIONS_TOPIC, partition)
+        .await
+        .map_err(|e| match e {
+            philo_events::log::LogError::PartitionOutOfRange { .. } => ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "no_such_partition",
+                e.to_string(),
+            ),
+            e => e.into(),
+        })?;
+    let from = params.from.unwrap_or(wm.low);
+    let records = state
+        .log
+        .read(ACTIONS_TOPIC, partition, from, limit)
+        .await
+        .map_err(|e| match e {
+            philo_events::log::LogError::OffsetOutOfRange { .. } => ApiError::new(
+                axum::http::StatusCode::RANGE_NOT_SATISFIABLE,
+                "offset_out_of_range",
+                e.to_string(),
+            )
+            .field("from"),
+            e => e.into(),
+        })?;
+    let next = records.last().map_or(from, |r| r.offset + 1);
+    let records = records
+        .into_iter()
+        .map(|r| LogRecord {
+            position: r.position().to_string(),
+            timestamp_ms: r.timestamp_ms,
+            record: serde_json::from_slice(&r.value).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&r.value).into_owned())
+            }),
+        })
+        .collect();
+    Ok(Json(LogPage {
+        records,
+        next,
+        high: wm.high,
+    }))
+}
