@@ -34,7 +34,9 @@ impl Default for IngestConfig {
             max_batch_actions: 500,
             max_batch_bytes: 512 * 1024,
             rate_limit_per_second: 200,
-            rate_limit_burst: 400,
+            // At least `max_batch_actions`: a batch costs one unit per action, so a smaller burst
+            // would refuse batches the API allows (413 `batch_exceeds_rate_limit`).
+            rate_limit_burst: 500,
             auth_attempts_per_minute: 60,
             idempotency_ttl_secs: 24 * 3600,
             max_wait_ms: 5_000,

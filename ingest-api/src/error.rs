@@ -74,7 +74,8 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
     }
     pub fn unavailable(code: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message).retry_after(Duration::from_secs(1))
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+            .retry_after(Duration::from_secs(1))
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -122,13 +123,18 @@ impl From<ValidationError> for ApiError {
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
         match e {
-            LogError::RecordTooLarge { .. } => ApiError::too_large("payload_too_large", e.to_string()),
+            LogError::RecordTooLarge { .. } => {
+                ApiError::too_large("payload_too_large", e.to_string())
+            }
             LogError::InvalidPosition(_) => {
                 ApiError::bad_request("invalid_position", e.to_string()).field("after")
             }
             // The log could not take the write: nothing was acknowledged, so the client may
             // safely retry.
-            _ => ApiError::unavailable("log_unavailable", format!("the action log is unavailable: {e}")),
+            _ => ApiError::unavailable(
+                "log_unavailable",
+                format!("the action log is unavailable: {e}"),
+            ),
         }
     }
 }

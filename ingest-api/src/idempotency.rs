@@ -41,9 +41,20 @@ pub struct IdempotencyError(String);
 /// Where idempotency entries live. Embedded: fjall; a shared store (Redis, the accounts DB)
 /// can implement it for multi-process ingest.
 pub trait IdempotencyStore: Send + Sync + 'static {
-    fn get(&self, user: Uuid, key: &str, now_ms: i64) -> Result<Option<IdempotencyEntry>, IdempotencyError>;
+    fn get(
+        &self,
+        user: Uuid,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<IdempotencyEntry>, IdempotencyError>;
     /// Stores `entry`; `durable` fsyncs before returning.
-    fn put(&self, user: Uuid, key: &str, entry: &IdempotencyEntry, durable: bool) -> Result<(), IdempotencyError>;
+    fn put(
+        &self,
+        user: Uuid,
+        key: &str,
+        entry: &IdempotencyEntry,
+        durable: bool,
+    ) -> Result<(), IdempotencyError>;
     /// Claims `(user, key)` for one in-flight request; false if another holds it.
     fn begin(&self, user: Uuid, key: &str) -> bool;
     fn end(&self, user: Uuid, key: &str);
@@ -75,9 +86,17 @@ fn entry_key(user: Uuid, key: &str) -> Vec<u8> {
 impl FjallIdempotencyStore {
     pub fn open(dir: &Path, ttl: std::time::Duration) -> Result<Self, IdempotencyError> {
         std::fs::create_dir_all(dir).map_err(err)?;
-        let db = Database::builder(dir).cache_size(16 << 20).open().map_err(err)?;
-        let entries = db.keyspace("entries", KeyspaceCreateOptions::default).map_err(err)?;
-        let by_time = db.keyspace("by_time", KeyspaceCreateOptions::default).map_err(err)?;
+        let db = Database::builder(dir)
+            .cache_size(16 << 20)
+            .worker_threads(1)
+            .open()
+            .map_err(err)?;
+        let entries = db
+            .keyspace("entries", KeyspaceCreateOptions::default)
+            .map_err(err)?;
+        let by_time = db
+            .keyspace("by_time", KeyspaceCreateOptions::default)
+            .map_err(err)?;
         Ok(Self {
             db,
             entries,
@@ -89,7 +108,12 @@ impl FjallIdempotencyStore {
 }
 
 impl IdempotencyStore for FjallIdempotencyStore {
-    fn get(&self, user: Uuid, key: &str, now_ms: i64) -> Result<Option<IdempotencyEntry>, IdempotencyError> {
+    fn get(
+        &self,
+        user: Uuid,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<IdempotencyEntry>, IdempotencyError> {
         let Some(raw) = self.entries.get(entry_key(user, key)).map_err(err)? else {
             return Ok(None);
         };
@@ -97,7 +121,13 @@ impl IdempotencyStore for FjallIdempotencyStore {
         Ok((entry.created_ms + self.ttl_ms > now_ms).then_some(entry))
     }
 
-    fn put(&self, user: Uuid, key: &str, entry: &IdempotencyEntry, durable: bool) -> Result<(), IdempotencyError> {
+    fn put(
+        &self,
+        user: Uuid,
+        key: &str,
+        entry: &IdempotencyEntry,
+        durable: bool,
+    ) -> Result<(), IdempotencyError> {
         let k = entry_key(user, key);
         let mut t = entry.created_ms.max(0).to_be_bytes().to_vec();
         t.extend_from_slice(&k);
@@ -112,17 +142,27 @@ impl IdempotencyStore for FjallIdempotencyStore {
     }
 
     fn begin(&self, user: Uuid, key: &str) -> bool {
-        self.in_flight.lock().expect("in-flight lock").insert((user, key.to_owned()))
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert((user, key.to_owned()))
     }
 
     fn end(&self, user: Uuid, key: &str) {
-        self.in_flight.lock().expect("in-flight lock").remove(&(user, key.to_owned()));
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .remove(&(user, key.to_owned()));
     }
 
     fn purge(&self, cutoff_ms: i64) -> Result<u64, IdempotencyError> {
         let mut batch = self.db.batch();
         let mut n = 0;
-        for kv in self.by_time.range(..cutoff_ms.max(0).to_be_bytes().to_vec()).take(100_000) {
+        for kv in self
+            .by_time
+            .range(..cutoff_ms.max(0).to_be_bytes().to_vec())
+            .take(100_000)
+        {
             let k = kv.key().map_err(err)?;
             let entry = k[8..].to_vec();
             // Only drop the entry if it was not re-written later (its own time is old too).
@@ -157,12 +197,21 @@ mod tests {
     #[test]
     fn entries_expire_and_purge() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FjallIdempotencyStore::open(dir.path(), std::time::Duration::from_secs(10)).unwrap();
+        let store =
+            FjallIdempotencyStore::open(dir.path(), std::time::Duration::from_secs(10)).unwrap();
         let user = Uuid::now_v7();
         store.put(user, "k1", &entry(1_000), true).unwrap();
         assert_eq!(store.get(user, "k1", 5_000).unwrap(), Some(entry(1_000)));
-        assert_eq!(store.get(user, "k1", 11_001).unwrap(), None, "expired after the TTL");
-        assert_eq!(store.get(Uuid::now_v7(), "k1", 5_000).unwrap(), None, "keys are per user");
+        assert_eq!(
+            store.get(user, "k1", 11_001).unwrap(),
+            None,
+            "expired after the TTL"
+        );
+        assert_eq!(
+            store.get(Uuid::now_v7(), "k1", 5_000).unwrap(),
+            None,
+            "keys are per user"
+        );
         assert_eq!(store.purge(2_000).unwrap(), 1);
         assert_eq!(store.get(user, "k1", 5_000).unwrap(), None);
     }
@@ -170,7 +219,8 @@ mod tests {
     #[test]
     fn one_request_in_flight_per_key() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FjallIdempotencyStore::open(dir.path(), std::time::Duration::from_secs(10)).unwrap();
+        let store =
+            FjallIdempotencyStore::open(dir.path(), std::time::Duration::from_secs(10)).unwrap();
         let user = Uuid::now_v7();
         assert!(store.begin(user, "k"));
         assert!(!store.begin(user, "k"));

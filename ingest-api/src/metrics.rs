@@ -14,7 +14,8 @@ pub(crate) fn appended(actions: usize, took: Duration) {
 
 /// An action refused, by error code.
 pub(crate) fn rejected(code: &str) {
-    metrics::counter!("philo_ingest_actions_rejected_total", "code" => code.to_owned()).increment(1);
+    metrics::counter!("philo_ingest_actions_rejected_total", "code" => code.to_owned())
+        .increment(1);
 }
 
 /// A request answered from its idempotency key.

@@ -37,7 +37,9 @@ pub async fn drain(state: &AppState) -> usize {
                     records.push(record_of(&env));
                 }
                 // A row the vocabulary cannot read is a bug; keep the relay moving and say so.
-                Err(e) => tracing::error!(id = %entry.id, error = %e, "undecodable outbox entry dropped"),
+                Err(e) => {
+                    tracing::error!(id = %entry.id, error = %e, "undecodable outbox entry dropped")
+                }
             }
             ids.push(entry.id);
         }
@@ -68,9 +70,10 @@ pub async fn run_maintenance(state: AppState, shutdown: CancellationToken) {
         if let Err(e) = state.accounts.sync_revocations().await {
             tracing::warn!(error = %e, "syncing revoked sessions failed");
         }
-        if n % 30 == 0 {
+        if n.is_multiple_of(30) {
             state.limits.retain_recent();
-            let cutoff = state.clock.now().timestamp_millis() - state.config.idempotency_ttl().as_millis() as i64;
+            let cutoff = state.clock.now().timestamp_millis()
+                - state.config.idempotency_ttl().as_millis() as i64;
             let store = state.idempotency.clone();
             match tokio::task::spawn_blocking(move || store.purge(cutoff)).await {
                 Ok(Ok(n)) if n > 0 => tracing::debug!(purged = n, "idempotency keys expired"),

@@ -11,9 +11,21 @@ use crate::config::IngestConfig;
 use crate::idempotency::IdempotencyStore;
 use crate::ratelimit::RateLimits;
 
-/// Shared application state (cheap to clone).
+/// Shared application state: one `Arc`, so the per-request clones axum makes cost one atomic
+/// increment instead of one per field (that showed up in profiles under load).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub log: Arc<dyn Log>,
     pub accounts: Accounts,
     pub clock: Arc<dyn Clock>,
@@ -37,7 +49,7 @@ impl AppState {
         config: IngestConfig,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             limits: Arc::new(RateLimits::new(&config)),
             log,
             accounts,
@@ -47,6 +59,6 @@ impl AppState {
             config: Arc::new(config),
             metrics,
             outbox_lock: Arc::new(tokio::sync::Mutex::new(())),
-        }
+        }))
     }
 }

@@ -71,7 +71,10 @@ pub(crate) fn prepare(raw: &[u8], actor: Uuid, now: DateTime<Utc>) -> Result<Env
     if !kind.client_submittable() {
         return Err(ApiError::forbidden(
             "server_only_kind",
-            format!("`{}` actions are emitted by the server, not submitted", kind.as_str()),
+            format!(
+                "`{}` actions are emitted by the server, not submitted",
+                kind.as_str()
+            ),
         )
         .field("type"));
     }
@@ -81,10 +84,20 @@ pub(crate) fn prepare(raw: &[u8], actor: Uuid, now: DateTime<Utc>) -> Result<Env
 
 /// The log record for an envelope: keyed by actor, with schema headers.
 pub(crate) fn record_of(env: &Envelope) -> Record {
-    Record::new(Bytes::copy_from_slice(env.actor_id.as_bytes()), env.to_json(), env.received_at.timestamp_millis())
-        .with_header("content-type", Bytes::from_static(b"application/json"))
-        .with_header("philo-kind", Bytes::from_static(env.action.kind().as_str().as_bytes()))
-        .with_header("philo-schema-version", Bytes::from(env.schema_version.to_string()))
+    Record::new(
+        Bytes::copy_from_slice(env.actor_id.as_bytes()),
+        env.to_json(),
+        env.received_at.timestamp_millis(),
+    )
+    .with_header("content-type", Bytes::from_static(b"application/json"))
+    .with_header(
+        "philo-kind",
+        Bytes::from_static(env.action.kind().as_str().as_bytes()),
+    )
+    .with_header(
+        "philo-schema-version",
+        Bytes::from(env.schema_version.to_string()),
+    )
 }
 
 #[utoipa::path(
@@ -114,12 +127,25 @@ pub async fn post_action(
 ) -> Result<Response, ApiError> {
     state.limits.check_user(claims.sub, 1)?;
     if body.len() > state.config.max_action_bytes {
-        return Err(ApiError::too_large("payload_too_large", format!("an action is at most {} bytes", state.config.max_action_bytes)));
+        return Err(ApiError::too_large(
+            "payload_too_large",
+            format!(
+                "an action is at most {} bytes",
+                state.config.max_action_bytes
+            ),
+        ));
     }
     let now = state.clock.now();
     let plan = || -> Result<(Plan, Vec<Envelope>), ApiError> {
-        let env = prepare(&body, claims.sub, now).inspect_err(|e| metrics::rejected(&e.body.code))?;
-        Ok((Plan::Single { id: env.id, kind: env.action.kind().as_str().to_owned() }, vec![env]))
+        let env =
+            prepare(&body, claims.sub, now).inspect_err(|e| metrics::rejected(&e.body.code))?;
+        Ok((
+            Plan::Single {
+                id: env.id,
+                kind: env.action.kind().as_str().to_owned(),
+            },
+            vec![env],
+        ))
     };
     run(&state, claims.sub, &headers, "/v1/actions", &body, plan).await
 }
@@ -148,15 +174,24 @@ pub async fn post_batch(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let items: Vec<&RawValue> = serde_json::from_slice(&body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::bad_request("expected_array", "the batch body must be a JSON array of actions"),
+        serde_json::error::Category::Data => ApiError::bad_request(
+            "expected_array",
+            "the batch body must be a JSON array of actions",
+        ),
         _ => ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")),
     })?;
     let max = state.config.max_batch_actions;
     if items.len() > max {
-        return Err(ApiError::too_large("batch_too_large", format!("a batch holds at most {max} actions, got {}", items.len())));
+        return Err(ApiError::too_large(
+            "batch_too_large",
+            format!("a batch holds at most {max} actions, got {}", items.len()),
+        ));
     }
     if items.is_empty() {
-        return Err(ApiError::unprocessable("empty_batch", "the batch holds no actions"));
+        return Err(ApiError::unprocessable(
+            "empty_batch",
+            "the batch holds no actions",
+        ));
     }
     state.limits.check_user(claims.sub, items.len() as u32)?;
     let now = state.clock.now();
@@ -166,18 +201,34 @@ pub async fn post_batch(
         for (index, raw) in items.iter().enumerate() {
             match prepare(raw.get().as_bytes(), claims.sub, now) {
                 Ok(env) => {
-                    results.push(BatchItem::Accepted { index, id: env.id, kind: env.action.kind().as_str().to_owned(), position: String::new() });
+                    results.push(BatchItem::Accepted {
+                        index,
+                        id: env.id,
+                        kind: env.action.kind().as_str().to_owned(),
+                        position: String::new(),
+                    });
                     envelopes.push(env);
                 }
                 Err(e) => {
                     metrics::rejected(&e.body.code);
-                    results.push(BatchItem::Rejected { index, error: e.body });
+                    results.push(BatchItem::Rejected {
+                        index,
+                        error: e.body,
+                    });
                 }
             }
         }
         Ok((Plan::Batch { results }, envelopes))
     };
-    run(&state, claims.sub, &headers, "/v1/actions/batch", &body, plan).await
+    run(
+        &state,
+        claims.sub,
+        &headers,
+        "/v1/actions/batch",
+        &body,
+        plan,
+    )
+    .await
 }
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -195,13 +246,20 @@ async fn run(
         let (plan, envelopes) = plan()?;
         let records = envelopes.iter().map(record_of).collect();
         let positions = append(state, records).await?;
-        return Ok(finish(plan, &positions).into_response());
+        let (status, body) = finish(plan, &positions);
+        return Ok(json(status, body));
     };
     let key = key
         .to_str()
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or_else(|| ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters").field("Idempotency-Key"))?
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1-255 visible ASCII characters",
+            )
+            .field("Idempotency-Key")
+        })?
         .to_owned();
     let fingerprint: [u8; 32] = {
         let mut h = Sha256::new();
@@ -211,7 +269,11 @@ async fn run(
         h.finalize().into()
     };
     if !state.idempotency.begin(user, &key) {
-        return Err(ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_flight", "a request with this Idempotency-Key is still being processed"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_in_flight",
+            "a request with this Idempotency-Key is still being processed",
+        ));
     }
     let result = run_idempotent(state, user, &key, fingerprint, plan).await;
     state.idempotency.end(user, &key);
@@ -226,20 +288,38 @@ async fn run_idempotent(
     plan: impl FnOnce() -> Result<(Plan, Vec<Envelope>), ApiError>,
 ) -> Result<Response, ApiError> {
     let now_ms = state.clock.now().timestamp_millis();
-    let store_err = |e: crate::idempotency::IdempotencyError| ApiError::unavailable("idempotency_unavailable", e.to_string());
-    if let Some(entry) = state.idempotency.get(user, key, now_ms).map_err(store_err)? {
+    let store_err = |e: crate::idempotency::IdempotencyError| {
+        ApiError::unavailable("idempotency_unavailable", e.to_string())
+    };
+    if let Some(entry) = state
+        .idempotency
+        .get(user, key, now_ms)
+        .map_err(store_err)?
+    {
         if entry.fingerprint != fingerprint {
-            return Err(ApiError::unprocessable("idempotency_key_reused", "this Idempotency-Key was used with a different request"));
+            return Err(ApiError::unprocessable(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request",
+            ));
         }
         metrics::idempotent_replay();
         if entry.status != 0 {
-            let mut response = (StatusCode::from_u16(entry.status).unwrap_or(StatusCode::OK), [(axum::http::header::CONTENT_TYPE, "application/json")], entry.body).into_response();
-            response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+            let mut response = (
+                StatusCode::from_u16(entry.status).unwrap_or(StatusCode::OK),
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                entry.body,
+            )
+                .into_response();
+            response.headers_mut().insert(
+                "idempotent-replayed",
+                axum::http::HeaderValue::from_static("true"),
+            );
             return Ok(response);
         }
         // Pending: the first attempt may or may not have reached the log. Re-append the same
         // records (same ids): consumers dedupe on id, so no second action comes to exist.
-        let plan: Plan = serde_json::from_slice(&entry.body).map_err(|e| ApiError::internal(e.to_string()))?;
+        let plan: Plan =
+            serde_json::from_slice(&entry.body).map_err(|e| ApiError::internal(e.to_string()))?;
         let records = entry
             .pending
             .iter()
@@ -247,7 +327,15 @@ async fn run_idempotent(
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let positions = append(state, records).await?;
-        return complete(state, user, key, entry.fingerprint, entry.created_ms, plan, &positions);
+        return complete(
+            state,
+            user,
+            key,
+            entry.fingerprint,
+            entry.created_ms,
+            plan,
+            &positions,
+        );
     }
     let (plan, envelopes) = match plan() {
         Ok(p) => p,
@@ -255,8 +343,17 @@ async fn run_idempotent(
             // A refused request is remembered too (except transient failures), so a retry
             // with the same key gets the same answer.
             if e.status.is_client_error() && e.status != StatusCode::TOO_MANY_REQUESTS {
-                let entry = IdempotencyEntry { fingerprint, created_ms: now_ms, status: e.status.as_u16(), body: serde_json::to_vec(&e.body).unwrap_or_default(), pending: vec![] };
-                state.idempotency.put(user, key, &entry, false).map_err(store_err)?;
+                let entry = IdempotencyEntry {
+                    fingerprint,
+                    created_ms: now_ms,
+                    status: e.status.as_u16(),
+                    body: serde_json::to_vec(&e.body).unwrap_or_default(),
+                    pending: vec![],
+                };
+                state
+                    .idempotency
+                    .put(user, key, &entry, false)
+                    .map_err(store_err)?;
             }
             return Err(e);
         }
@@ -268,20 +365,42 @@ async fn run_idempotent(
         body: serde_json::to_vec(&plan).map_err(|e| ApiError::internal(e.to_string()))?,
         pending: envelopes.iter().map(Envelope::to_json).collect(),
     };
-    state.idempotency.put(user, key, &pending, true).map_err(store_err)?;
+    state
+        .idempotency
+        .put(user, key, &pending, true)
+        .map_err(store_err)?;
     let positions = append(state, envelopes.iter().map(record_of).collect()).await?;
     complete(state, user, key, fingerprint, now_ms, plan, &positions)
 }
 
-fn complete(state: &AppState, user: Uuid, key: &str, fingerprint: [u8; 32], created_ms: i64, plan: Plan, positions: &[Position]) -> Result<Response, ApiError> {
+fn complete(
+    state: &AppState,
+    user: Uuid,
+    key: &str,
+    fingerprint: [u8; 32],
+    created_ms: i64,
+    plan: Plan,
+    positions: &[Position],
+) -> Result<Response, ApiError> {
     let (status, body) = finish(plan, positions);
     let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?;
-    let done = IdempotencyEntry { fingerprint, created_ms, status: status.as_u16(), body: bytes.clone(), pending: vec![] };
+    let done = IdempotencyEntry {
+        fingerprint,
+        created_ms,
+        status: status.as_u16(),
+        body: bytes.clone(),
+        pending: vec![],
+    };
     // Not fsync'd: if this is lost in a crash the entry stays pending, which is safe (above).
     if let Err(e) = state.idempotency.put(user, key, &done, false) {
         tracing::warn!(error = %e, "could not mark idempotency entry done; it stays pending");
     }
-    Ok((status, [(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
+    Ok((
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response())
 }
 
 async fn append(state: &AppState, records: Vec<Record>) -> Result<Vec<Position>, ApiError> {
@@ -290,9 +409,13 @@ async fn append(state: &AppState, records: Vec<Record>) -> Result<Vec<Position>,
     }
     let n = records.len();
     let started = std::time::Instant::now();
-    let positions = state.log.append(ACTIONS_TOPIC, records).await.inspect_err(|e| {
-        tracing::warn!(error = %e, "append failed");
-    })?;
+    let positions = state
+        .log
+        .append(ACTIONS_TOPIC, records)
+        .await
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "append failed");
+        })?;
     metrics::appended(n, started.elapsed());
     Ok(positions)
 }
@@ -300,15 +423,24 @@ async fn append(state: &AppState, records: Vec<Record>) -> Result<Vec<Position>,
 fn finish(plan: Plan, positions: &[Position]) -> (StatusCode, serde_json::Value) {
     match plan {
         Plan::Single { id, kind } => {
-            let position = positions.first().map(ToString::to_string).unwrap_or_default();
-            (StatusCode::ACCEPTED, serde_json::to_value(Accepted { id, kind, position }).expect("serialisable"))
+            let position = positions
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            (
+                StatusCode::ACCEPTED,
+                serde_json::to_value(Accepted { id, kind, position }).expect("serialisable"),
+            )
         }
         Plan::Batch { mut results } => {
             let mut positions = positions.iter();
             let mut accepted = 0;
             for item in &mut results {
                 if let BatchItem::Accepted { position, .. } = item {
-                    *position = positions.next().map(ToString::to_string).unwrap_or_default();
+                    *position = positions
+                        .next()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
                     accepted += 1;
                 }
             }
@@ -318,7 +450,15 @@ fn finish(plan: Plan, positions: &[Position]) -> (StatusCode, serde_json::Value)
                 (0, _) => StatusCode::UNPROCESSABLE_ENTITY,
                 _ => StatusCode::MULTI_STATUS,
             };
-            (status, serde_json::to_value(BatchResponse { accepted, rejected, results }).expect("serialisable"))
+            (
+                status,
+                serde_json::to_value(BatchResponse {
+                    accepted,
+                    rejected,
+                    results,
+                })
+                .expect("serialisable"),
+            )
         }
     }
 }

@@ -116,7 +116,12 @@ pub async fn register(
     };
     let (user, pair) = state
         .accounts
-        .register(NewUser { username: req.username, email: req.email, password: req.password, role })
+        .register(NewUser {
+            username: req.username,
+            email: req.email,
+            password: req.password,
+            role,
+        })
         .await?;
     outbox::drain(&state).await;
     Ok(json(StatusCode::CREATED, tokens(&user, pair)))
@@ -154,7 +159,10 @@ pub async fn refresh(
     description = "Revokes the caller's session: its refresh tokens and access tokens stop working.",
     responses((status = 204, description = "Signed out"), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn logout(State(state): State<AppState>, AuthUser(claims): AuthUser) -> Result<Response, ApiError> {
+pub async fn logout(
+    State(state): State<AppState>,
+    AuthUser(claims): AuthUser,
+) -> Result<Response, ApiError> {
     state.accounts.logout(&claims).await?;
     outbox::drain(&state).await;
     Ok(StatusCode::NO_CONTENT.into_response())

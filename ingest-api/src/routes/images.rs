@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
 use image::{ImageFormat, ImageReader, Limits};
-use object_store::PutPayload;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload};
 use philo_events::log::ACTIONS_TOPIC;
 use philo_events::{Action, Envelope, new_action_id};
 use serde::{Deserialize, Serialize};
@@ -67,7 +67,10 @@ fn process(bytes: &[u8], limits: &ImageConfig) -> Result<Processed, ApiError> {
             .field("file"));
         }
     };
-    let invalid = |e: image::ImageError| ApiError::unprocessable("invalid_image", format!("the image cannot be decoded: {e}")).field("file");
+    let invalid = |e: image::ImageError| {
+        ApiError::unprocessable("invalid_image", format!("the image cannot be decoded: {e}"))
+            .field("file")
+    };
     let reader = || {
         let mut r = ImageReader::with_format(Cursor::new(bytes), format);
         let mut l = Limits::default();
@@ -83,27 +86,42 @@ fn process(bytes: &[u8], limits: &ImageConfig) -> Result<Processed, ApiError> {
         e => invalid(e),
     })?;
     if width == 0 || height == 0 {
-        return Err(ApiError::unprocessable("invalid_image", "the image has no pixels").field("file"));
+        return Err(
+            ApiError::unprocessable("invalid_image", "the image has no pixels").field("file"),
+        );
     }
-    if u64::from(width) * u64::from(height) > limits.max_pixels || width > limits.max_side || height > limits.max_side {
+    if u64::from(width) * u64::from(height) > limits.max_pixels
+        || width > limits.max_side
+        || height > limits.max_side
+    {
         return Err(too_big(limits));
     }
     let decoded = reader().decode().map_err(|e| match e {
         image::ImageError::Limits(_) => too_big(limits),
         e => invalid(e),
     })?;
-    let thumb = decoded.thumbnail(limits.thumbnail_side, limits.thumbnail_side).to_rgb8();
+    let thumb = decoded
+        .thumbnail(limits.thumbnail_side, limits.thumbnail_side)
+        .to_rgb8();
     let mut thumbnail = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut thumbnail, 80)
         .encode_image(&thumb)
         .map_err(|e| ApiError::internal(format!("thumbnail encoding failed: {e}")))?;
-    Ok(Processed { format, width, height, thumbnail })
+    Ok(Processed {
+        format,
+        width,
+        height,
+        thumbnail,
+    })
 }
 
 fn too_big(limits: &ImageConfig) -> ApiError {
     ApiError::unprocessable(
         "image_dimensions_too_large",
-        format!("images may have at most {} pixels and {} per side", limits.max_pixels, limits.max_side),
+        format!(
+            "images may have at most {} pixels and {} per side",
+            limits.max_pixels, limits.max_side
+        ),
     )
     .field("file")
 }
@@ -128,17 +146,29 @@ pub async fn upload(
 ) -> Result<Response, ApiError> {
     state.limits.check_user(claims.sub, 1)?;
     let mut multipart = multipart.map_err(|e| {
-        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", format!("expected multipart/form-data: {}", e.body_text()))
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("expected multipart/form-data: {}", e.body_text()),
+        )
     })?;
     let max = state.config.images.max_bytes;
     let mut file: Option<Bytes> = None;
     let mut purpose: Option<String> = None;
-    while let Some(field) = multipart.next_field().await.map_err(|e| multipart_error(e, max))? {
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e, max))?
+    {
         match field.name() {
             Some("file") => {
                 let bytes = field.bytes().await.map_err(|e| multipart_error(e, max))?;
                 if bytes.len() > max {
-                    return Err(ApiError::too_large("payload_too_large", format!("images are at most {max} bytes")).field("file"));
+                    return Err(ApiError::too_large(
+                        "payload_too_large",
+                        format!("images are at most {max} bytes"),
+                    )
+                    .field("file"));
                 }
                 file = Some(bytes);
             }
@@ -147,13 +177,26 @@ pub async fn upload(
                 purpose = Some(text.chars().take(64).collect());
             }
             Some(other) => {
-                return Err(ApiError::unprocessable("unknown_field", format!("unknown form field `{other}`")).field(other.to_owned()));
+                return Err(ApiError::unprocessable(
+                    "unknown_field",
+                    format!("unknown form field `{other}`"),
+                )
+                .field(other.to_owned()));
             }
-            None => return Err(ApiError::unprocessable("unknown_field", "unnamed form field")),
+            None => {
+                return Err(ApiError::unprocessable(
+                    "unknown_field",
+                    "unnamed form field",
+                ));
+            }
         }
     }
-    let file = file.ok_or_else(|| ApiError::unprocessable("missing_field", "the `file` field is required").field("file"))?;
-    let purpose = purpose.ok_or_else(|| ApiError::unprocessable("missing_field", "the `purpose` field is required").field("purpose"))?;
+    let file = file.ok_or_else(|| {
+        ApiError::unprocessable("missing_field", "the `file` field is required").field("file")
+    })?;
+    let purpose = purpose.ok_or_else(|| {
+        ApiError::unprocessable("missing_field", "the `purpose` field is required").field("purpose")
+    })?;
 
     let config = state.config.images.clone();
     let bytes = file.clone();
@@ -186,12 +229,34 @@ pub async fn upload(
     })?;
     action.validate(now)?;
 
-    let store_err = |e: object_store::Error| ApiError::unavailable("image_store_unavailable", format!("storing the image failed: {e}"));
-    state.images.put(&ObjectPath::from(key.as_str()), PutPayload::from_bytes(file.clone())).await.map_err(store_err)?;
-    state.images.put(&ObjectPath::from(thumbnail_key.as_str()), PutPayload::from(processed.thumbnail)).await.map_err(store_err)?;
+    let store_err = |e: object_store::Error| {
+        ApiError::unavailable(
+            "image_store_unavailable",
+            format!("storing the image failed: {e}"),
+        )
+    };
+    state
+        .images
+        .put(
+            &ObjectPath::from(key.as_str()),
+            PutPayload::from_bytes(file.clone()),
+        )
+        .await
+        .map_err(store_err)?;
+    state
+        .images
+        .put(
+            &ObjectPath::from(thumbnail_key.as_str()),
+            PutPayload::from(processed.thumbnail),
+        )
+        .await
+        .map_err(store_err)?;
 
     let env = Envelope::with_id(image_id, claims.sub, action, now);
-    let position = state.log.append(ACTIONS_TOPIC, vec![record_of(&env)]).await?[0];
+    let position = state
+        .log
+        .append(ACTIONS_TOPIC, vec![record_of(&env)])
+        .await?[0];
     Ok(json(
         StatusCode::CREATED,
         ImageUploaded {
@@ -209,7 +274,10 @@ pub async fn upload(
 
 fn multipart_error(e: axum::extract::multipart::MultipartError, max: usize) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::too_large("payload_too_large", format!("images are at most {max} bytes"))
+        ApiError::too_large(
+            "payload_too_large",
+            format!("images are at most {max} bytes"),
+        )
     } else {
         ApiError::bad_request("invalid_multipart", e.body_text())
     }

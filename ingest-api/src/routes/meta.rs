@@ -24,8 +24,16 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Health), (status = 503, description = "A dependency is down", body = ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    state.accounts.ping().await.map_err(|e| ApiError::unavailable("accounts_unavailable", e.to_string()))?;
-    state.log.partitions(ACTIONS_TOPIC).await.map_err(|e| ApiError::unavailable("log_unavailable", e.to_string()))?;
+    state
+        .accounts
+        .ping()
+        .await
+        .map_err(|e| ApiError::unavailable("accounts_unavailable", e.to_string()))?;
+    state
+        .log
+        .partitions(ACTIONS_TOPIC)
+        .await
+        .map_err(|e| ApiError::unavailable("log_unavailable", e.to_string()))?;
     Ok(Json(Health { status: "ready" }))
 }
 
@@ -38,14 +46,20 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             handle.render(),
         )
             .into_response(),
-        None => ApiError::new(StatusCode::NOT_FOUND, "metrics_disabled", "no metrics recorder is installed").into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "metrics_disabled",
+            "no metrics recorder is installed",
+        )
+        .into_response(),
     }
 }
 
 /// The JSON Schema of the envelope and of every action kind, generated from the Rust types.
 pub fn schema_document() -> serde_json::Value {
     let mut doc = philo_events::action::json_schemas();
-    doc["envelope"] = serde_json::to_value(schemars::schema_for!(philo_events::Envelope)).unwrap_or_default();
+    doc["envelope"] =
+        serde_json::to_value(schemars::schema_for!(philo_events::Envelope)).unwrap_or_default();
     doc
 }
 

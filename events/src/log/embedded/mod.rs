@@ -60,6 +60,9 @@ pub struct EmbeddedLogConfig {
     pub queue_depth: usize,
     /// Block cache size in bytes.
     pub cache_bytes: u64,
+    /// Memtable size per partition before it is flushed to a table (memory use scales with
+    /// partitions × this).
+    pub memtable_bytes: u64,
 }
 
 impl EmbeddedLogConfig {
@@ -75,11 +78,15 @@ impl EmbeddedLogConfig {
             max_batch_records: 16_384,
             queue_depth: 8_192,
             cache_bytes: 64 << 20,
+            memtable_bytes: 8 << 20,
         }
     }
 }
 
 pub(crate) struct PartitionState {
+    /// This partition's records. One keyspace per partition keeps every flushed table's key
+    /// range disjoint from older ones, so the LSM tree never rewrites log data in compaction.
+    keyspace: Keyspace,
     /// First retained offset.
     low: AtomicU64,
     /// One past the last durable offset: what readers may see.
@@ -92,7 +99,6 @@ pub(crate) struct PartitionState {
 
 pub(crate) struct TopicState {
     name: String,
-    keyspace: Keyspace,
     partitions: Vec<PartitionState>,
 }
 
@@ -127,8 +133,12 @@ impl EmbeddedLog {
     /// Opens (recovering if needed) or creates the log under `config.dir`.
     pub fn open(config: EmbeddedLogConfig) -> Result<Self, LogError> {
         std::fs::create_dir_all(&config.dir).map_err(|e| storage("create log dir", e))?;
+        // One background worker: on a small machine more only compete with ingest, and fjall's
+        // multi-worker pool re-queues compaction requests in a busy loop while one worker is
+        // compacting (seen in `perf` as `worker_tick` + `flume::send`).
         let db = Database::builder(&config.dir)
             .cache_size(config.cache_bytes)
+            .worker_threads(1)
             .open()
             .map_err(|e| storage("open log", e))?;
         let meta = db
@@ -143,7 +153,7 @@ impl EmbeddedLog {
                     .try_into()
                     .map_err(|_| LogError::Storage("corrupt topic entry".into()))?,
             );
-            let state = recover_topic(&db, &name, count)?;
+            let state = recover_topic(&db, &name, count, config.memtable_bytes)?;
             topics.insert(name, Arc::new(state));
         }
         let fsyncs = Arc::new(AtomicU64::new(0));
@@ -223,16 +233,23 @@ fn valid_topic(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-fn keyspace_name(topic: &str) -> String {
-    format!("topic.{topic}")
+fn keyspace_name(topic: &str, partition: u32) -> String {
+    format!("topic.{topic}.{partition}")
 }
 
-fn recover_topic(db: &Database, name: &str, count: u32) -> Result<TopicState, LogError> {
-    let keyspace = db
-        .keyspace(&keyspace_name(name), KeyspaceCreateOptions::default)
-        .map_err(|e| storage("open topic", e))?;
+fn recover_topic(
+    db: &Database,
+    name: &str,
+    count: u32,
+    memtable_bytes: u64,
+) -> Result<TopicState, LogError> {
     let mut partitions = Vec::with_capacity(count as usize);
     for p in 0..count {
+        let keyspace = db
+            .keyspace(&keyspace_name(name, p), || {
+                KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes.max(1 << 20))
+            })
+            .map_err(|e| storage("open partition", e))?;
         let range = codec::key(p, 0)..=codec::key(p, u64::MAX);
         let first = keyspace.range(range.clone()).next();
         let last = keyspace.range(range).next_back();
@@ -253,6 +270,7 @@ fn recover_topic(db: &Database, name: &str, count: u32) -> Result<TopicState, Lo
                 let first_cum = codec::decode_meta(&fv)?.cum_bytes;
                 let cum = codec::decode_meta(&lv)?.cum_bytes;
                 PartitionState {
+                    keyspace,
                     low: AtomicU64::new(low),
                     durable_high: AtomicU64::new(high + 1),
                     cum_bytes: AtomicU64::new(cum),
@@ -260,6 +278,7 @@ fn recover_topic(db: &Database, name: &str, count: u32) -> Result<TopicState, Lo
                 }
             }
             _ => PartitionState {
+                keyspace,
                 low: AtomicU64::new(0),
                 durable_high: AtomicU64::new(0),
                 cum_bytes: AtomicU64::new(0),
@@ -270,7 +289,6 @@ fn recover_topic(db: &Database, name: &str, count: u32) -> Result<TopicState, Lo
     }
     Ok(TopicState {
         name: name.to_owned(),
-        keyspace,
         partitions,
     })
 }
@@ -308,7 +326,7 @@ impl Log for EmbeddedLog {
                     })
                 };
             }
-            let state = recover_topic(&inner.db, &topic, partitions)?;
+            let state = recover_topic(&inner.db, &topic, partitions, inner.config.memtable_bytes)?;
             let mut key = TOPIC_PREFIX.to_vec();
             key.extend_from_slice(topic.as_bytes());
             inner
@@ -377,7 +395,11 @@ impl Log for EmbeddedLog {
         blocking(move || {
             let mut out = Vec::with_capacity(max_records.min((high - offset) as usize));
             let range = codec::key(partition, offset)..codec::key(partition, high);
-            for kv in t.keyspace.range(range).take(max_records) {
+            for kv in t.partitions[partition as usize]
+                .keyspace
+                .range(range)
+                .take(max_records)
+            {
                 let (k, v) = kv.into_inner().map_err(|e| storage("read", e))?;
                 let (_, off) = codec::decode_key(&k)?;
                 out.push(codec::decode(partition, off, &v)?);
@@ -491,7 +513,7 @@ impl Inner {
                 let mut new_cum_at_low = start_cum;
                 // Never delete the newest durable record: offsets resume from it after a restart.
                 let range = codec::key(pid, low)..codec::key(pid, high - 1);
-                for kv in t.keyspace.range(range).take(MAX_DELETES_PER_PASS) {
+                for kv in p.keyspace.range(range).take(MAX_DELETES_PER_PASS) {
                     let (k, v) = kv.into_inner().map_err(|e| storage("retention scan", e))?;
                     let meta = codec::decode_meta(&v)?;
                     let too_old = age_cutoff.is_some_and(|c| meta.timestamp_ms < c);
@@ -500,7 +522,7 @@ impl Inner {
                     }
                     let (_, off) = codec::decode_key(&k)?;
                     new_cum_at_low = meta.cum_bytes;
-                    batch.remove(&t.keyspace, k);
+                    batch.remove(&p.keyspace, k);
                     new_low = off + 1;
                 }
                 if new_low > low {

@@ -69,7 +69,7 @@ impl Writer {
                 entry.0 += 1;
                 entry.1 += codec::record_size(record);
                 batch.insert(
-                    &req.topic.keyspace,
+                    &state.keyspace,
                     codec::key(partition, offset).to_vec(),
                     codec::encode(record, entry.1),
                 );
