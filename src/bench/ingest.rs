@@ -271,6 +271,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     eprintln!("batches of {}…", args.batch_size);
     let r_batch = closed_loop(&client, args.batch_connections, secs, batch).await?;
     let rss = server.peak_rss_bytes();
+    let commits = group_commit_stats(&client, &base).await;
     let log_bytes = dir_size(&scratch.join("log"));
     server.stop().await?;
     if args.data_dir.is_none() {
@@ -305,6 +306,12 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         "  batch       POST /v1/actions/batch    {:>10.0} actions/s ({} per request, {} connections; target >= 200000)",
         batch_actions, args.batch_size, args.batch_connections
     );
+    if let Some((records, seconds)) = commits {
+        println!(
+            "  log group commits (whole run)        {records:>10.1} records, {:.2} ms write+fsync per commit (means)",
+            seconds * 1000.0
+        );
+    }
     println!(
         "  server peak RSS                      {:>10.1} MB (target <= 500)",
         rss_mb.unwrap_or(f64::NAN)
@@ -329,6 +336,19 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Mean records per group commit and mean commit time (write + fsync), from the server's own
+/// `/metrics`.
+async fn group_commit_stats(client: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
+    let text = client.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
+    let value = |name: &str| -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    let commits = value("philo_log_group_commit_records_count")?;
+    let records = value("philo_log_group_commit_records_sum")?;
+    let seconds = value("philo_log_group_commit_duration_seconds_sum")?;
+    (commits > 0.0).then(|| (records / commits, seconds / commits))
 }
 
 fn dir_size(path: &std::path::Path) -> u64 {

@@ -60,6 +60,21 @@ const LOCATE_MAX_DEPTH: usize = 8;
 const LOCATE_MAX_PROBES: usize = 2_048;
 
 pub(super) fn from_json(bytes: &[u8]) -> Result<Action, DecodeError> {
+    // Fast path for the common, valid input: the typed decoder straight from the bytes (no
+    // intermediate tree). It refuses everything the strict path refuses — unknown kinds and
+    // members, duplicate members, trailing bytes, wrong types — except a struct written as a
+    // positional array, which only `salary_band` could be; those, and every failure, take the
+    // strict path below, so error codes and fields always come from one place.
+    if let Ok(action) = serde_json::from_slice::<Action>(bytes) {
+        if !matches!(&action, Action::JobOfferCreated(j) if j.salary_band.is_some()) {
+            return Ok(action);
+        }
+    }
+    strict_from_json(bytes)
+}
+
+/// The strict decoder: parse to a duplicate-checked tree, check `type` by hand, then decode.
+pub(super) fn strict_from_json(bytes: &[u8]) -> Result<Action, DecodeError> {
     let StrictValue(value) = serde_json::from_slice(bytes).map_err(|e| {
         DecodeError::new(
             "malformed_json",
@@ -314,6 +329,39 @@ mod tests {
     }
 
     const UUID: &str = "0190a5c4-1a2b-7c3d-8e4f-5a6b7c8d9e0f";
+
+    /// The fast typed path must agree with the strict path: same action when both accept, and
+    /// it must never accept what the strict path refuses.
+    #[test]
+    fn fast_path_agrees_with_strict_path() {
+        let cases = [
+            r#"{"type":"post.created","title":"t","body":"b","tags":["a"]}"#.to_owned(),
+            r#"{"type":"post.created","title":"t","title":"u","body":"b"}"#.to_owned(),
+            r#"{"type":"post.created","type":"post.created","title":"t","body":"b"}"#.to_owned(),
+            r#"{"title":"t","body":"b","type":"post.created"}"#.to_owned(),
+            r#"{"type":"post.created","title":"t","body":"b","tags":null}"#.to_owned(),
+            r#"{"type":"user.logged_in"}"#.to_owned(),
+            r#"{"type":"user.logged_in","x":1}"#.to_owned(),
+            format!(r#"{{"type":"follow.created","user_id":"{UUID}"}}"#),
+            format!(r#"{{"type":"job_offer.created","title":"t","description":"d","skills":[],"salary_band":[1,2,"EUR","year"],"to_user_id":"{UUID}"}}"#),
+            r#"{"type":"job_offer.created","title":"t","description":"d","skills":[],"salary_band":{"min_minor":1,"max_minor":2,"currency":"EUR","period":"year","min_minor":3}}"#.to_owned(),
+            r#"{"type":"donation.made","target_id":"x","amount_minor":1.5,"currency":"EUR","payment_ref":"r"}"#.to_owned(),
+            r#"{"type":"post.created","title":"t","body":"b"} "#.to_owned(),
+        ];
+        for case in &cases {
+            let strict = strict_from_json(case.as_bytes());
+            let fast = serde_json::from_slice::<Action>(case.as_bytes());
+            match (&strict, &fast) {
+                (Ok(s), Ok(f)) => assert_eq!(s, f, "{case}"),
+                (Err(_), Ok(f)) => assert!(
+                    matches!(f, Action::JobOfferCreated(j) if j.salary_band.is_some()),
+                    "fast path accepted what the strict path refuses: {case}"
+                ),
+                _ => {}
+            }
+            assert_eq!(Action::from_json(case.as_bytes()), strict, "{case}");
+        }
+    }
 
     #[test]
     fn structural_errors() {

@@ -247,7 +247,7 @@ async fn run(
         let records = envelopes.iter().map(record_of).collect();
         let positions = append(state, records).await?;
         let (status, body) = finish(plan, &positions);
-        return Ok(json(status, body));
+        return Ok(json_bytes(status, body));
     };
     let key = key
         .to_str()
@@ -382,8 +382,7 @@ fn complete(
     plan: Plan,
     positions: &[Position],
 ) -> Result<Response, ApiError> {
-    let (status, body) = finish(plan, positions);
-    let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?;
+    let (status, bytes) = finish(plan, positions);
     let done = IdempotencyEntry {
         fingerprint,
         created_ms,
@@ -395,12 +394,7 @@ fn complete(
     if let Err(e) = state.idempotency.put(user, key, &done, false) {
         tracing::warn!(error = %e, "could not mark idempotency entry done; it stays pending");
     }
-    Ok((
-        status,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        bytes,
-    )
-        .into_response())
+    Ok(json_bytes(status, bytes))
 }
 
 async fn append(state: &AppState, records: Vec<Record>) -> Result<Vec<Position>, ApiError> {
@@ -420,7 +414,9 @@ async fn append(state: &AppState, records: Vec<Record>) -> Result<Vec<Position>,
     Ok(positions)
 }
 
-fn finish(plan: Plan, positions: &[Position]) -> (StatusCode, serde_json::Value) {
+/// The response for a completed plan: status and JSON bytes (serialised once, also what an
+/// idempotency entry stores).
+fn finish(plan: Plan, positions: &[Position]) -> (StatusCode, Vec<u8>) {
     match plan {
         Plan::Single { id, kind } => {
             let position = positions
@@ -429,7 +425,7 @@ fn finish(plan: Plan, positions: &[Position]) -> (StatusCode, serde_json::Value)
                 .unwrap_or_default();
             (
                 StatusCode::ACCEPTED,
-                serde_json::to_value(Accepted { id, kind, position }).expect("serialisable"),
+                serde_json::to_vec(&Accepted { id, kind, position }).expect("serialisable"),
             )
         }
         Plan::Batch { mut results } => {
@@ -452,7 +448,7 @@ fn finish(plan: Plan, positions: &[Position]) -> (StatusCode, serde_json::Value)
             };
             (
                 status,
-                serde_json::to_value(BatchResponse {
+                serde_json::to_vec(&BatchResponse {
                     accepted,
                     rejected,
                     results,
@@ -461,6 +457,15 @@ fn finish(plan: Plan, positions: &[Position]) -> (StatusCode, serde_json::Value)
             )
         }
     }
+}
+
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// Lets handlers answer `Json` directly.
