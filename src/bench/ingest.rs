@@ -341,9 +341,17 @@ pub async fn run(args: IngestArgs) -> Result<()> {
 /// Mean records per group commit and mean commit time (write + fsync), from the server's own
 /// `/metrics`.
 async fn group_commit_stats(client: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
-    let text = client.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
     let value = |name: &str| -> Option<f64> {
-        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     };
     let commits = value("philo_log_group_commit_records_count")?;
     let records = value("philo_log_group_commit_records_sum")?;
