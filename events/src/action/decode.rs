@@ -65,10 +65,10 @@ pub(super) fn from_json(bytes: &[u8]) -> Result<Action, DecodeError> {
     // members, duplicate members, trailing bytes, wrong types — except a struct written as a
     // positional array, which only `salary_band` could be; those, and every failure, take the
     // strict path below, so error codes and fields always come from one place.
-    if let Ok(action) = serde_json::from_slice::<Action>(bytes) {
-        if !matches!(&action, Action::JobOfferCreated(j) if j.salary_band.is_some()) {
-            return Ok(action);
-        }
+    if let Ok(action) = serde_json::from_slice::<Action>(bytes)
+        && !matches!(&action, Action::JobOfferCreated(j) if j.salary_band.is_some())
+    {
+        return Ok(action);
     }
     strict_from_json(bytes)
 }
