@@ -45,6 +45,7 @@ mod sessions;
 mod store;
 mod tokens;
 mod validate;
+mod verified;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{AccountsConfig, MIN_JWT_SECRET_BYTES};

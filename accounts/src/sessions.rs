@@ -151,6 +151,23 @@ impl Accounts {
         let now_ms = self.now_ms();
 
         let mut tx = self.begin_write().await?;
+        // Lock order: the session row first, then its tokens — the order `revoke_session` uses.
+        // A no-op UPDATE takes the row lock portably. Without it PostgreSQL deadlocked under
+        // concurrent refreshes of one token: a loser keeps the lock on the token row it
+        // re-checked, then waits for the session row that another loser holds while that one
+        // waits for the token row.
+        let Some(session) =
+            sqlx::query("SELECT session_id FROM refresh_tokens WHERE token_hash = $1")
+                .bind(&hash)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Err(AccountsError::unauthorized("invalid_token"));
+        };
+        sqlx::query("UPDATE sessions SET revoked_at = revoked_at WHERE id = $1")
+            .bind(session.try_get::<String, _>("session_id")?)
+            .execute(&mut *tx)
+            .await?;
         let claimed = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1 \
              WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $3",
@@ -251,7 +268,19 @@ impl Accounts {
     ///
     /// Errors (all `Unauthorized`): `invalid_token`, `token_expired`, `session_revoked`.
     pub fn verify_access(&self, token: &str) -> Result<Claims, AccountsError> {
-        let claims = self.inner.keys.verify(token, self.now())?;
+        let now = self.now();
+        let claims = match self.inner.verified.get(token) {
+            // Verified before: only expiry can have changed (revocation is checked below).
+            Some(claims) if now.timestamp() >= claims.exp => {
+                return Err(AccountsError::unauthorized("token_expired"));
+            }
+            Some(claims) => claims,
+            None => {
+                let claims = self.inner.keys.verify(token, now)?;
+                self.inner.verified.insert(token, &claims);
+                claims
+            }
+        };
         if self.inner.revoked.contains(&claims.sid) {
             return Err(AccountsError::unauthorized("session_revoked"));
         }

@@ -39,6 +39,8 @@ pub(crate) struct Inner {
     pub(crate) refresh_ttl: Duration,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) revoked: RevokedSessions,
+    /// Access tokens already verified (see [`crate::verified`]).
+    pub(crate) verified: crate::verified::VerifiedTokens,
     /// A hash of a random password, verified against when the login names nobody, so an unknown
     /// login costs as much time as a wrong password.
     pub(crate) dummy_hash: String,
@@ -111,6 +113,7 @@ impl Accounts {
                 refresh_ttl: cfg.refresh_ttl,
                 clock,
                 revoked: RevokedSessions::default(),
+                verified: Default::default(),
                 dummy_hash,
             }),
         })
