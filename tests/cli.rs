@@ -1,42 +1,13 @@
 //! The binary end to end: `philo up` with embedded defaults, `admin create-admin`,
 //! `log tail` (through a running server and directly), graceful shutdown, config errors.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use common::philo;
 use std::time::{Duration, Instant};
-
-fn philo() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_philo"));
-    c.env("PHILO__TELEMETRY__LOG_LEVEL", "warn")
-        .env_remove("PHILO_URL")
-        .env_remove("PHILO_ADMIN_TOKEN");
-    c
-}
-
-fn start(data_dir: &Path) -> (Child, String) {
-    let addr_file = data_dir.join("run").join("ingest-api.addr");
-    let _ = std::fs::remove_file(&addr_file);
-    let mut child = philo()
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    loop {
-        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
-            return (child, format!("http://{}", addr.trim()));
-        }
-        assert!(child.try_wait().unwrap().is_none(), "philo up exited");
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "philo up did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn tail_lines(out: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(out)
@@ -61,7 +32,7 @@ fn kinds(lines: &[serde_json::Value]) -> Vec<String> {
 async fn up_admin_tail_and_graceful_shutdown() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let data = dir.path();
-    let (server, base) = start(data);
+    let (server, base) = common::start(data, &[]);
     let http = reqwest::Client::new();
 
     // An admin comes only from the CLI; the password is read from stdin.
@@ -105,16 +76,7 @@ async fn up_admin_tail_and_graceful_shutdown() {
         .expect("admin logged in")
         .to_owned();
 
-    let reg: serde_json::Value = http
-        .post(format!("{base}/v1/auth/register"))
-        .json(&serde_json::json!({"username": "ada", "email": "ada@example.com", "password": "analytical engine"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = reg["access_token"].as_str().unwrap().to_owned();
+    let token = common::register(&http, &base, "ada", "analytical engine").await;
     let post = |title: &str| {
         http.post(format!("{base}/v1/actions"))
             .bearer_auth(&token)

@@ -2,45 +2,16 @@
 //! log after restart, exactly once, and the log opens cleanly each time (DESIGN invariant 1).
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod common;
 
 use philo_events::Envelope;
 use philo_events::log::{ACTIONS_TOPIC, EmbeddedLog, EmbeddedLogConfig, Log};
 
 const ROUNDS: usize = 5;
 const WORKERS: usize = 16;
-
-fn start(data_dir: &Path) -> (Child, String) {
-    let addr_file = data_dir.join("run").join("ingest-api.addr");
-    let _ = std::fs::remove_file(&addr_file);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_philo"))
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("PHILO__TELEMETRY__LOG_LEVEL", "warn")
-        .env("PHILO__INGEST__RATE_LIMIT_PER_SECOND", "1000000")
-        .env("PHILO__INGEST__RATE_LIMIT_BURST", "1000000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn philo up");
-    let started = Instant::now();
-    loop {
-        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
-            return (child, format!("http://{}", addr.trim()));
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("philo up exited during start: {status}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "philo up did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 async fn post(
     client: &reqwest::Client,
@@ -84,7 +55,13 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
     println!("kill delays seeded with {seed}");
 
     for round in 0..ROUNDS {
-        let (mut child, base) = start(data);
+        let (mut child, base) = common::start(
+            data,
+            &[
+                ("PHILO__INGEST__RATE_LIMIT_PER_SECOND", "1000000"),
+                ("PHILO__INGEST__RATE_LIMIT_BURST", "1000000"),
+            ],
+        );
         // Wait for readiness (the log and accounts open and recovered).
         let ready = Instant::now();
         while !client
@@ -100,16 +77,7 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if round == 0 {
-            let r: serde_json::Value = client
-                .post(format!("{base}/v1/auth/register"))
-                .json(&serde_json::json!({"username": "crasher", "email": "crasher@example.com", "password": "kill dash nine"}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            token = r["access_token"].as_str().unwrap().to_owned();
+            token = common::register(&client, &base, "crasher", "kill dash nine").await;
         }
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();

@@ -1,0 +1,62 @@
+//! Shared by the end-to-end tests: the `philo` binary, started as a real process.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test, with quiet logs and no inherited tail settings.
+pub fn philo() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_philo"));
+    c.env("PHILO__TELEMETRY__LOG_LEVEL", "warn")
+        .env_remove("PHILO_URL")
+        .env_remove("PHILO_ADMIN_TOKEN");
+    c
+}
+
+/// Starts `philo up` on `data_dir` and loopback port 0 with `env` added; returns the child and
+/// the API's base URL once the server has written its address.
+pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
+    let addr_file = data_dir.join("run").join("ingest-api.addr");
+    let _ = std::fs::remove_file(&addr_file);
+    let mut child = philo()
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn philo up");
+    let started = Instant::now();
+    loop {
+        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
+            return (child, format!("http://{}", addr.trim()));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("philo up exited during start: {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "philo up did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Registers `username` and returns its access token.
+pub async fn register(
+    client: &reqwest::Client,
+    base: &str,
+    username: &str,
+    password: &str,
+) -> String {
+    let r: serde_json::Value = client
+        .post(format!("{base}/v1/auth/register"))
+        .json(&serde_json::json!({"username": username, "email": format!("{username}@example.com"), "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["access_token"].as_str().expect("registered").to_owned()
+}
