@@ -150,29 +150,34 @@ pub(crate) fn tags(field: &str, tags: &[String]) -> Check {
             ),
         ));
     }
-    let mut seen = HashSet::new();
+    // The happy path allocates nothing: paths are built only for an error, and with at most
+    // TAGS_MAX tags a linear duplicate scan beats hashing.
     for (i, tag) in tags.iter().enumerate() {
-        let path = format!("{field}[{i}]");
+        let path = || format!("{field}[{i}]");
         if tag.is_empty() {
+            let path = path();
             return Err(ValidationError::at(
                 "required",
                 &path,
                 format!("`{path}` is empty"),
             ));
         }
-        max_chars(&path, tag, TAG_MAX_CHARS)?;
+        if tag.chars().count() > TAG_MAX_CHARS {
+            max_chars(&path(), tag, TAG_MAX_CHARS)?;
+        }
         if !tag
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
+            let path = path();
             return Err(ValidationError::at(
                 "invalid_value",
                 &path,
                 format!("`{path}` may only hold lowercase letters a-z, digits and `-`"),
             ));
         }
-        if !seen.insert(tag.as_str()) {
-            return Err(duplicate(&path, tag));
+        if tags[..i].contains(tag) {
+            return Err(duplicate(&path(), tag));
         }
     }
     Ok(())
