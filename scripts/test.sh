@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the project: formatting, lints, and the whole cargo test suite, against
-# the real services the tests need (PostgreSQL is started, or installed, when absent).
+# Runs every test of the project: formatting, lints, the whole cargo test suite against the real
+# services the tests need (PostgreSQL is started, or installed, when absent), and schemathesis
+# against the running API (installed into a cached venv).
 #
 #   scripts/test.sh            # what CI runs
 #   PHILO_SKIP_LINT=1 scripts/test.sh   # tests only
@@ -20,6 +21,9 @@ if [ -z "${PHILO_SKIP_LINT:-}" ]; then
   echo "== cargo clippy"
   cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
+
+echo "== API conformance (schemathesis against the served OpenAPI document)"
+scripts/api-conformance.sh
 
 echo "== cargo test"
 cargo test --workspace --all-targets --locked

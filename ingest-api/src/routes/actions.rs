@@ -49,12 +49,18 @@ pub enum BatchItem {
     },
 }
 
-/// The answer to a batch: every item's fate, in input order.
+/// The answer to a batch: every item's fate, in input order. When nothing was accepted (422)
+/// it is also an [`ErrorBody`]: `code` is `all_rejected`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct BatchResponse {
     pub accepted: usize,
     pub rejected: usize,
     pub results: Vec<BatchItem>,
+    /// `all_rejected` when no action was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// What a request will append and answer; stored while pending under an idempotency key.
@@ -161,7 +167,8 @@ pub async fn post_action(
         (status = 400, description = "Not a JSON array", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 413, description = "Too many actions or too many bytes", body = ErrorBody),
-        (status = 422, description = "Every action was rejected", body = BatchResponse),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Every action was rejected (`all_rejected`; the body also carries `accepted`, `rejected` and per-item `results`), the batch is empty, or the Idempotency-Key was reused", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
         (status = 503, description = "Log unavailable; nothing was appended", body = ErrorBody),
     ),
@@ -452,6 +459,9 @@ fn finish(plan: Plan, positions: &[Position]) -> (StatusCode, Vec<u8>) {
                     accepted,
                     rejected,
                     results,
+                    code: (accepted == 0).then(|| "all_rejected".to_owned()),
+                    message: (accepted == 0)
+                        .then(|| "no action of the batch was accepted; see `results`".to_owned()),
                 })
                 .expect("serialisable"),
             )

@@ -101,7 +101,7 @@ fn tokens(user: &User, pair: TokenPair) -> TokenResponse {
         (status = 201, body = TokenResponse),
         (status = 400, body = ErrorBody), (status = 403, description = "Role not allowed", body = ErrorBody),
         (status = 409, description = "Username or email taken", body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
     ))]
 pub async fn register(
     State(state): State<AppState>,
@@ -129,7 +129,7 @@ pub async fn register(
 
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenResponse), (status = 401, description = "Wrong login or password", body = ErrorBody),
-        (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
@@ -144,7 +144,7 @@ pub async fn login(
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenResponse),
         (status = 401, description = "Unknown, expired, revoked or reused refresh token (reuse revokes the session)", body = ErrorBody),
-        (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn refresh(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,

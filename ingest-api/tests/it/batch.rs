@@ -131,6 +131,9 @@ async fn all_valid_is_202_and_all_invalid_is_422() {
         (body["accepted"].as_u64(), body["rejected"].as_u64()),
         (Some(0), Some(2))
     );
+    // Like every 4xx, an all-rejected batch carries a top-level code.
+    assert_eq!(body["code"], "all_rejected");
+    assert_eq!(body["results"][1]["code"], "unknown_kind");
     assert_eq!(titles_of(&app, s.user_id).await, ["a", "b"]);
 }
 
