@@ -10,12 +10,7 @@ target="${CARGO_TARGET_DIR:-$HOME/.cache/philo/target}"
 philo="$target/debug/philo"
 cargo build --quiet --locked --bin philo
 
-# Python checkers live in one cached venv.
-venv="$HOME/.cache/philo/venv"
-if [ ! -x "$venv/bin/schemathesis" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q 'schemathesis>=4,<5'
-fi
+venv=$(scripts/python-tools.sh)
 
 data=$(mktemp -d)
 cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$data"; }

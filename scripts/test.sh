@@ -14,6 +14,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export PHILO_TEST_POSTGRES_URL="${PHILO_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
 scripts/services.sh postgres
+# schemathesis and moto's S3 server (tests/images_s3.rs finds it through this variable).
+PHILO_MOTO_SERVER="$(scripts/python-tools.sh)/bin/moto_server"
+export PHILO_MOTO_SERVER
 
 if [ -z "${PHILO_SKIP_LINT:-}" ]; then
   echo "== cargo fmt --check"

@@ -12,7 +12,7 @@ use philo_accounts::{Accounts, AccountsConfig, Clock, SystemClock};
 use philo_events::log::{ACTIONS_TOPIC, EmbeddedLog, EmbeddedLogConfig, Log};
 use philo_ingest_api::idempotency::FjallIdempotencyStore;
 use philo_ingest_api::{AppState, outbox};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PhiloConfig;
@@ -86,7 +86,13 @@ fn open_images(config: &PhiloConfig) -> Result<Arc<dyn ObjectStore>> {
         return Ok(Arc::new(LocalFileSystem::new_with_prefix(dir)?));
     }
     let url = url::Url::parse(&config.images.store_url).context("images.store_url")?;
-    let (store, prefix) = object_store::parse_url(&url)?;
+    let options = config
+        .images
+        .store_options
+        .iter()
+        .map(|(k, v)| (k.clone(), v.expose_secret().to_owned()));
+    let (store, prefix) = object_store::parse_url_opts(&url, options)
+        .with_context(|| format!("opening the image store {url}"))?;
     let store: Arc<dyn ObjectStore> = Arc::from(store);
     if prefix.as_ref().is_empty() {
         Ok(store)

@@ -1,6 +1,7 @@
 //! Layered configuration: built-in defaults → `philo.toml` → `PHILO__SECTION__KEY` environment
 //! → command-line flags. Unknown keys are an error; secrets never print.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -103,6 +104,51 @@ impl Default for AccountsSection {
 pub struct ImagesSection {
     /// Empty: `<data_dir>/objects`. Or an object-store URL such as `s3://bucket/prefix`.
     pub store_url: String,
+    /// Options of that store, as `object_store` names them, e.g. for S3 `aws_endpoint`,
+    /// `aws_region`, `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`. Values never
+    /// print (they hold credentials).
+    #[serde(serialize_with = "redact_map", deserialize_with = "scalar_map")]
+    pub store_options: BTreeMap<String, SecretString>,
+}
+
+/// Store options as strings, whatever scalar the layer produced (`PHILO__…=true` arrives as a
+/// boolean from the environment).
+fn scalar_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Bool(bool),
+        Int(i64),
+        Float(f64),
+    }
+    let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Scalar::Text(t) => t,
+                Scalar::Bool(b) => b.to_string(),
+                Scalar::Int(i) => i.to_string(),
+                Scalar::Float(f) => f.to_string(),
+            };
+            (k, SecretString::from(text))
+        })
+        .collect())
+}
+
+fn redact_map<S: serde::Serializer>(
+    v: &BTreeMap<String, SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(v.len()))?;
+    for key in v.keys() {
+        map.serialize_entry(key, "[redacted]")?;
+    }
+    map.end()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
