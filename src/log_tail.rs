@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use philo_events::log::{ACTIONS_TOPIC, Position};
+use philo_ingest_api::routes::admin::LogRecord;
 
 use crate::app::open_log;
 use crate::config::PhiloConfig;
@@ -88,11 +89,7 @@ impl Source {
                 let next = records.last().map_or(offset, |r| r.offset + 1);
                 let lines = records
                     .iter()
-                    .map(|r| {
-                        let value: serde_json::Value = serde_json::from_slice(&r.value)
-                            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&r.value).into_owned()));
-                        serde_json::json!({"position": r.position().to_string(), "timestamp_ms": r.timestamp_ms, "record": value})
-                    })
+                    .map(|r| serde_json::to_value(LogRecord::from(r)).expect("plain JSON"))
                     .collect();
                 Ok(Page { lines, next })
             }

@@ -1,5 +1,7 @@
 //! `POST /v1/actions` and `POST /v1/actions/batch`: validate, authenticate, append durably.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -16,7 +18,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{AuthUser, JsonBody};
-use crate::idempotency::IdempotencyEntry;
+use crate::idempotency::{IdempotencyEntry, IdempotencyStore};
 use crate::metrics;
 use crate::state::AppState;
 
@@ -295,14 +297,9 @@ async fn run_idempotent(
     plan: impl FnOnce() -> Result<(Plan, Vec<Envelope>), ApiError>,
 ) -> Result<Response, ApiError> {
     let now_ms = state.clock.now().timestamp_millis();
-    let store_err = |e: crate::idempotency::IdempotencyError| {
-        ApiError::unavailable("idempotency_unavailable", e.to_string())
-    };
-    if let Some(entry) = state
-        .idempotency
-        .get(user, key, now_ms)
-        .map_err(store_err)?
-    {
+    let store = state.idempotency.clone();
+    let (owned_key, stored) = (key.to_owned(), store.clone());
+    if let Some(entry) = on_store(move || stored.get(user, &owned_key, now_ms)).await? {
         if entry.fingerprint != fingerprint {
             return Err(ApiError::unprocessable(
                 "idempotency_key_reused",
@@ -342,7 +339,8 @@ async fn run_idempotent(
             entry.created_ms,
             plan,
             &positions,
-        );
+        )
+        .await;
     }
     let (plan, envelopes) = match plan() {
         Ok(p) => p,
@@ -357,10 +355,7 @@ async fn run_idempotent(
                     body: serde_json::to_vec(&e.body).unwrap_or_default(),
                     pending: vec![],
                 };
-                state
-                    .idempotency
-                    .put(user, key, &entry, false)
-                    .map_err(store_err)?;
+                put_entry(&store, user, key, entry, false).await?;
             }
             return Err(e);
         }
@@ -372,15 +367,34 @@ async fn run_idempotent(
         body: serde_json::to_vec(&plan).map_err(|e| ApiError::internal(e.to_string()))?,
         pending: envelopes.iter().map(Envelope::to_json).collect(),
     };
-    state
-        .idempotency
-        .put(user, key, &pending, true)
-        .map_err(store_err)?;
+    put_entry(&store, user, key, pending, true).await?;
     let positions = append(state, envelopes.iter().map(record_of).collect()).await?;
-    complete(state, user, key, fingerprint, now_ms, plan, &positions)
+    complete(state, user, key, fingerprint, now_ms, plan, &positions).await
 }
 
-fn complete(
+/// Runs an idempotency-store call on the blocking pool: the embedded store reads and writes (for
+/// pending entries, fsyncs) a local database, which must not stall an async worker.
+async fn on_store<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, crate::idempotency::IdempotencyError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| ApiError::internal(format!("idempotency task failed: {e}")))?
+        .map_err(|e| ApiError::unavailable("idempotency_unavailable", e.to_string()))
+}
+
+async fn put_entry(
+    store: &Arc<dyn IdempotencyStore>,
+    user: Uuid,
+    key: &str,
+    entry: IdempotencyEntry,
+    durable: bool,
+) -> Result<(), ApiError> {
+    let (store, key) = (store.clone(), key.to_owned());
+    on_store(move || store.put(user, &key, &entry, durable)).await
+}
+
+async fn complete(
     state: &AppState,
     user: Uuid,
     key: &str,
@@ -398,8 +412,8 @@ fn complete(
         pending: vec![],
     };
     // Not fsync'd: if this is lost in a crash the entry stays pending, which is safe (above).
-    if let Err(e) = state.idempotency.put(user, key, &done, false) {
-        tracing::warn!(error = %e, "could not mark idempotency entry done; it stays pending");
+    if let Err(e) = put_entry(&state.idempotency, user, key, done, false).await {
+        tracing::warn!(error = %e.body.message, "could not mark idempotency entry done; it stays pending");
     }
     Ok(json_bytes(status, bytes))
 }

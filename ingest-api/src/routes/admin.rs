@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use philo_accounts::Role;
-use philo_events::log::ACTIONS_TOPIC;
+use philo_events::log::{ACTIONS_TOPIC, StoredRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -53,6 +53,19 @@ pub struct LogRecord {
     pub timestamp_ms: i64,
     #[schema(value_type = Object)]
     pub record: serde_json::Value,
+}
+
+impl From<&StoredRecord> for LogRecord {
+    /// The envelope as JSON; a value that is not JSON is shown as (lossy) text.
+    fn from(r: &StoredRecord) -> Self {
+        LogRecord {
+            position: r.position().to_string(),
+            timestamp_ms: r.timestamp_ms,
+            record: serde_json::from_slice(&r.value).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&r.value).into_owned())
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -136,16 +149,7 @@ pub async fn read_log(
             e => e.into(),
         })?;
     let next = records.last().map_or(from, |r| r.offset + 1);
-    let records = records
-        .into_iter()
-        .map(|r| LogRecord {
-            position: r.position().to_string(),
-            timestamp_ms: r.timestamp_ms,
-            record: serde_json::from_slice(&r.value).unwrap_or_else(|_| {
-                serde_json::Value::String(String::from_utf8_lossy(&r.value).into_owned())
-            }),
-        })
-        .collect();
+    let records = records.into_iter().map(|r| LogRecord::from(&r)).collect();
     Ok(Json(LogPage {
         records,
         next,

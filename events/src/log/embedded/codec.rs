@@ -33,9 +33,18 @@ pub(crate) fn decode_key(k: &[u8]) -> Result<(u32, u64), LogError> {
 
 /// The bytes a record counts for in size-based retention.
 pub(crate) fn record_size(r: &Record) -> u64 {
-    (r.key.len()
-        + r.value.len()
-        + r.headers
+    framed_size(&r.key, &r.value, &r.headers)
+}
+
+/// The same count for a record read back (recovery needs the first record's size).
+pub(crate) fn stored_size(r: &StoredRecord) -> u64 {
+    framed_size(&r.key, &r.value, &r.headers)
+}
+
+fn framed_size(key: &[u8], value: &[u8], headers: &[(String, Bytes)]) -> u64 {
+    (key.len()
+        + value.len()
+        + headers
             .iter()
             .map(|(n, v)| n.len() + v.len())
             .sum::<usize>()) as u64

@@ -262,13 +262,7 @@ fn recover_topic(
                 let (_, low) = codec::decode_key(&fk)?;
                 let (_, high) = codec::decode_key(&lk)?;
                 let first_rec = codec::decode(p, low, &fv)?;
-                let first_size = first_rec.key.len()
-                    + first_rec.value.len()
-                    + first_rec
-                        .headers
-                        .iter()
-                        .map(|(n, v)| n.len() + v.len())
-                        .sum::<usize>();
+                let first_size = codec::stored_size(&first_rec);
                 let first_cum = codec::decode_meta(&fv)?.cum_bytes;
                 let cum = codec::decode_meta(&lv)?.cum_bytes;
                 PartitionState {
@@ -276,7 +270,7 @@ fn recover_topic(
                     low: AtomicU64::new(low),
                     durable_high: AtomicU64::new(high + 1),
                     cum_bytes: AtomicU64::new(cum),
-                    cum_at_low: AtomicU64::new(first_cum - first_size as u64),
+                    cum_at_low: AtomicU64::new(first_cum - first_size),
                 }
             }
             _ => PartitionState {
