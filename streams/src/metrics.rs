@@ -1,0 +1,28 @@
+//! The streams' Prometheus metrics (`philo_streams_*`).
+
+use std::time::Duration;
+
+use crate::job::StepStats;
+
+pub(crate) fn step(job: &'static str, s: &StepStats, took: Duration) {
+    metrics::counter!("philo_streams_records_total", "job" => job).increment(s.records as u64);
+    metrics::counter!("philo_streams_actions_applied_total", "job" => job)
+        .increment(s.applied as u64);
+    metrics::counter!("philo_streams_duplicates_skipped_total", "job" => job)
+        .increment(s.duplicates as u64);
+    metrics::histogram!("philo_streams_step_seconds", "job" => job).record(took.as_secs_f64());
+}
+
+pub(crate) fn failed(job: &'static str, reason: &'static str) {
+    metrics::counter!("philo_streams_failed_actions_total", "job" => job, "reason" => reason)
+        .increment(1);
+}
+
+pub(crate) fn lag(job: &'static str, partition: u32, records: u64) {
+    metrics::gauge!("philo_streams_lag_records", "job" => job, "partition" => partition.to_string())
+        .set(records as f64);
+}
+
+pub(crate) fn deliveries(n: u64) {
+    metrics::counter!("philo_streams_feed_deliveries_total").increment(n);
+}

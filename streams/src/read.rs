@@ -1,0 +1,553 @@
+//! The read side of the social views: what the read endpoints answer.
+//!
+//! Every list is cursor-paginated: a page carries `next_cursor` (opaque, URL-safe) when more
+//! rows follow. Reads are synchronous store reads (microseconds on the embedded store); async
+//! callers run them on the blocking pool.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::social::content::{
+    APPROACHES_STAT, COMMENTS_STAT, DONATIONS_STAT, REACTIONS_STAT, RECEIVED_BOX, SENT_BOX,
+};
+use crate::social::docs::{ItemDoc, ItemKind, ItemState, UserDoc};
+use crate::social::graph::{FOLLOWERS_STAT, FOLLOWING_STAT};
+use crate::social::{SocialConfig, keys, read_item, tables};
+use crate::store::{CkRange, Order, StateStore, StoreError};
+
+/// Most rows one page may ask for.
+pub const MAX_LIMIT: usize = 100;
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("invalid cursor: pass back the `next_cursor` of the previous page unchanged")]
+    InvalidCursor,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Counters of one item.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ItemStats {
+    pub reactions: i64,
+    pub comments: i64,
+    pub approaches: i64,
+    pub donations: i64,
+}
+
+/// A content item as readers see it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Item {
+    pub id: Uuid,
+    pub kind: ItemKind,
+    pub author_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<DateTime<Utc>>,
+    pub state: ItemState,
+    /// The post of an approach; the target of a comment or campaign.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<Uuid>,
+    /// The kind's fields as submitted, edits applied (title, body, tags, starts_at …).
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+    pub stats: ItemStats,
+}
+
+/// A user in a follower/following list.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct UserSummary {
+    pub user_id: Uuid,
+    pub username: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// A user's profile.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Profile {
+    pub user_id: Uuid,
+    pub username: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub skills: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar_image_id: Option<Uuid>,
+    pub image_ids: Vec<Uuid>,
+    pub followers: i64,
+    pub following: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<DateTime<Utc>>,
+}
+
+/// A post with a page of its approaches and a page of its comments.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Thread {
+    pub item: Item,
+    pub approaches: Page<Item>,
+    pub comments: Page<Item>,
+}
+
+/// An event with RSVP counts and the caller's own RSVP.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EventView {
+    pub item: Item,
+    pub going: i64,
+    pub interested: i64,
+    pub not_going: i64,
+    /// The caller's RSVP status, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub my_rsvp: Option<String>,
+    pub comments: Page<Item>,
+}
+
+/// A campaign with its exact totals per currency (minor units).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CampaignView {
+    pub item: Item,
+    pub goal_minor: i64,
+    pub currency: String,
+    /// Raised so far in the campaign's currency, minor units.
+    pub raised_minor: i64,
+    pub goal_reached: bool,
+}
+
+/// Which job-offer box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferBox {
+    Received,
+    Sent,
+}
+
+/// The read side of the social job.
+#[derive(Clone)]
+pub struct SocialViews {
+    store: Arc<dyn StateStore>,
+    config: SocialConfig,
+}
+
+fn encode_cursor(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn decode_cursor(s: &str) -> Result<Vec<u8>, ReadError> {
+    URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| ReadError::InvalidCursor)
+}
+
+impl SocialViews {
+    pub fn new(store: Arc<dyn StateStore>, config: SocialConfig) -> Self {
+        Self { store, config }
+    }
+
+    fn stats(&self, id: &Uuid) -> Result<ItemStats, StoreError> {
+        let rows = self.store.scan(
+            tables::ITEM_STATS,
+            id.as_bytes(),
+            &CkRange::all(),
+            Order::Asc,
+            16,
+        )?;
+        let mut s = ItemStats::default();
+        for r in rows {
+            let v = keys::decode_i64(&r.value);
+            match r.ck.as_ref() {
+                x if x == REACTIONS_STAT.as_bytes() => s.reactions = v,
+                x if x == COMMENTS_STAT.as_bytes() => s.comments = v,
+                x if x == APPROACHES_STAT.as_bytes() => s.approaches = v,
+                x if x == DONATIONS_STAT.as_bytes() => s.donations = v,
+                _ => {}
+            }
+        }
+        Ok(s)
+    }
+
+    fn item_of(&self, doc: ItemDoc) -> Result<Item, StoreError> {
+        let stats = self.stats(&doc.id)?;
+        Ok(Item {
+            id: doc.id,
+            kind: doc.kind,
+            author_id: doc.author,
+            created_at: doc.created_at,
+            edited_at: doc.edited_at,
+            state: doc.state,
+            parent_id: doc.parent,
+            data: doc.data,
+            stats,
+        })
+    }
+
+    /// A live item of `kind`.
+    fn live(&self, id: &Uuid, kind: ItemKind, what: &'static str) -> Result<ItemDoc, ReadError> {
+        match read_item(&*self.store, id)? {
+            Some(d) if d.kind == kind && d.state != ItemState::Deleted => Ok(d),
+            _ => Err(ReadError::NotFound(what)),
+        }
+    }
+
+    /// `user`'s home feed, newest first: their pushed feed merged with the recent items of the
+    /// pulled authors they follow; capped at `feed_cap` items in all.
+    pub fn feed(
+        &self,
+        user: &Uuid,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Item>, ReadError> {
+        // Cursor: desc(last item id) ++ items served so far (u32 BE).
+        let (after, served) = match cursor {
+            None => (None, 0usize),
+            Some(c) => {
+                let b = decode_cursor(c)?;
+                if b.len() != 20 {
+                    return Err(ReadError::InvalidCursor);
+                }
+                let served = u32::from_be_bytes(b[16..20].try_into().expect("4 bytes")) as usize;
+                (Some(b[..16].to_vec()), served)
+            }
+        };
+        let limit = limit.min(self.config.feed_cap.saturating_sub(served));
+        if limit == 0 {
+            return Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            });
+        }
+        let range = after.as_deref().map_or_else(CkRange::all, CkRange::after);
+        // Read a little more than asked: deleted items are skipped, one extra tells if more.
+        let want = limit + 1;
+        let mut rows: Vec<Vec<u8>> = self
+            .store
+            .scan(tables::FEED, user.as_bytes(), &range, Order::Asc, want * 2)?
+            .into_iter()
+            .map(|r| r.ck.to_vec())
+            .collect();
+        let pulled = self.store.scan(
+            tables::PULLED,
+            user.as_bytes(),
+            &CkRange::all(),
+            Order::Asc,
+            usize::MAX,
+        )?;
+        for author in pulled {
+            rows.extend(
+                self.store
+                    .scan(
+                        tables::AUTHOR_ITEMS,
+                        &author.ck,
+                        &range,
+                        Order::Asc,
+                        want * 2,
+                    )?
+                    .into_iter()
+                    .map(|r| r.ck.to_vec()),
+            );
+        }
+        rows.sort_unstable();
+        rows.dedup();
+        let mut items = Vec::with_capacity(limit);
+        let mut last: Option<Vec<u8>> = None;
+        let mut more = false;
+        for ck in rows {
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            let Some(id) = keys::undesc(&ck) else {
+                continue;
+            };
+            last = Some(ck);
+            if let Some(doc) = read_item(&*self.store, &id)?
+                && doc.state != ItemState::Deleted
+            {
+                items.push(self.item_of(doc)?);
+            }
+        }
+        let served = served + items.len();
+        let next_cursor = match (more && served < self.config.feed_cap, last) {
+            (true, Some(mut ck)) => {
+                ck.extend_from_slice(&(served as u32).to_be_bytes());
+                Some(encode_cursor(&ck))
+            }
+            _ => None,
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    fn user_doc(&self, id: &Uuid) -> Result<Option<UserDoc>, StoreError> {
+        Ok(self
+            .store
+            .get(tables::USERS, id.as_bytes(), b"")?
+            .and_then(|b| serde_json::from_slice::<UserDoc>(&b).ok())
+            .filter(|u| !u.erased))
+    }
+
+    fn stat(&self, user: &Uuid, stat: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .store
+            .get(tables::USER_STATS, user.as_bytes(), stat.as_bytes())?
+            .map_or(0, |b| keys::decode_i64(&b)))
+    }
+
+    /// A user's profile with follower and following counts.
+    pub fn profile(&self, user: &Uuid) -> Result<Profile, ReadError> {
+        let doc = self.user_doc(user)?.ok_or(ReadError::NotFound("user"))?;
+        Ok(Profile {
+            user_id: *user,
+            username: doc.username,
+            display_name: doc.display_name,
+            description: doc.description,
+            skills: doc.skills,
+            avatar_image_id: doc.avatar_image_id,
+            image_ids: doc.image_ids,
+            followers: self.stat(user, FOLLOWERS_STAT)?,
+            following: self.stat(user, FOLLOWING_STAT)?,
+            registered_at: doc.registered_at,
+        })
+    }
+
+    fn user_page(
+        &self,
+        table: &str,
+        user: &Uuid,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<UserSummary>, ReadError> {
+        if self.user_doc(user)?.is_none() {
+            return Err(ReadError::NotFound("user"));
+        }
+        let range = match cursor {
+            None => CkRange::all(),
+            Some(c) => CkRange::after(&decode_cursor(c)?),
+        };
+        let rows = self
+            .store
+            .scan(table, user.as_bytes(), &range, Order::Asc, limit + 1)?;
+        let more = rows.len() > limit;
+        let mut items = Vec::with_capacity(limit);
+        for r in rows.iter().take(limit) {
+            let Some(other) = keys::uuid_at(&r.ck, 16) else {
+                continue;
+            };
+            let doc = self.user_doc(&other)?.unwrap_or_default();
+            items.push(UserSummary {
+                user_id: other,
+                username: doc.username,
+                display_name: doc.display_name,
+            });
+        }
+        let next_cursor = more
+            .then(|| rows.get(limit - 1).map(|r| encode_cursor(&r.ck)))
+            .flatten();
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Who follows `user`, newest follow first.
+    pub fn followers(
+        &self,
+        user: &Uuid,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<UserSummary>, ReadError> {
+        self.user_page(tables::FOLLOWERS, user, cursor, limit)
+    }
+
+    /// Whom `user` follows, newest follow first.
+    pub fn following(
+        &self,
+        user: &Uuid,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<UserSummary>, ReadError> {
+        self.user_page(tables::FOLLOWING, user, cursor, limit)
+    }
+
+    /// Children of `parent` of one kind, oldest first (threads read top-down).
+    fn children(
+        &self,
+        parent: &Uuid,
+        kind: ItemKind,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Item>, ReadError> {
+        let prefix = [kind.byte()];
+        let mut range = CkRange::prefix(&prefix);
+        if let Some(c) = cursor {
+            let mut start = prefix.to_vec();
+            start.extend_from_slice(&decode_cursor(c)?);
+            range.start = std::ops::Bound::Excluded(start);
+        }
+        let rows = self.store.scan(
+            tables::CHILDREN,
+            parent.as_bytes(),
+            &range,
+            Order::Asc,
+            limit + 1,
+        )?;
+        let more = rows.len() > limit;
+        let mut items = Vec::with_capacity(limit);
+        for r in rows.iter().take(limit) {
+            if let Some(id) = keys::uuid_at(&r.ck, 1)
+                && let Some(doc) = read_item(&*self.store, &id)?
+                && doc.state != ItemState::Deleted
+            {
+                items.push(self.item_of(doc)?);
+            }
+        }
+        let next_cursor = more
+            .then(|| rows.get(limit - 1).map(|r| encode_cursor(&r.ck[1..])))
+            .flatten();
+        Ok(Page { items, next_cursor })
+    }
+
+    /// A post with its approaches and comments (each paginated by its own cursor).
+    pub fn post(
+        &self,
+        id: &Uuid,
+        approaches_cursor: Option<&str>,
+        comments_cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Thread, ReadError> {
+        let doc = self.live(id, ItemKind::Post, "post")?;
+        Ok(Thread {
+            item: self.item_of(doc)?,
+            approaches: self.children(id, ItemKind::Approach, approaches_cursor, limit)?,
+            comments: self.children(id, ItemKind::Comment, comments_cursor, limit)?,
+        })
+    }
+
+    /// An approach with its comments.
+    pub fn approach(
+        &self,
+        id: &Uuid,
+        comments_cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Thread, ReadError> {
+        let doc = self.live(id, ItemKind::Approach, "approach")?;
+        Ok(Thread {
+            item: self.item_of(doc)?,
+            approaches: Page {
+                items: Vec::new(),
+                next_cursor: None,
+            },
+            comments: self.children(id, ItemKind::Comment, comments_cursor, limit)?,
+        })
+    }
+
+    /// An event with RSVP counts and `viewer`'s own RSVP.
+    pub fn event(
+        &self,
+        id: &Uuid,
+        viewer: &Uuid,
+        comments_cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<EventView, ReadError> {
+        let doc = self.live(id, ItemKind::Event, "event")?;
+        let count = |stat: &str| -> Result<i64, StoreError> {
+            Ok(self
+                .store
+                .get(tables::ITEM_STATS, id.as_bytes(), stat.as_bytes())?
+                .map_or(0, |b| keys::decode_i64(&b)))
+        };
+        let my_rsvp = self
+            .store
+            .get(tables::RSVPS, id.as_bytes(), viewer.as_bytes())?
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        Ok(EventView {
+            going: count("rsvp_going")?,
+            interested: count("rsvp_interested")?,
+            not_going: count("rsvp_not_going")?,
+            my_rsvp,
+            comments: self.children(id, ItemKind::Comment, comments_cursor, limit)?,
+            item: self.item_of(doc)?,
+        })
+    }
+
+    /// A campaign with its exact total.
+    pub fn campaign(&self, id: &Uuid) -> Result<CampaignView, ReadError> {
+        let doc = self.live(id, ItemKind::Campaign, "campaign")?;
+        let currency = doc
+            .data
+            .get("currency")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let goal_minor = doc
+            .data
+            .get("goal_minor")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let raised_minor = self
+            .store
+            .get(tables::DONATION_TOTALS, id.as_bytes(), currency.as_bytes())?
+            .map_or(0, |b| keys::decode_i64(&b));
+        Ok(CampaignView {
+            goal_reached: raised_minor >= goal_minor,
+            goal_minor,
+            currency,
+            raised_minor,
+            item: self.item_of(doc)?,
+        })
+    }
+
+    /// Job offers `user` received or sent, newest first, with their state.
+    pub fn job_offers(
+        &self,
+        user: &Uuid,
+        which: OfferBox,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Item>, ReadError> {
+        let b = match which {
+            OfferBox::Received => RECEIVED_BOX,
+            OfferBox::Sent => SENT_BOX,
+        };
+        let mut range = CkRange::prefix(&[b]);
+        if let Some(c) = cursor {
+            let mut start = vec![b];
+            start.extend_from_slice(&decode_cursor(c)?);
+            range.start = std::ops::Bound::Excluded(start);
+        }
+        let rows = self.store.scan(
+            tables::OFFER_BOXES,
+            user.as_bytes(),
+            &range,
+            Order::Asc,
+            limit + 1,
+        )?;
+        let more = rows.len() > limit;
+        let mut items = Vec::with_capacity(limit);
+        for r in rows.iter().take(limit) {
+            if let Some(id) = r.ck.get(1..).and_then(keys::undesc)
+                && let Some(doc) = read_item(&*self.store, &id)?
+            {
+                items.push(self.item_of(doc)?);
+            }
+        }
+        let next_cursor = more
+            .then(|| rows.get(limit - 1).map(|r| encode_cursor(&r.ck[1..])))
+            .flatten();
+        Ok(Page { items, next_cursor })
+    }
+}

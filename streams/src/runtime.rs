@@ -1,0 +1,324 @@
+//! Running the stream jobs: each on its own thread (their store work is synchronous), restarted
+//! from their durable positions if they fail, stopped on request. Also rebuilds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use philo_events::log::{ACTIONS_TOPIC, Log};
+
+use crate::job::{Job, JobConfig, JobError, Progress, StepStats};
+use crate::read::SocialViews;
+use crate::social::{SocialConfig, SocialProcessor, tables};
+use crate::store::{EmbeddedStore, EmbeddedStoreConfig, StateStore, StoreError};
+
+/// Settings of the streams role.
+#[derive(Debug, Clone)]
+pub struct StreamsConfig {
+    /// Directory of the embedded state store.
+    pub state_dir: PathBuf,
+    pub job: JobConfig,
+    pub social: SocialConfig,
+}
+
+impl StreamsConfig {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            job: JobConfig::default(),
+            social: SocialConfig::default(),
+        }
+    }
+}
+
+/// Opens the embedded state store under `dir`.
+pub fn open_store(dir: &Path) -> Result<Arc<EmbeddedStore>, StoreError> {
+    Ok(Arc::new(EmbeddedStore::open(EmbeddedStoreConfig::new(
+        dir,
+    ))?))
+}
+
+/// Running stream jobs and their read side.
+pub struct Streams {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    progress: Arc<Progress>,
+    views: SocialViews,
+}
+
+impl Streams {
+    /// Starts the social job against `log` and `store`. Returns once the job has loaded its
+    /// positions (reads may wait on progress from then on).
+    pub async fn start(
+        log: Arc<dyn Log>,
+        store: Arc<dyn StateStore>,
+        config: StreamsConfig,
+    ) -> Result<Self, JobError> {
+        let processor = SocialProcessor::new(config.social.clone());
+        let job = Job::open(processor, log.clone(), store.clone(), config.job.clone()).await?;
+        let progress = job.progress();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            let config = config.clone();
+            let store = store.clone();
+            std::thread::Builder::new()
+                .name("philo-streams-social".into())
+                .spawn(move || run_forever(job, log, store, config, stop))
+                .map_err(|e| StoreError::Storage(format!("spawning the job thread: {e}")))?
+        };
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+            progress,
+            views: SocialViews::new(store, config.social),
+        })
+    }
+
+    /// How far the job has applied the log.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// The read side.
+    pub fn views(&self) -> SocialViews {
+        self.views.clone()
+    }
+
+    /// Stops the job after its current step and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Runs the job until stopped; on an error, waits and reopens it from its durable positions
+/// (a fresh processor, so no cache can outlive a failed write).
+fn run_forever(
+    job: Job<SocialProcessor>,
+    log: Arc<dyn Log>,
+    store: Arc<dyn StateStore>,
+    config: StreamsConfig,
+    stop: Arc<AtomicBool>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the job runtime");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut job = Some(job);
+        let mut backoff = Duration::from_millis(100);
+        while !stop.load(Ordering::Acquire) {
+            let mut current = match job.take() {
+                Some(j) => j,
+                None => {
+                    let processor = SocialProcessor::new(config.social.clone());
+                    match Job::open(processor, log.clone(), store.clone(), config.job.clone()).await
+                    {
+                        Ok(j) => j,
+                        Err(e) => {
+                            tracing::error!(error = %e, "reopening the social job failed");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(10));
+                            continue;
+                        }
+                    }
+                }
+            };
+            match current.run(stop.clone()).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "the social job failed; restarting from its durable position");
+                    metrics::counter!("philo_streams_job_restarts_total", "job" => crate::social::JOB)
+                        .increment(1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    });
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone)]
+pub struct RebuildReport {
+    /// Per view (table group) digest of the live store before the rebuild.
+    pub live: Vec<(String, String)>,
+    /// Per view digest of the rebuilt store.
+    pub rebuilt: Vec<(String, String)>,
+    pub stats: StepStats,
+    pub took: Duration,
+}
+
+impl RebuildReport {
+    /// Whether every compared view is equal.
+    pub fn equal(&self) -> bool {
+        self.live == self.rebuilt
+    }
+}
+
+/// The views of the social job, by name, and their tables.
+pub const VIEWS: &[(&str, &[&str])] = &[
+    (
+        "graph",
+        &[
+            tables::FOLLOW_EDGES,
+            tables::FOLLOWING,
+            tables::FOLLOWERS,
+            tables::BLOCKS,
+            tables::USER_STATS,
+            tables::PULLED,
+        ],
+    ),
+    ("feed", &[tables::FEED, tables::AUTHOR_ITEMS]),
+    (
+        "content",
+        &[
+            tables::USERS,
+            tables::USERNAMES,
+            tables::ITEMS,
+            tables::CHILDREN,
+            tables::ITEM_STATS,
+            tables::REACTIONS,
+            tables::DONATION_TOTALS,
+            tables::RSVPS,
+            tables::OFFER_BOXES,
+        ],
+    ),
+    ("failed", &[crate::job::FAILED_TABLE]),
+];
+
+/// Per-view digests of `store`, for `views` (all when empty).
+pub fn view_digests(
+    store: &dyn StateStore,
+    views: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut out = Vec::new();
+    for (name, tables) in VIEWS {
+        if views.is_empty() || views.iter().any(|v| v == name) {
+            out.push((name.to_string(), crate::job::digest(store, tables)?));
+        }
+    }
+    Ok(out)
+}
+
+/// Rebuilds the social views from the log into a fresh store at `scratch_dir`, after bringing
+/// the live store (`live`) up to the same log positions, and compares per-view digests.
+///
+/// The views of the social job derive from each other (a feed needs the graph as it was at each
+/// post), so a rebuild replays the whole job; `views` selects which views are compared and,
+/// with `swap`, replaced. Returns the rebuilt store for the caller to swap in.
+pub async fn rebuild(
+    log: Arc<dyn Log>,
+    live: Arc<dyn StateStore>,
+    scratch: Arc<dyn StateStore>,
+    config: &StreamsConfig,
+    views: &[String],
+) -> Result<RebuildReport, JobError> {
+    let started = Instant::now();
+    for v in views {
+        if !VIEWS.iter().any(|(n, _)| n == v) {
+            return Err(JobError::Store(StoreError::Storage(format!(
+                "unknown view `{v}` (known: {})",
+                VIEWS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ))));
+        }
+    }
+    let partitions = log.partitions(ACTIONS_TOPIC).await?;
+    let mut target = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        let wm = log.watermarks(ACTIONS_TOPIC, p).await?;
+        if wm.low > 0 {
+            return Err(JobError::Gap {
+                partition: p,
+                position: 0,
+                low: wm.low,
+            });
+        }
+        target.push(wm.high);
+    }
+    let mut live_job = Job::open(
+        SocialProcessor::new(config.social.clone()),
+        log.clone(),
+        live.clone(),
+        config.job.clone(),
+    )
+    .await?;
+    live_job.run_to(&target).await?;
+    let mut fresh = Job::open(
+        SocialProcessor::new(config.social.clone()),
+        log,
+        scratch.clone(),
+        config.job.clone(),
+    )
+    .await?;
+    let stats = fresh.run_to(&target).await?;
+    Ok(RebuildReport {
+        live: view_digests(&*live, views)?,
+        rebuilt: view_digests(&*scratch, views)?,
+        stats,
+        took: started.elapsed(),
+    })
+}
+
+/// Replaces `views` (all when empty) of `live` with those of `rebuilt`: each table is truncated
+/// and refilled, then synced. Both stores must be at the same log positions (as [`rebuild`]
+/// leaves them), so the other views stay consistent with the replaced ones.
+pub fn replace_views(
+    live: &dyn StateStore,
+    rebuilt: &dyn StateStore,
+    views: &[String],
+) -> Result<u64, StoreError> {
+    let mut rows = 0u64;
+    for (name, tables) in VIEWS {
+        if !views.is_empty() && !views.iter().any(|v| v == name) {
+            continue;
+        }
+        for &table in *tables {
+            live.truncate(table)?;
+            let mut batch = crate::store::WriteBatch::new();
+            let mut failed: Option<StoreError> = None;
+            rebuilt.for_each(table, &mut |pk, ck, v| {
+                batch.put(
+                    table,
+                    bytes::Bytes::copy_from_slice(pk),
+                    bytes::Bytes::copy_from_slice(ck),
+                    bytes::Bytes::copy_from_slice(v),
+                );
+                rows += 1;
+                if batch.len() >= 10_000
+                    && let Err(e) = live.apply(std::mem::take(&mut batch))
+                {
+                    failed = Some(e);
+                    return false;
+                }
+                true
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            live.apply(batch)?;
+        }
+    }
+    live.sync()?;
+    Ok(rows)
+}

@@ -1,0 +1,361 @@
+//! The `social` job: the follower graph, home feeds, content and counters, derived from the
+//! `actions` log in one pass (the feed needs the graph as it was when each post was made, so
+//! the views that read each other are written by one processor, in one order).
+//!
+//! Views and their tables (every key layout is in [`tables`]; encodings in [`keys`]):
+//! - **graph**: follow edges both ways, newest first, counts, blocks;
+//! - **feed**: per-user home feed (hybrid fan-out, capped), per-author recent items;
+//! - **content**: posts, approaches, comments, events, job offers, campaigns, profiles,
+//!   reactions, RSVPs, donation totals, counters.
+//!
+//! Actions whose references do not resolve become failed actions with a reason code (see
+//! [`reason`]) and change nothing.
+
+pub(crate) mod content;
+pub mod docs;
+mod feed;
+pub(crate) mod graph;
+pub mod keys;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use philo_events::{Action, Envelope};
+use uuid::Uuid;
+
+use crate::job::{Delivery, Outcome, Processor};
+use crate::store::{StateStore, StoreError, WriteBatch};
+use docs::{ItemDoc, UserDoc};
+
+/// The job's name (consumer group).
+pub const JOB: &str = "social";
+
+/// The tables of the social views. pk / ck / value of each.
+pub mod tables {
+    /// pk user · ck "" · JSON [`UserDoc`](super::docs::UserDoc).
+    pub const USERS: &str = "users";
+    /// pk lowercase username · ck "" · user id.
+    pub const USERNAMES: &str = "usernames";
+    /// pk follower · ck followee · follow action id.
+    pub const FOLLOW_EDGES: &str = "follow_edges";
+    /// pk follower · ck desc(follow id) ++ followee · "".
+    pub const FOLLOWING: &str = "following";
+    /// pk followee · ck desc(follow id) ++ follower · "".
+    pub const FOLLOWERS: &str = "followers";
+    /// pk blocker · ck blocked · block action id.
+    pub const BLOCKS: &str = "blocks";
+    /// pk user · ck stat name · i64 BE.
+    pub const USER_STATS: &str = "user_stats";
+    /// pk follower · ck author · "": followed authors whose items are pulled at read time.
+    pub const PULLED: &str = "pulled_follows";
+    /// pk user · ck desc(item id) · author id ++ kind byte.
+    pub const FEED: &str = "feed";
+    /// pk author · ck desc(item id) · kind byte: the author's recent feed items.
+    pub const AUTHOR_ITEMS: &str = "author_items";
+    /// pk item id · ck "" · JSON [`ItemDoc`](super::docs::ItemDoc).
+    pub const ITEMS: &str = "items";
+    /// pk parent id · ck kind byte ++ child id · "": approaches of a post, comments of a target.
+    pub const CHILDREN: &str = "children";
+    /// pk item id · ck stat name · i64 BE.
+    pub const ITEM_STATS: &str = "item_stats";
+    /// pk target · ck actor ++ reaction kind · "".
+    pub const REACTIONS: &str = "reactions";
+    /// pk target · ck currency · i64 BE minor units.
+    pub const DONATION_TOTALS: &str = "donation_totals";
+    /// pk event · ck user · status string.
+    pub const RSVPS: &str = "rsvps";
+    /// pk user · ck box byte (b'r' received, b's' sent) ++ desc(offer id) · "".
+    pub const OFFER_BOXES: &str = "job_offer_boxes";
+
+    /// Every table of the job.
+    pub const ALL: &[&str] = &[
+        USERS,
+        USERNAMES,
+        FOLLOW_EDGES,
+        FOLLOWING,
+        FOLLOWERS,
+        BLOCKS,
+        USER_STATS,
+        PULLED,
+        FEED,
+        AUTHOR_ITEMS,
+        ITEMS,
+        CHILDREN,
+        ITEM_STATS,
+        REACTIONS,
+        DONATION_TOTALS,
+        RSVPS,
+        OFFER_BOXES,
+    ];
+}
+
+/// Stable reason codes of failed actions.
+pub mod reason {
+    pub const UNKNOWN_USER: &str = "unknown_user";
+    pub const SELF_REFERENCE: &str = "self_reference";
+    pub const BLOCKED: &str = "blocked";
+    pub const NOT_FOLLOWING: &str = "not_following";
+    pub const NOT_BLOCKED: &str = "not_blocked";
+    pub const TARGET_NOT_FOUND: &str = "target_not_found";
+    pub const TARGET_DELETED: &str = "target_deleted";
+    pub const WRONG_TARGET_KIND: &str = "wrong_target_kind";
+    pub const NOT_AUTHOR: &str = "not_author";
+    pub const NOT_RECIPIENT: &str = "not_recipient";
+    pub const ALREADY_CLOSED: &str = "already_closed";
+    pub const CAMPAIGN_CLOSED: &str = "campaign_closed";
+    pub const CURRENCY_MISMATCH: &str = "currency_mismatch";
+    pub const AMOUNT_OVERFLOW: &str = "amount_overflow";
+    pub const EVENT_CANCELLED: &str = "event_cancelled";
+    pub const PARENT_MISMATCH: &str = "parent_mismatch";
+    pub const USERNAME_TAKEN: &str = "username_taken";
+    pub const ACCOUNT_ERASED: &str = "account_erased";
+}
+
+/// Settings of the social views.
+#[derive(Debug, Clone)]
+pub struct SocialConfig {
+    /// Most items kept in a home feed.
+    pub feed_cap: usize,
+    /// Authors with at least this many followers are not pushed to feeds; their items are
+    /// pulled and merged at read time.
+    pub pull_threshold: i64,
+    /// How many of a followee's recent items a new follow copies into the follower's feed.
+    pub backfill: usize,
+    /// How many recent items are kept per author (for backfill and pull).
+    pub author_items_cap: usize,
+}
+
+impl Default for SocialConfig {
+    fn default() -> Self {
+        Self {
+            feed_cap: 800,
+            pull_threshold: 10_000,
+            backfill: 20,
+            author_items_cap: 800,
+        }
+    }
+}
+
+/// The social job's processor.
+pub struct SocialProcessor {
+    config: SocialConfig,
+    /// Exact number of rows in each feed seen so far; filled by counting on a miss, so it is a
+    /// function of the store and survives restarts by recomputation.
+    feed_len: HashMap<Uuid, usize>,
+    deliveries: u64,
+}
+
+impl SocialProcessor {
+    pub fn new(config: SocialConfig) -> Self {
+        Self {
+            config,
+            feed_len: HashMap::new(),
+            deliveries: 0,
+        }
+    }
+
+    pub fn config(&self) -> &SocialConfig {
+        &self.config
+    }
+
+    /// Feed rows written since start (benchmarks read this).
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries
+    }
+}
+
+/// One action's work: the store to read, the batch to fill, counters summed before writing.
+pub(crate) struct Ctx<'a> {
+    pub store: &'a dyn StateStore,
+    pub batch: &'a mut WriteBatch,
+    pub env: &'a Envelope,
+    counters: HashMap<(&'static str, Bytes, &'static str), i64>,
+}
+
+pub(crate) type Res = Result<Outcome, StoreError>;
+
+pub(crate) fn fail(reason: &'static str) -> Res {
+    Ok(Outcome::Failed(reason))
+}
+
+impl<'a> Ctx<'a> {
+    pub fn actor(&self) -> Uuid {
+        self.env.actor_id
+    }
+
+    /// A counter's current value, including this action's pending changes.
+    pub fn counter(
+        &mut self,
+        table: &'static str,
+        pk: &Uuid,
+        stat: &'static str,
+    ) -> Result<i64, StoreError> {
+        let key = (table, keys::id(pk), stat);
+        if let Some(v) = self.counters.get(&key) {
+            return Ok(*v);
+        }
+        let v = self
+            .store
+            .get(table, pk.as_bytes(), stat.as_bytes())?
+            .map_or(0, |b| keys::decode_i64(&b));
+        self.counters.insert(key, v);
+        Ok(v)
+    }
+
+    /// Adds `delta` to a counter; returns the new value.
+    pub fn add(
+        &mut self,
+        table: &'static str,
+        pk: &Uuid,
+        stat: &'static str,
+        delta: i64,
+    ) -> Result<i64, StoreError> {
+        let v = self.counter(table, pk, stat)? + delta;
+        self.counters.insert((table, keys::id(pk), stat), v);
+        Ok(v)
+    }
+
+    fn flush_counters(&mut self) {
+        for ((table, pk, stat), v) in self.counters.drain() {
+            if v == 0 {
+                self.batch
+                    .delete(table, pk, Bytes::from_static(stat.as_bytes()));
+            } else {
+                self.batch.put(
+                    table,
+                    pk,
+                    Bytes::from_static(stat.as_bytes()),
+                    keys::i64_value(v),
+                );
+            }
+        }
+    }
+
+    pub fn user(&self, id: &Uuid) -> Result<Option<UserDoc>, StoreError> {
+        Ok(self
+            .store
+            .get(tables::USERS, id.as_bytes(), b"")?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    pub fn put_user(&mut self, id: &Uuid, doc: &UserDoc) {
+        self.batch.put(
+            tables::USERS,
+            keys::id(id),
+            Bytes::new(),
+            serde_json::to_vec(doc).expect("plain struct serialises"),
+        );
+    }
+
+    pub fn item(&self, id: &Uuid) -> Result<Option<ItemDoc>, StoreError> {
+        read_item(self.store, id)
+    }
+
+    pub fn put_item(&mut self, doc: &ItemDoc) {
+        self.batch.put(
+            tables::ITEMS,
+            keys::id(&doc.id),
+            Bytes::new(),
+            serde_json::to_vec(doc).expect("plain struct serialises"),
+        );
+    }
+
+    /// Whether `blocker` blocked `blocked`.
+    pub fn blocks(&self, blocker: &Uuid, blocked: &Uuid) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .get(tables::BLOCKS, blocker.as_bytes(), blocked.as_bytes())?
+            .is_some())
+    }
+
+    /// Whether either user blocked the other.
+    pub fn blocked_either(&self, a: &Uuid, b: &Uuid) -> Result<bool, StoreError> {
+        Ok(self.blocks(a, b)? || self.blocks(b, a)?)
+    }
+}
+
+/// An item document from the store.
+pub fn read_item(store: &dyn StateStore, id: &Uuid) -> Result<Option<ItemDoc>, StoreError> {
+    Ok(store
+        .get(tables::ITEMS, id.as_bytes(), b"")?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+impl Processor for SocialProcessor {
+    fn name(&self) -> &'static str {
+        JOB
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        tables::ALL
+    }
+
+    fn apply(
+        &mut self,
+        store: &dyn StateStore,
+        delivery: &Delivery<'_>,
+        batch: &mut WriteBatch,
+    ) -> Result<Outcome, StoreError> {
+        let env = delivery.envelope;
+        let mut ctx = Ctx {
+            store,
+            batch,
+            env,
+            counters: HashMap::new(),
+        };
+        // Nothing an erased account did after its erasure counts.
+        if !matches!(env.action, Action::UserRegistered(_))
+            && ctx.user(&env.actor_id)?.is_some_and(|u| u.erased)
+        {
+            return fail(reason::ACCOUNT_ERASED);
+        }
+        let outcome = match &env.action {
+            Action::UserRegistered(a) => content::user_registered(&mut ctx, a),
+            Action::ProfileUpdated(a) => content::profile_updated(&mut ctx, a),
+            Action::ResumeUpdated(a) => content::resume_updated(&mut ctx, a),
+            Action::ImageUploaded(a) => content::image_uploaded(&mut ctx, a),
+            Action::FollowCreated(a) => graph::follow(self, &mut ctx, &a.user_id),
+            Action::FollowRemoved(a) => graph::unfollow(self, &mut ctx, &a.user_id),
+            Action::BlockCreated(a) => graph::block(self, &mut ctx, &a.user_id),
+            Action::BlockRemoved(a) => graph::unblock(&mut ctx, &a.user_id),
+            Action::PostCreated(_) => content::post_created(self, &mut ctx),
+            Action::PostEdited(a) => content::edit(&mut ctx, &a.post_id, docs::ItemKind::Post),
+            Action::PostDeleted(a) => {
+                content::delete(self, &mut ctx, &a.post_id, docs::ItemKind::Post)
+            }
+            Action::ApproachCreated(a) => content::approach_created(self, &mut ctx, a),
+            Action::ApproachEdited(a) => {
+                content::edit(&mut ctx, &a.approach_id, docs::ItemKind::Approach)
+            }
+            Action::ApproachDeleted(a) => {
+                content::delete(self, &mut ctx, &a.approach_id, docs::ItemKind::Approach)
+            }
+            Action::CommentCreated(a) => content::comment_created(&mut ctx, a),
+            Action::CommentDeleted(a) => content::comment_deleted(&mut ctx, a),
+            Action::ReactionAdded(a) => content::reaction(&mut ctx, &a.target_id, a.kind, true),
+            Action::ReactionRemoved(a) => content::reaction(&mut ctx, &a.target_id, a.kind, false),
+            Action::DonationMade(a) => content::donation(&mut ctx, a),
+            Action::CampaignCreated(a) => content::campaign_created(self, &mut ctx, a),
+            Action::CampaignClosed(a) => content::campaign_closed(&mut ctx, a),
+            Action::EventCreated(_) => content::event_created(self, &mut ctx),
+            Action::EventUpdated(a) => content::edit(&mut ctx, &a.event_id, docs::ItemKind::Event),
+            Action::EventCancelled(a) => content::event_cancelled(&mut ctx, a),
+            Action::EventRsvp(a) => content::rsvp(&mut ctx, a),
+            Action::JobOfferCreated(a) => content::offer_created(self, &mut ctx, a),
+            Action::JobOfferAnswered(a) => content::offer_answered(&mut ctx, a),
+            Action::JobOfferWithdrawn(a) => content::offer_withdrawn(&mut ctx, a),
+            Action::AccountErased(_) => graph::erase(self, &mut ctx),
+            // Sessions and explore signals feed other jobs (lake, recommender), not these views.
+            Action::UserLoggedIn(_)
+            | Action::UserLoggedOut(_)
+            | Action::ExploreViewed(_)
+            | Action::ExploreClicked(_)
+            | Action::ExploreDismissed(_) => Ok(Outcome::Applied),
+        }?;
+        match outcome {
+            Outcome::Applied => ctx.flush_counters(),
+            Outcome::Failed(_) => ctx.batch.mutations.clear(),
+        }
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests for `philo-streams`.
+mod determinism;
+mod social;
+mod store_contract;
+mod store_embedded;
+mod world;

@@ -1,0 +1,29 @@
+//! The `StateStore` contract suite against the embedded backend.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use philo_streams::store::contract::ManualClock;
+use philo_streams::store::{EmbeddedStore, EmbeddedStoreConfig, StateStore};
+
+fn scratch() -> PathBuf {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+        .keep()
+}
+
+fn embedded() -> Arc<dyn StateStore> {
+    Arc::new(EmbeddedStore::open(EmbeddedStoreConfig::new(scratch())).unwrap())
+}
+
+/// A store on a hand-moved clock, and the function that moves it.
+fn embedded_clocked() -> (Arc<dyn StateStore>, impl Fn(Duration)) {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let mut config = EmbeddedStoreConfig::new(scratch());
+    config.now_ms = clock.as_fn();
+    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(config).unwrap());
+    (store, move |by| clock.advance(by))
+}
+
+philo_streams::state_store_contract_suite!(embedded(), embedded_clocked());
