@@ -551,3 +551,154 @@ impl SocialViews {
         Ok(Page { items, next_cursor })
     }
 }
+
+/// A user as shown inside a notification.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Actor {
+    pub user_id: Uuid,
+    pub username: String,
+}
+
+/// A notification as its recipient reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct NotificationView {
+    /// Time-ordered id (of the latest action behind it); pass it to mark-read and as SSE
+    /// `Last-Event-ID`.
+    pub id: Uuid,
+    /// `new_follower`, `approach_on_post`, `comment_on_post`, `comment_on_approach`,
+    /// `comment_on_event`, `reply`, `reaction`, `donation`, `campaign_goal_reached`,
+    /// `job_offer_received`, `job_offer_accepted`, `job_offer_declined`, `event_updated`,
+    /// `event_cancelled`, `mention`, `post_by_followed`.
+    pub kind: String,
+    /// The most recent actors (up to 3); `actor_count` counts all ("A and 4 others").
+    pub actors: Vec<Actor>,
+    pub actor_count: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub read: bool,
+}
+
+/// Most notifications counted as unread (the count reads "1000+" beyond).
+pub const UNREAD_COUNT_CAP: usize = 1_000;
+
+impl SocialViews {
+    fn notification_view(
+        &self,
+        n: crate::social::notify::Notification,
+        marker: Option<Uuid>,
+    ) -> Result<NotificationView, StoreError> {
+        let mut actors = Vec::new();
+        for a in n.actors.iter().take(crate::social::notify::ACTORS_SHOWN) {
+            actors.push(Actor {
+                user_id: *a,
+                username: self.user_doc(a)?.map(|u| u.username).unwrap_or_default(),
+            });
+        }
+        Ok(NotificationView {
+            read: marker.is_some_and(|m| n.id <= m),
+            id: n.id,
+            kind: n.kind,
+            actors,
+            actor_count: n.actor_count,
+            target_id: n.target_id,
+            subject_id: n.subject_id,
+            data: n.data,
+            created_at: n.created_at,
+            updated_at: n.updated_at,
+        })
+    }
+
+    /// `user`'s notifications, newest first.
+    pub fn notifications(
+        &self,
+        user: &Uuid,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<NotificationView>, ReadError> {
+        let range = match cursor {
+            None => CkRange::all(),
+            Some(c) => CkRange::after(&decode_cursor(c)?),
+        };
+        let rows = self.store.scan(
+            tables::NOTIFICATIONS,
+            user.as_bytes(),
+            &range,
+            Order::Asc,
+            limit + 1,
+        )?;
+        let marker = crate::social::notify::read_marker(&*self.store, user)?;
+        let more = rows.len() > limit;
+        let mut items = Vec::with_capacity(limit);
+        for r in rows.iter().take(limit) {
+            if let Ok(n) = serde_json::from_slice(&r.value) {
+                items.push(self.notification_view(n, marker)?);
+            }
+        }
+        let next_cursor = more
+            .then(|| rows.get(limit - 1).map(|r| encode_cursor(&r.ck)))
+            .flatten();
+        Ok(Page { items, next_cursor })
+    }
+
+    /// How many notifications are newer than the read marker (at most [`UNREAD_COUNT_CAP`]).
+    pub fn unread_count(&self, user: &Uuid) -> Result<usize, ReadError> {
+        let marker = crate::social::notify::read_marker(&*self.store, user)?;
+        let range = match marker {
+            // Rows sort newest first; unread ones come before the marker's key.
+            Some(m) => CkRange::before(&keys::desc(&m)),
+            None => CkRange::all(),
+        };
+        Ok(self
+            .store
+            .scan(
+                tables::NOTIFICATIONS,
+                user.as_bytes(),
+                &range,
+                Order::Asc,
+                UNREAD_COUNT_CAP,
+            )?
+            .len())
+    }
+
+    /// Notifications newer than `after` (all retained ones when `None`), oldest first, at
+    /// most `limit`: what a live stream sends next.
+    pub fn notifications_since(
+        &self,
+        user: &Uuid,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<NotificationView>, ReadError> {
+        let range = match after {
+            Some(a) => CkRange::before(&keys::desc(&a)),
+            None => CkRange::all(),
+        };
+        let rows = self.store.scan(
+            tables::NOTIFICATIONS,
+            user.as_bytes(),
+            &range,
+            Order::Desc,
+            limit,
+        )?;
+        let marker = crate::social::notify::read_marker(&*self.store, user)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            if let Ok(n) = serde_json::from_slice(&r.value) {
+                out.push(self.notification_view(n, marker)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `user`'s notification preferences, `{type: on}`.
+    pub fn notification_preferences(&self, user: &Uuid) -> Result<Map<String, Value>, ReadError> {
+        let mask = crate::social::notify::read_preferences(&*self.store, user)?;
+        Ok(crate::social::notify::preferences_map(mask))
+    }
+}

@@ -204,6 +204,14 @@ pub const VIEWS: &[(&str, &[&str])] = &[
             tables::OFFER_BOXES,
         ],
     ),
+    (
+        "notifications",
+        &[
+            tables::NOTIFICATIONS,
+            tables::NOTIF_GROUPS,
+            tables::NOTIF_STATE,
+        ],
+    ),
     ("failed", &[crate::job::FAILED_TABLE]),
 ];
 

@@ -41,6 +41,7 @@ mod event;
 mod funding;
 mod job;
 pub mod limits;
+mod notify;
 mod social;
 mod strict_json;
 mod system;
@@ -57,6 +58,7 @@ pub use funding::{CampaignClosed, CampaignCreated, DonationMade};
 pub use job::{
     JobOfferAnswered, JobOfferCreated, JobOfferWithdrawn, OfferAnswer, SalaryBand, SalaryPeriod,
 };
+pub use notify::{NotificationPreferencesUpdated, NotificationsRead};
 pub use social::{
     BlockCreated, BlockRemoved, ExploreClicked, ExploreDismissed, ExploreViewed, FollowCreated,
     FollowRemoved, ProfileUpdated, ResumeUpdated,
@@ -206,6 +208,10 @@ vocabulary! {
     ResumeUpdated => "resume.updated", version 1, client;
     /// An image was stored (server-emitted by the upload endpoint).
     ImageUploaded => "image.uploaded", version 1, server;
+    /// The actor read their notifications up to one.
+    NotificationsRead => "notifications.read", version 1, client;
+    /// The actor changed which notifications they get.
+    NotificationPreferencesUpdated => "notifications.preferences_updated", version 1, client;
     /// Explore items were shown to the actor.
     ExploreViewed => "explore.viewed", version 1, client;
     /// The actor opened an explore item.
@@ -335,7 +341,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), ActionKind::ALL.len());
-        assert_eq!(ActionKind::ALL.len(), 34);
+        assert_eq!(ActionKind::ALL.len(), 36);
         assert_eq!(ActionKind::parse("post.Created"), None);
         assert_eq!(ActionKind::parse(""), None);
     }

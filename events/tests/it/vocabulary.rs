@@ -113,6 +113,11 @@ pub(crate) fn good() -> Vec<Value> {
             "image.uploaded",
             json!({"image_id": U1, "purpose": "avatar", "content_type": "image/png", "width": 512, "height": 512, "size_bytes": 20_480, "thumbnail_key": "thumbs/0190a5c4.webp"}),
         ),
+        act("notifications.read", json!({"up_to": U1})),
+        act(
+            "notifications.preferences_updated",
+            json!({"post_by_followed": true, "reaction": false}),
+        ),
         act("explore.viewed", json!({"item_ids": [U1, U2]})),
         act("explore.clicked", json!({"item_id": U1})),
         act("explore.dismissed", json!({"item_id": U1})),

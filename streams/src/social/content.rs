@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::docs::{ItemDoc, ItemKind, ItemState, UserDoc};
+use super::notify::{self, Note};
 use super::{Ctx, Res, SocialProcessor, fail, feed, keys, reason, tables};
 use crate::job::Outcome;
 
@@ -136,6 +137,8 @@ pub(crate) fn post_created(p: &mut SocialProcessor, ctx: &mut Ctx<'_>) -> Res {
     let doc = new_item(ctx, ItemKind::Post, None);
     ctx.put_item(&doc);
     feed::publish(p, ctx, &doc.id, ItemKind::Post)?;
+    notify::mention(p, ctx, &doc, &[])?;
+    notify::post_to_subscribers(p, ctx, &doc.id)?;
     Ok(Outcome::Applied)
 }
 
@@ -143,6 +146,7 @@ pub(crate) fn event_created(p: &mut SocialProcessor, ctx: &mut Ctx<'_>) -> Res {
     let doc = new_item(ctx, ItemKind::Event, None);
     ctx.put_item(&doc);
     feed::publish(p, ctx, &doc.id, ItemKind::Event)?;
+    notify::mention(p, ctx, &doc, &[])?;
     Ok(Outcome::Applied)
 }
 
@@ -151,9 +155,10 @@ pub(crate) fn approach_created(
     ctx: &mut Ctx<'_>,
     a: &ApproachCreated,
 ) -> Res {
-    if let Some(post) = &a.post_id {
-        live!(ctx, post, &[ItemKind::Post]);
-    }
+    let post_author = match &a.post_id {
+        Some(post) => Some(live!(ctx, post, &[ItemKind::Post]).author),
+        None => None,
+    };
     let doc = new_item(ctx, ItemKind::Approach, a.post_id);
     ctx.put_item(&doc);
     if let Some(post) = &a.post_id {
@@ -166,6 +171,14 @@ pub(crate) fn approach_created(
         ctx.add(tables::ITEM_STATS, post, APPROACHES_STAT, 1)?;
     }
     feed::publish(p, ctx, &doc.id, ItemKind::Approach)?;
+    let mut told = Vec::new();
+    if let Some(author) = post_author {
+        let note = Note::new("approach_on_post", a.post_id, Some(doc.id));
+        if notify::notify(p, ctx, &author, note)? {
+            told.push(author);
+        }
+    }
+    notify::mention(p, ctx, &doc, &told)?;
     Ok(Outcome::Applied)
 }
 
@@ -217,17 +230,23 @@ pub(crate) fn delete(p: &mut SocialProcessor, ctx: &mut Ctx<'_>, id: &Uuid, kind
     Ok(Outcome::Applied)
 }
 
-pub(crate) fn comment_created(ctx: &mut Ctx<'_>, a: &CommentCreated) -> Res {
-    live!(
+pub(crate) fn comment_created(
+    p: &mut SocialProcessor,
+    ctx: &mut Ctx<'_>,
+    a: &CommentCreated,
+) -> Res {
+    let target = live!(
         ctx,
         &a.target_id,
         &[ItemKind::Post, ItemKind::Approach, ItemKind::Event]
     );
+    let mut parent_author = None;
     if let Some(parent) = &a.parent_id {
         let parent = live!(ctx, parent, &[ItemKind::Comment]);
         if parent.parent != Some(a.target_id) {
             return fail(reason::PARENT_MISMATCH);
         }
+        parent_author = Some(parent.author);
     }
     let doc = new_item(ctx, ItemKind::Comment, Some(a.target_id));
     ctx.put_item(&doc);
@@ -238,6 +257,32 @@ pub(crate) fn comment_created(ctx: &mut Ctx<'_>, a: &CommentCreated) -> Res {
         Bytes::new(),
     );
     ctx.add(tables::ITEM_STATS, &a.target_id, COMMENTS_STAT, 1)?;
+    let kind = match target.kind {
+        ItemKind::Post => "comment_on_post",
+        ItemKind::Approach => "comment_on_approach",
+        _ => "comment_on_event",
+    };
+    let mut told = Vec::new();
+    if notify::notify(
+        p,
+        ctx,
+        &target.author,
+        Note::new(kind, Some(target.id), Some(doc.id)),
+    )? {
+        told.push(target.author);
+    }
+    if let Some(parent_author) = parent_author
+        && parent_author != target.author
+        && notify::notify(
+            p,
+            ctx,
+            &parent_author,
+            Note::new("reply", a.parent_id, Some(doc.id)),
+        )?
+    {
+        told.push(parent_author);
+    }
+    notify::mention(p, ctx, &doc, &told)?;
     Ok(Outcome::Applied)
 }
 
@@ -274,8 +319,14 @@ fn reaction_ck(actor: &Uuid, kind: ReactionKind) -> Bytes {
 
 /// One reaction of one kind per user and target: adding twice or removing a missing one is a
 /// valid no-op.
-pub(crate) fn reaction(ctx: &mut Ctx<'_>, target: &Uuid, kind: ReactionKind, add: bool) -> Res {
-    live!(
+pub(crate) fn reaction(
+    p: &mut SocialProcessor,
+    ctx: &mut Ctx<'_>,
+    target: &Uuid,
+    kind: ReactionKind,
+    add: bool,
+) -> Res {
+    let doc = live!(
         ctx,
         target,
         &[
@@ -297,6 +348,11 @@ pub(crate) fn reaction(ctx: &mut Ctx<'_>, target: &Uuid, kind: ReactionKind, add
             ctx.batch
                 .put(tables::REACTIONS, keys::id(target), ck, Bytes::new());
             ctx.add(tables::ITEM_STATS, target, REACTIONS_STAT, 1)?;
+            let mut group = b"reaction:".to_vec();
+            group.extend_from_slice(target.as_bytes());
+            let mut note = Note::new("reaction", Some(*target), None);
+            note.group = Some(&group);
+            notify::notify(p, ctx, &doc.author, note)?;
         }
         (false, true) => {
             ctx.batch.delete(tables::REACTIONS, keys::id(target), ck);
@@ -326,7 +382,7 @@ fn total_add(
 
 /// Donations go to an approach or to an open campaign (before its end). Totals are exact
 /// integer sums per currency.
-pub(crate) fn donation(ctx: &mut Ctx<'_>, a: &DonationMade) -> Res {
+pub(crate) fn donation(p: &mut SocialProcessor, ctx: &mut Ctx<'_>, a: &DonationMade) -> Res {
     let target = live!(ctx, &a.target_id, &[ItemKind::Approach, ItemKind::Campaign]);
     let currency = a.currency.as_str();
     if target.kind == ItemKind::Campaign {
@@ -351,6 +407,24 @@ pub(crate) fn donation(ctx: &mut Ctx<'_>, a: &DonationMade) -> Res {
         keys::i64_value(total),
     );
     ctx.add(tables::ITEM_STATS, &a.target_id, DONATIONS_STAT, 1)?;
+    let mut note = Note::new("donation", Some(a.target_id), Some(ctx.env.id));
+    note.data
+        .insert("amount_minor".into(), Value::from(a.amount_minor));
+    note.data.insert("currency".into(), Value::from(currency));
+    notify::notify(p, ctx, &target.author, note)?;
+    if target.kind == ItemKind::Campaign {
+        let goal = target
+            .data
+            .get("goal_minor")
+            .and_then(Value::as_i64)
+            .unwrap_or(i64::MAX);
+        if total >= goal && total - a.amount_minor < goal {
+            let mut note = Note::new("campaign_goal_reached", Some(a.target_id), None);
+            note.data.insert("raised_minor".into(), Value::from(total));
+            note.data.insert("currency".into(), Value::from(currency));
+            notify::notify(p, ctx, &target.author, note)?;
+        }
+    }
     Ok(Outcome::Applied)
 }
 
@@ -385,7 +459,22 @@ pub(crate) fn campaign_closed(ctx: &mut Ctx<'_>, a: &CampaignClosed) -> Res {
     Ok(Outcome::Applied)
 }
 
-pub(crate) fn event_cancelled(ctx: &mut Ctx<'_>, a: &EventCancelled) -> Res {
+/// An event edit; everyone who RSVP'd going or interested hears of it.
+pub(crate) fn event_updated(p: &mut SocialProcessor, ctx: &mut Ctx<'_>, id: &Uuid) -> Res {
+    if let Outcome::Failed(r) = edit(ctx, id, ItemKind::Event)? {
+        return fail(r);
+    }
+    for user in notify::attendees(ctx, id)? {
+        notify::notify(p, ctx, &user, Note::new("event_updated", Some(*id), None))?;
+    }
+    Ok(Outcome::Applied)
+}
+
+pub(crate) fn event_cancelled(
+    p: &mut SocialProcessor,
+    ctx: &mut Ctx<'_>,
+    a: &EventCancelled,
+) -> Res {
     let mut doc = live!(ctx, &a.event_id, &[ItemKind::Event]);
     if doc.author != ctx.actor() {
         return fail(reason::NOT_AUTHOR);
@@ -400,6 +489,10 @@ pub(crate) fn event_cancelled(ctx: &mut Ctx<'_>, a: &EventCancelled) -> Res {
             .insert("cancel_reason".into(), Value::String(r.clone()));
     }
     ctx.put_item(&doc);
+    for user in notify::attendees(ctx, &a.event_id)? {
+        let note = Note::new("event_cancelled", Some(a.event_id), None);
+        notify::notify(p, ctx, &user, note)?;
+    }
     Ok(Outcome::Applied)
 }
 
@@ -485,18 +578,26 @@ pub(crate) fn offer_created(
         Bytes::new(),
     );
     match &a.to_user_id {
-        Some(to) => ctx.batch.put(
-            tables::OFFER_BOXES,
-            keys::id(to),
-            box_ck(RECEIVED_BOX, &doc.id),
-            Bytes::new(),
-        ),
+        Some(to) => {
+            ctx.batch.put(
+                tables::OFFER_BOXES,
+                keys::id(to),
+                box_ck(RECEIVED_BOX, &doc.id),
+                Bytes::new(),
+            );
+            let note = Note::new("job_offer_received", Some(doc.id), Some(doc.id));
+            notify::notify(p, ctx, to, note)?;
+        }
         None => feed::publish(p, ctx, &doc.id, ItemKind::JobOffer)?,
     }
     Ok(Outcome::Applied)
 }
 
-pub(crate) fn offer_answered(ctx: &mut Ctx<'_>, a: &JobOfferAnswered) -> Res {
+pub(crate) fn offer_answered(
+    p: &mut SocialProcessor,
+    ctx: &mut Ctx<'_>,
+    a: &JobOfferAnswered,
+) -> Res {
     let mut doc = live!(ctx, &a.offer_id, &[ItemKind::JobOffer]);
     let to = doc
         .data
@@ -508,12 +609,18 @@ pub(crate) fn offer_answered(ctx: &mut Ctx<'_>, a: &JobOfferAnswered) -> Res {
     if doc.state != ItemState::Open {
         return fail(reason::ALREADY_CLOSED);
     }
+    let kind = match a.answer {
+        OfferAnswer::Accepted => "job_offer_accepted",
+        OfferAnswer::Declined => "job_offer_declined",
+    };
     doc.state = match a.answer {
         OfferAnswer::Accepted => ItemState::Accepted,
         OfferAnswer::Declined => ItemState::Declined,
     };
     doc.edited_at = Some(ctx.env.received_at);
     ctx.put_item(&doc);
+    let note = Note::new(kind, Some(a.offer_id), None);
+    notify::notify(p, ctx, &doc.author, note)?;
     Ok(Outcome::Applied)
 }
 

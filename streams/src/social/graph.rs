@@ -83,6 +83,8 @@ pub(crate) fn follow(p: &mut SocialProcessor, ctx: &mut Ctx<'_>, followee: &Uuid
     } else {
         feed::backfill(p, ctx, &follower, followee)?;
     }
+    let note = super::notify::Note::new("new_follower", None, None);
+    super::notify::notify(p, ctx, followee, note)?;
     Ok(Outcome::Applied)
 }
 

@@ -16,6 +16,7 @@ pub mod docs;
 mod feed;
 pub(crate) mod graph;
 pub mod keys;
+pub mod notify;
 
 use std::collections::HashMap;
 
@@ -66,6 +67,12 @@ pub mod tables {
     pub const RSVPS: &str = "rsvps";
     /// pk user · ck box byte (b'r' received, b's' sent) ++ desc(offer id) · "".
     pub const OFFER_BOXES: &str = "job_offer_boxes";
+    /// pk user · ck desc(notification id) · JSON [`Notification`](super::notify::Notification).
+    pub const NOTIFICATIONS: &str = "notifications";
+    /// pk user · ck group key · id of the group's current notification.
+    pub const NOTIF_GROUPS: &str = "notification_groups";
+    /// pk user · ck `read_upto` (notification id) or `prefs` (u16 BE mask).
+    pub const NOTIF_STATE: &str = "notification_state";
 
     /// Every table of the job.
     pub const ALL: &[&str] = &[
@@ -86,6 +93,9 @@ pub mod tables {
         DONATION_TOTALS,
         RSVPS,
         OFFER_BOXES,
+        NOTIFICATIONS,
+        NOTIF_GROUPS,
+        NOTIF_STATE,
     ];
 }
 
@@ -142,6 +152,7 @@ pub struct SocialProcessor {
     /// Exact number of rows in each feed seen so far; filled by counting on a miss, so it is a
     /// function of the store and survives restarts by recomputation.
     feed_len: HashMap<Uuid, usize>,
+    notify: notify::NotifyCache,
     deliveries: u64,
 }
 
@@ -150,6 +161,7 @@ impl SocialProcessor {
         Self {
             config,
             feed_len: HashMap::new(),
+            notify: notify::NotifyCache::default(),
             deliveries: 0,
         }
     }
@@ -330,21 +342,27 @@ impl Processor for SocialProcessor {
             Action::ApproachDeleted(a) => {
                 content::delete(self, &mut ctx, &a.approach_id, docs::ItemKind::Approach)
             }
-            Action::CommentCreated(a) => content::comment_created(&mut ctx, a),
+            Action::CommentCreated(a) => content::comment_created(self, &mut ctx, a),
             Action::CommentDeleted(a) => content::comment_deleted(&mut ctx, a),
-            Action::ReactionAdded(a) => content::reaction(&mut ctx, &a.target_id, a.kind, true),
-            Action::ReactionRemoved(a) => content::reaction(&mut ctx, &a.target_id, a.kind, false),
-            Action::DonationMade(a) => content::donation(&mut ctx, a),
+            Action::ReactionAdded(a) => {
+                content::reaction(self, &mut ctx, &a.target_id, a.kind, true)
+            }
+            Action::ReactionRemoved(a) => {
+                content::reaction(self, &mut ctx, &a.target_id, a.kind, false)
+            }
+            Action::DonationMade(a) => content::donation(self, &mut ctx, a),
             Action::CampaignCreated(a) => content::campaign_created(self, &mut ctx, a),
             Action::CampaignClosed(a) => content::campaign_closed(&mut ctx, a),
             Action::EventCreated(_) => content::event_created(self, &mut ctx),
-            Action::EventUpdated(a) => content::edit(&mut ctx, &a.event_id, docs::ItemKind::Event),
-            Action::EventCancelled(a) => content::event_cancelled(&mut ctx, a),
+            Action::EventUpdated(a) => content::event_updated(self, &mut ctx, &a.event_id),
+            Action::EventCancelled(a) => content::event_cancelled(self, &mut ctx, a),
             Action::EventRsvp(a) => content::rsvp(&mut ctx, a),
             Action::JobOfferCreated(a) => content::offer_created(self, &mut ctx, a),
-            Action::JobOfferAnswered(a) => content::offer_answered(&mut ctx, a),
+            Action::JobOfferAnswered(a) => content::offer_answered(self, &mut ctx, a),
             Action::JobOfferWithdrawn(a) => content::offer_withdrawn(&mut ctx, a),
             Action::AccountErased(_) => graph::erase(self, &mut ctx),
+            Action::NotificationsRead(a) => notify::mark_read(&mut ctx, &a.up_to),
+            Action::NotificationPreferencesUpdated(a) => notify::set_preferences(self, &mut ctx, a),
             // Sessions and explore signals feed other jobs (lake, recommender), not these views.
             Action::UserLoggedIn(_)
             | Action::UserLoggedOut(_)

@@ -1,5 +1,6 @@
 //! Integration tests for `philo-streams`.
 mod determinism;
+mod notifications;
 mod social;
 mod store_contract;
 mod store_embedded;
