@@ -1,5 +1,6 @@
 //! Integration tests for `philo-streams`.
 mod determinism;
+mod golden;
 mod notifications;
 mod social;
 mod store_contract;
