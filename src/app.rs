@@ -12,6 +12,7 @@ use philo_accounts::{Accounts, AccountsConfig, Clock, SystemClock};
 use philo_events::log::{ACTIONS_TOPIC, EmbeddedLog, EmbeddedLogConfig, Log};
 use philo_ingest_api::idempotency::FjallIdempotencyStore;
 use philo_ingest_api::{AppState, outbox};
+use philo_streams::runtime::{Streams, open_store};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
@@ -106,10 +107,10 @@ fn open_images(config: &PhiloConfig) -> Result<Arc<dyn ObjectStore>> {
 /// Builds the ingest API's state from the configuration.
 pub async fn ingest_state(
     config: &PhiloConfig,
+    log: Arc<dyn Log>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> Result<AppState> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let log = open_log(config).await?;
     let accounts = open_accounts(config, clock.clone()).await?;
     let idem_dir = config.data_dir.join("idempotency");
     let ttl = config.ingest.idempotency_ttl();
@@ -124,6 +125,16 @@ pub async fn ingest_state(
         config.ingest.clone(),
         metrics,
     ))
+}
+
+/// Starts the stream jobs on `log` with the embedded state store under the configured directory.
+pub async fn start_streams(config: &PhiloConfig, log: Arc<dyn Log>) -> Result<Streams> {
+    let sc = config.streams_config();
+    let dir = sc.state_dir.clone();
+    let store = tokio::task::spawn_blocking(move || open_store(&dir))
+        .await?
+        .with_context(|| format!("opening the state store in {}", sc.state_dir.display()))?;
+    Ok(Streams::start(log, store, sc).await?)
 }
 
 /// Serves the ingest API until `shutdown` fires, then drains in-flight requests.
@@ -177,4 +188,89 @@ pub fn cancel_on_signals(token: CancellationToken) {
         tracing::info!("shutdown requested");
         token.cancel();
     });
+}
+
+/// Serves `/metrics` and `/healthz` for a role without the product API (`philo streams`).
+pub async fn serve_ops(
+    listen: std::net::SocketAddr,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { m.render() }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "streams metrics listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}
+
+/// `philo streams rebuild`: replays the log into a scratch store next to the live one, compares
+/// per-view digests with the live views (brought to the same log positions first), prints a
+/// JSON report, and unless `check` replaces the selected live views with the rebuilt ones.
+pub async fn rebuild_streams(config: &PhiloConfig, views: &[String], check: bool) -> Result<()> {
+    let log = open_log(config).await?;
+    let sc = config.streams_config();
+    let live_dir = sc.state_dir.clone();
+    let scratch_dir = sc.state_dir.with_extension("rebuild");
+    if scratch_dir.exists() {
+        std::fs::remove_dir_all(&scratch_dir)
+            .with_context(|| format!("removing {}", scratch_dir.display()))?;
+    }
+    let (live, scratch) = {
+        let scratch_dir = scratch_dir.clone();
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            Ok((open_store(&live_dir)?, open_store(&scratch_dir)?))
+        })
+        .await??
+    };
+    let report =
+        philo_streams::runtime::rebuild(log, live.clone(), scratch.clone(), &sc, views).await?;
+    let equal = report.equal();
+    let mut replaced_rows = None;
+    if !check {
+        let views = views.to_vec();
+        let (live, scratch) = (live.clone(), scratch.clone());
+        replaced_rows = Some(
+            tokio::task::spawn_blocking(move || {
+                philo_streams::runtime::replace_views(&*live, &*scratch, &views)
+            })
+            .await??,
+        );
+    }
+    let as_map = |v: &[(String, String)]| {
+        v.iter()
+            .map(|(k, d)| (k.clone(), serde_json::Value::String(d.clone())))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "equal": equal,
+            "live": as_map(&report.live),
+            "rebuilt": as_map(&report.rebuilt),
+            "records": report.stats.records,
+            "applied": report.stats.applied,
+            "failed": report.stats.failed,
+            "seconds": report.took.as_secs_f64(),
+            "replaced_rows": replaced_rows,
+        })
+    );
+    drop((live, scratch));
+    let _ = std::fs::remove_dir_all(&scratch_dir);
+    if !equal {
+        tracing::warn!("rebuilt views differ from the live ones");
+    }
+    Ok(())
 }

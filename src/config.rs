@@ -24,6 +24,7 @@ pub struct PhiloConfig {
     pub accounts: AccountsSection,
     pub images: ImagesSection,
     pub ingest: IngestConfig,
+    pub streams: StreamsSection,
     pub telemetry: TelemetryConfig,
 }
 
@@ -36,6 +37,7 @@ impl Default for PhiloConfig {
             accounts: AccountsSection::default(),
             images: ImagesSection::default(),
             ingest: IngestConfig::default(),
+            streams: StreamsSection::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -64,6 +66,55 @@ impl Default for LogConfig {
             retention_hours: 24 * 7,
             retention_bytes_per_partition: 1 << 30,
         }
+    }
+}
+
+/// The stream jobs and their views.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsSection {
+    /// Empty: `<data_dir>/state`.
+    pub state_dir: String,
+    /// Most items kept in a home feed.
+    pub feed_cap: usize,
+    /// Authors with at least this many followers are pulled at read time, not pushed.
+    pub pull_threshold: i64,
+    /// Recent items of a followee copied into a new follower's feed.
+    pub backfill: usize,
+    /// Most records a job reads per partition in one step.
+    pub max_batch_records: usize,
+    /// Address of the `philo streams` role's `/metrics` and `/healthz`.
+    pub listen: SocketAddr,
+}
+
+impl Default for StreamsSection {
+    fn default() -> Self {
+        let social = philo_streams::social::SocialConfig::default();
+        Self {
+            state_dir: String::new(),
+            feed_cap: social.feed_cap,
+            pull_threshold: social.pull_threshold,
+            backfill: social.backfill,
+            max_batch_records: philo_streams::job::JobConfig::default().max_batch_records,
+            listen: "127.0.0.1:9091".parse().expect("valid address"),
+        }
+    }
+}
+
+impl PhiloConfig {
+    /// The streams' settings, resolved against the data directory.
+    pub fn streams_config(&self) -> philo_streams::runtime::StreamsConfig {
+        let dir = if self.streams.state_dir.is_empty() {
+            self.data_dir.join("state")
+        } else {
+            PathBuf::from(&self.streams.state_dir)
+        };
+        let mut c = philo_streams::runtime::StreamsConfig::new(dir);
+        c.social.feed_cap = self.streams.feed_cap.max(1);
+        c.social.pull_threshold = self.streams.pull_threshold.max(1);
+        c.social.backfill = self.streams.backfill;
+        c.job.max_batch_records = self.streams.max_batch_records.max(1);
+        c
     }
 }
 

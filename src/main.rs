@@ -51,8 +51,15 @@ struct Common {
 enum Command {
     /// Run every component in this process with embedded backends.
     Up(Common),
-    /// Run the ingest API role alone.
+    /// Run the ingest API role alone (no read views: reads answer 503).
     IngestApi(Common),
+    /// Run the stream jobs alone, or rebuild their views from the log.
+    Streams {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        command: Option<StreamsCommand>,
+    },
     /// Inspect the action log.
     Log {
         #[command(subcommand)]
@@ -67,6 +74,22 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StreamsCommand {
+    /// Rebuild views from the log into a scratch store, compare them with the live views, and
+    /// replace the live ones. Run it with the streams role stopped.
+    Rebuild {
+        #[command(flatten)]
+        common: Common,
+        /// Only this view (graph, feed, content, notifications, failed); repeatable. Default: all.
+        #[arg(long = "view")]
+        views: Vec<String>,
+        /// Compare only; leave the live views as they are.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -109,15 +132,62 @@ fn load(cli_config: Option<&std::path::Path>, common: &Common) -> Result<PhiloCo
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Up(common) | Command::IngestApi(common) => {
+        Command::Up(common) => {
             let config = load(cli.config.as_deref(), &common)?;
             telemetry::init_logging(&config.telemetry)?;
             let metrics = telemetry::init_metrics()?;
             tracing::info!(data_dir = %config.data_dir.display(), "starting");
-            let state = app::ingest_state(&config, Some(metrics)).await?;
+            let log = app::open_log(&config).await?;
+            let state = app::ingest_state(&config, log.clone(), Some(metrics)).await?;
+            let streams = app::start_streams(&config, log).await?;
+            let state = state.with_reads(philo_ingest_api::ReadSide {
+                views: streams.views(),
+                progress: streams.progress(),
+            });
+            let shutdown = CancellationToken::new();
+            app::cancel_on_signals(shutdown.clone());
+            let served = app::serve_ingest(&config, state, shutdown).await;
+            tokio::task::spawn_blocking(move || streams.stop()).await?;
+            served
+        }
+        Command::IngestApi(common) => {
+            let config = load(cli.config.as_deref(), &common)?;
+            telemetry::init_logging(&config.telemetry)?;
+            let metrics = telemetry::init_metrics()?;
+            tracing::info!(data_dir = %config.data_dir.display(), "starting");
+            let log = app::open_log(&config).await?;
+            let state = app::ingest_state(&config, log, Some(metrics)).await?;
             let shutdown = CancellationToken::new();
             app::cancel_on_signals(shutdown.clone());
             app::serve_ingest(&config, state, shutdown).await
+        }
+        Command::Streams {
+            common,
+            command: None,
+        } => {
+            let config = load(cli.config.as_deref(), &common)?;
+            telemetry::init_logging(&config.telemetry)?;
+            let metrics = telemetry::init_metrics()?;
+            let log = app::open_log(&config).await?;
+            let streams = app::start_streams(&config, log).await?;
+            let shutdown = CancellationToken::new();
+            app::cancel_on_signals(shutdown.clone());
+            let served = app::serve_ops(config.streams.listen, metrics, shutdown).await;
+            tokio::task::spawn_blocking(move || streams.stop()).await?;
+            served
+        }
+        Command::Streams {
+            command:
+                Some(StreamsCommand::Rebuild {
+                    common,
+                    views,
+                    check,
+                }),
+            ..
+        } => {
+            let config = load(cli.config.as_deref(), &common)?;
+            telemetry::init_logging(&config.telemetry)?;
+            app::rebuild_streams(&config, &views, check).await
         }
         Command::Log {
             command: LogCommand::Tail(args),

@@ -1,6 +1,7 @@
 //! The binary end to end: `philo up` with embedded defaults, `admin create-admin`,
 //! `log tail` (through a running server and directly), graceful shutdown, config errors.
 
+#[allow(dead_code)] // each test binary uses its own subset of the helpers
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

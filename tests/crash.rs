@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[allow(dead_code)] // each test binary uses its own subset of the helpers
 mod common;
 
 use philo_events::Envelope;

@@ -2,6 +2,7 @@
 //! documented `images.store_url` / `images.store_options` settings stores the original and the
 //! thumbnail in the bucket.
 
+#[allow(dead_code)] // each test binary uses its own subset of the helpers
 mod common;
 
 use std::process::{Child, Command, Stdio};

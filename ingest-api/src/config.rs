@@ -22,8 +22,9 @@ pub struct IngestConfig {
     pub auth_attempts_per_minute: u32,
     /// How long an `Idempotency-Key` is remembered, seconds.
     pub idempotency_ttl_secs: u64,
-    /// Longest a read waits for `after=<position>` to be reached, milliseconds.
-    pub max_wait_ms: u64,
+    /// How long a read with `after=<position>` waits for the views to reach that position,
+    /// milliseconds; past it the read answers 503 `not_caught_up`.
+    pub read_wait_ms: u64,
     pub images: ImageConfig,
 }
 
@@ -39,15 +40,21 @@ impl Default for IngestConfig {
             rate_limit_burst: 500,
             auth_attempts_per_minute: 60,
             idempotency_ttl_secs: 24 * 3600,
-            max_wait_ms: 5_000,
+            read_wait_ms: 5_000,
             images: ImageConfig::default(),
         }
     }
 }
 
 impl IngestConfig {
+    /// How long an `Idempotency-Key` is remembered.
     pub fn idempotency_ttl(&self) -> Duration {
         Duration::from_secs(self.idempotency_ttl_secs)
+    }
+
+    /// How long a read waits for `after=<position>`.
+    pub fn read_wait(&self) -> Duration {
+        Duration::from_millis(self.read_wait_ms)
     }
 }
 

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use philo_accounts::AccountsError;
 use philo_events::log::LogError;
 use philo_events::{DecodeError, ValidationError};
+use philo_streams::read::ReadError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -158,6 +159,23 @@ impl From<AccountsError> for ApiError {
             }
             AccountsError::Config(_) | AccountsError::Internal(_) => {
                 tracing::error!(error = %e, "accounts failure");
+                ApiError::internal("internal error")
+            }
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            // The handler names the cursor parameter when it knows which one it was.
+            ReadError::InvalidCursor => ApiError::bad_request("invalid_cursor", e.to_string()),
+            ReadError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            // The views' store failed underneath: a server fault, not bad input.
+            ReadError::Store(e) => {
+                tracing::error!(error = %e, "reading the views failed");
                 ApiError::internal("internal error")
             }
         }

@@ -1,4 +1,5 @@
-//! Philo's product-facing HTTP API (axum): accounts, action ingest, image upload, and the
+//! Philo's product-facing HTTP API (axum): accounts, action ingest, image upload, the read
+//! endpoints (feed, follower graph, profiles, threads, events, campaigns, job offers) and the
 //! operational endpoints.
 //!
 //! Guarantees:
@@ -11,9 +12,13 @@
 //!   [`ErrorBody`](error::ErrorBody) and a stable code; handlers never panic on input (a panic
 //!   guard still turns a bug into a JSON 500).
 //! - **Idempotent retries.** See [`idempotency`].
+//! - **Reads after writes.** Ingest answers a position token; reads given it as `after=` wait
+//!   (bounded by `read_wait_ms`) until the views include that action, else answer 503
+//!   `not_caught_up`. Reads need a [`ReadSide`] attached with [`AppState::with_reads`]; without
+//!   one they answer 503 `views_unavailable`. See [`routes::reads`].
 //!
 //! This crate only translates HTTP; the vocabulary and log live in `philo-events`, accounts in
-//! `philo-accounts`.
+//! `philo-accounts`, the views and their read functions in `philo-streams`.
 
 pub mod config;
 pub mod error;
@@ -28,4 +33,4 @@ pub mod state;
 pub use config::{ImageConfig, IngestConfig};
 pub use error::{ApiError, ErrorBody};
 pub use routes::router;
-pub use state::AppState;
+pub use state::{AppState, ReadSide};

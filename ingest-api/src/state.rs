@@ -6,6 +6,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use object_store::ObjectStore;
 use philo_accounts::{Accounts, Clock};
 use philo_events::log::Log;
+use philo_streams::job::Progress;
+use philo_streams::read::SocialViews;
 
 use crate::config::IngestConfig;
 use crate::idempotency::IdempotencyStore;
@@ -24,7 +26,8 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// What [`AppState`] shares.
+/// What [`AppState`] shares. Cloning it clones handles (the log, pools, locks are shared).
+#[derive(Clone)]
 pub struct Shared {
     pub log: Arc<dyn Log>,
     pub accounts: Accounts,
@@ -36,6 +39,19 @@ pub struct Shared {
     /// Renders `/metrics`; `None` when no recorder is installed (some tests).
     pub metrics: Option<PrometheusHandle>,
     pub(crate) outbox_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The views the read endpoints answer from; `None` when this process runs no stream jobs
+    /// (the `philo ingest-api` role alone), and every read answers 503 `views_unavailable`.
+    pub reads: Option<ReadSide>,
+}
+
+/// What the read endpoints need from the stream jobs: their views and how far they have applied
+/// the log (for `after=<position>`).
+#[derive(Clone)]
+pub struct ReadSide {
+    /// The social views (feed, graph, content) the reads answer from.
+    pub views: SocialViews,
+    /// How far the social job has applied the log; reads wait on it for `after=`.
+    pub progress: Arc<Progress>,
 }
 
 impl AppState {
@@ -59,6 +75,16 @@ impl AppState {
             config: Arc::new(config),
             metrics,
             outbox_lock: Arc::new(tokio::sync::Mutex::new(())),
+            reads: None,
         }))
+    }
+
+    /// Attaches the read side. Call it before the state is shared (before building the router):
+    /// if it was cloned already, the shared parts are copied (the handles in them still point
+    /// to the same log, pools and locks) and earlier clones keep no read side.
+    pub fn with_reads(self, reads: ReadSide) -> Self {
+        let mut shared = Arc::unwrap_or_clone(self.0);
+        shared.reads = Some(reads);
+        Self(Arc::new(shared))
     }
 }

@@ -151,7 +151,13 @@ fn encode_cursor(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Longest cursor accepted, characters; the cursors handed out are far shorter.
+pub const MAX_CURSOR_CHARS: usize = 512;
+
 fn decode_cursor(s: &str) -> Result<Vec<u8>, ReadError> {
+    if s.len() > MAX_CURSOR_CHARS {
+        return Err(ReadError::InvalidCursor);
+    }
     URL_SAFE_NO_PAD
         .decode(s)
         .map_err(|_| ReadError::InvalidCursor)

@@ -60,3 +60,24 @@ pub async fn register(
         .unwrap();
     r["access_token"].as_str().expect("registered").to_owned()
 }
+
+/// SIGTERM, then waits (at most 20 s) for the process to exit; returns its status.
+pub fn terminate(mut child: Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM {pid} failed");
+    let stopped = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "no graceful exit within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod images;
 pub mod meta;
+pub mod reads;
 
 use std::sync::Arc;
 
@@ -25,10 +26,10 @@ use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Philo ingest API", description = "Product-facing API of Philo: accounts and action ingest. Every error body is `ErrorBody` with a stable `code`."),
+    info(title = "Philo ingest API", description = "Product-facing API of Philo: accounts, action ingest and the reads derived from the log. Every error body is `ErrorBody` with a stable `code`."),
     modifiers(&BearerAuth),
     components(schemas(ErrorBody)),
-    tags((name = "auth"), (name = "ingest"), (name = "admin"), (name = "ops"))
+    tags((name = "auth"), (name = "ingest"), (name = "reads"), (name = "admin"), (name = "ops"))
 )]
 struct ApiDoc;
 
@@ -65,6 +66,16 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let images = OpenApiRouter::new()
         .routes(routes!(images::upload))
         .layer(DefaultBodyLimit::max(c.images.max_bytes + 64 * 1024));
+    let reads = OpenApiRouter::new()
+        .routes(routes!(reads::feed))
+        .routes(routes!(reads::followers))
+        .routes(routes!(reads::following))
+        .routes(routes!(reads::profile))
+        .routes(routes!(reads::post))
+        .routes(routes!(reads::approach))
+        .routes(routes!(reads::event))
+        .routes(routes!(reads::campaign))
+        .routes(routes!(reads::job_offers));
     let ops = OpenApiRouter::new()
         .routes(routes!(meta::healthz))
         .routes(routes!(meta::readyz))
@@ -76,6 +87,7 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(small)
         .merge(batch)
         .merge(images)
+        .merge(reads)
         .merge(ops)
         .split_for_parts()
 }

@@ -1,6 +1,7 @@
 //! A real `AppState` in a temporary directory (embedded log, SQLite accounts, fjall idempotency
-//! store, local object store), built the way the binary's `ingest_state` builds it, and helpers
-//! to drive the router with `oneshot` and to read back what the log holds.
+//! store, local object store), built the way the binary's `ingest_state` builds it, optionally
+//! with a read side (the social stream job on an embedded state store, as `philo up` runs it),
+//! and helpers to drive the router with `oneshot` and to read back what the log holds.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +16,12 @@ use philo_accounts::{Accounts, AccountsConfig, Clock, SystemClock};
 use philo_events::Envelope;
 use philo_events::log::{ACTIONS_TOPIC, EmbeddedLog, EmbeddedLogConfig, Log, Position};
 use philo_ingest_api::idempotency::FjallIdempotencyStore;
-use philo_ingest_api::{AppState, IngestConfig};
+use philo_ingest_api::{AppState, IngestConfig, ReadSide};
+use philo_streams::job::{Job, JobConfig};
+use philo_streams::read::SocialViews;
+use philo_streams::runtime::{Streams, StreamsConfig, open_store};
+use philo_streams::social::{SocialConfig, SocialProcessor};
+use philo_streams::store::StateStore;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -35,11 +41,24 @@ pub fn sqlite_url(dir: &Path, file: &str) -> String {
 }
 
 pub struct TestApp {
+    /// The stream job behind the read endpoints, when the app has one. Declared first so it
+    /// stops before the directory it writes in is removed.
+    _streams: Option<Streams>,
     pub dir: TempDir,
     pub state: AppState,
     /// The same log the app appends to.
     pub log: Arc<dyn Log>,
     router: Router,
+}
+
+/// Which read side a test app has.
+enum Reads {
+    /// None: reads answer 503 `views_unavailable`.
+    None,
+    /// The social job, running.
+    Running,
+    /// A social job that never steps.
+    Stalled,
 }
 
 /// Tokens of a registered (or logged-in) user.
@@ -127,6 +146,25 @@ impl TestApp {
     }
 
     pub async fn with_config(config: IngestConfig) -> Self {
+        Self::build(config, Reads::None).await
+    }
+
+    /// An app whose read endpoints answer from a running social stream job.
+    pub async fn with_reads() -> Self {
+        Self::with_reads_config(IngestConfig::default()).await
+    }
+
+    pub async fn with_reads_config(config: IngestConfig) -> Self {
+        Self::build(config, Reads::Running).await
+    }
+
+    /// An app with a read side whose job never runs: the views stay empty and no position is
+    /// ever reached (for `not_caught_up`).
+    pub async fn with_stalled_reads(config: IngestConfig) -> Self {
+        Self::build(config, Reads::Stalled).await
+    }
+
+    async fn build(config: IngestConfig, reads: Reads) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
@@ -159,8 +197,40 @@ impl TestApp {
             config,
             None,
         );
+        let state_dir = dir.path().join("state");
+        let (state, streams) = match reads {
+            Reads::None => (state, None),
+            Reads::Running => {
+                let store = open_store(&state_dir).unwrap();
+                let streams = Streams::start(log.clone(), store, StreamsConfig::new(&state_dir))
+                    .await
+                    .unwrap();
+                let reads = ReadSide {
+                    views: streams.views(),
+                    progress: streams.progress(),
+                };
+                (state.with_reads(reads), Some(streams))
+            }
+            Reads::Stalled => {
+                let store: Arc<dyn StateStore> = open_store(&state_dir).unwrap();
+                let job = Job::open(
+                    SocialProcessor::new(SocialConfig::default()),
+                    log.clone(),
+                    store.clone(),
+                    JobConfig::default(),
+                )
+                .await
+                .unwrap();
+                let reads = ReadSide {
+                    views: SocialViews::new(store, SocialConfig::default()),
+                    progress: job.progress(),
+                };
+                (state.with_reads(reads), None)
+            }
+        };
         let router = philo_ingest_api::router(state.clone());
         Self {
+            _streams: streams,
             dir,
             state,
             log,

@@ -11,5 +11,6 @@ mod idempotency;
 mod images;
 mod meta;
 mod props;
+mod reads;
 mod server;
 mod tokens;

@@ -1,0 +1,174 @@
+//! The stream jobs through the binary: `philo up` serves reads that see their own writes,
+//! `philo streams rebuild` rebuilds views equal to the live ones, `philo streams` runs the jobs
+//! as their own role with metrics.
+
+#[allow(dead_code)] // each test binary uses its own subset of the helpers
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::philo;
+use serde_json::{Value, json};
+
+async fn register(http: &reqwest::Client, base: &str, name: &str) -> (String, String) {
+    let r: Value = http
+        .post(format!("{base}/v1/auth/register"))
+        .json(&json!({"username": name, "email": format!("{name}@example.com"), "password": "a long passphrase"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        r["user_id"].as_str().expect("registered").to_owned(),
+        r["access_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn act(http: &reqwest::Client, base: &str, token: &str, action: Value) -> Value {
+    let r = http
+        .post(format!("{base}/v1/actions"))
+        .bearer_auth(token)
+        .json(&action)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json().await.unwrap()
+}
+
+fn rebuild(data: &std::path::Path, extra: &[&str]) -> Value {
+    let out = philo()
+        .args(["streams", "rebuild", "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rebuild failed");
+    serde_json::from_slice(&out.stdout).expect("one JSON report")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_see_own_writes_and_rebuilds_equal_live_views() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let data = dir.path();
+    let (server, base) = common::start(data, &[]);
+    let http = reqwest::Client::new();
+    let (ann, ann_token) = register(&http, &base, "ann").await;
+    let (_bob, bob_token) = register(&http, &base, "bob").await;
+
+    act(
+        &http,
+        &base,
+        &bob_token,
+        json!({"type": "follow.created", "user_id": ann}),
+    )
+    .await;
+    let mut last = Value::Null;
+    for i in 0..5 {
+        last = act(
+            &http,
+            &base,
+            &ann_token,
+            json!({"type": "post.created", "title": format!("post {i}"), "body": "text", "tags": []}),
+        )
+        .await;
+    }
+    // Read-your-writes: the feed waits until the views include the last post.
+    let feed: Value = http
+        .get(format!("{base}/v1/feed"))
+        .query(&[
+            ("after", last["position"].as_str().unwrap()),
+            ("limit", "3"),
+        ])
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = feed["items"].as_array().expect("a page");
+    assert_eq!(items.len(), 3);
+    assert_eq!(
+        items[0]["id"], last["id"],
+        "newest first, including the last write"
+    );
+    assert!(feed["next_cursor"].is_string());
+
+    assert!(common::terminate(server).success());
+
+    // With the server stopped: rebuild from the log, compare, replace one view.
+    let check = rebuild(data, &["--check"]);
+    assert_eq!(check["equal"], true, "{check}");
+    assert!(check["records"].as_u64().unwrap() >= 8, "{check}");
+    assert!(check["replaced_rows"].is_null());
+    let feed_only = rebuild(data, &["--view", "feed"]);
+    assert_eq!(feed_only["equal"], true, "{feed_only}");
+    assert_eq!(
+        feed_only["live"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        vec!["feed"]
+    );
+    assert!(feed_only["replaced_rows"].as_u64().unwrap() > 0);
+    let unknown = philo()
+        .args(["streams", "rebuild", "--view", "nope", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+
+    // `philo streams` as its own role: the jobs run, metrics are served.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let role = philo()
+        .args(["streams", "--data-dir"])
+        .arg(data)
+        .env("PHILO__STREAMS__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let metrics = loop {
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            && r.status() == 200
+        {
+            let text = r.text().await.unwrap();
+            if text.contains("philo_streams_lag_records") {
+                break text;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "philo streams served no metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(metrics.contains("job=\"social\""), "{metrics}");
+    assert!(common::terminate(role).success());
+
+    // The views survive restarts: a new `philo up` answers from them at once.
+    let (server, base) = common::start(data, &[]);
+    let feed: Value = http
+        .get(format!("{base}/v1/feed"))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(feed["items"].as_array().unwrap().len(), 5, "{feed}");
+    assert!(common::terminate(server).success());
+}
