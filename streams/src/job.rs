@@ -30,7 +30,7 @@ use philo_events::log::{ACTIONS_TOPIC, Log, LogError, Position, StoredRecord};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::store::{StateStore, StoreError, WriteBatch};
+use crate::store::{Staged, StateStore, StoreError, WriteBatch};
 
 /// Table of dedupe markers: pk = action id, ck = job name.
 pub const APPLIED_TABLE: &str = "job_applied";
@@ -82,6 +82,10 @@ pub trait Processor: Send + 'static {
         delivery: &Delivery<'_>,
         batch: &mut WriteBatch,
     ) -> Result<Outcome, StoreError>;
+
+    /// Drops caches: a step's writes were discarded (a store error), so caches that followed
+    /// them no longer match the store.
+    fn reset(&mut self);
 }
 
 /// Settings of a job.
@@ -179,6 +183,12 @@ impl Progress {
                 _ => return self.covers(position),
             }
         }
+    }
+
+    /// A receiver that sees a change after every step of the job, idle ones included (compare
+    /// [`Progress::positions`] to tell whether anything was applied).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     fn publish(&self, positions: &[u64], caught_up: bool) {
@@ -324,9 +334,20 @@ impl<P: Processor> Job<P> {
             return Ok(StepStats::default());
         }
         let store = self.store.clone();
-        let (stats, next) = self.apply_records(&*store, reads)?;
+        // The whole step is staged and committed as one atomic batch: a crash leaves the store
+        // at a step boundary (outputs, markers and positions together), never inside a step.
+        let staged = Staged::new(store.clone());
+        let (stats, next) = match self.apply_records(&staged, reads) {
+            Ok(r) => r,
+            Err(e) => {
+                // Processor caches may hold effects of the discarded writes.
+                self.processor.reset();
+                return Err(e);
+            }
+        };
         let name = self.processor.name();
-        let mut batch = WriteBatch::new();
+        let mut batch = staged.into_batch();
+        let rows = batch.len();
         for (p, &offset) in next.iter().enumerate() {
             if offset != self.positions[p] {
                 batch.put(
@@ -337,8 +358,11 @@ impl<P: Processor> Job<P> {
                 );
             }
         }
-        store.apply(batch)?;
-        store.sync()?;
+        if let Err(e) = store.apply(batch).and_then(|()| store.sync()) {
+            self.processor.reset();
+            return Err(e.into());
+        }
+        crate::metrics::step_rows(name, rows);
         let committed: Vec<Position> = next
             .iter()
             .enumerate()

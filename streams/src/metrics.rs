@@ -26,3 +26,7 @@ pub(crate) fn lag(job: &'static str, partition: u32, records: u64) {
 pub(crate) fn deliveries(n: u64) {
     metrics::counter!("philo_streams_feed_deliveries_total").increment(n);
 }
+
+pub(crate) fn step_rows(job: &'static str, rows: usize) {
+    metrics::histogram!("philo_streams_step_rows", "job" => job).record(rows as f64);
+}

@@ -302,6 +302,11 @@ impl Processor for SocialProcessor {
         tables::ALL
     }
 
+    fn reset(&mut self) {
+        self.feed_len.clear();
+        self.notify = notify::NotifyCache::default();
+    }
+
     fn apply(
         &mut self,
         store: &dyn StateStore,

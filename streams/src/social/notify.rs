@@ -57,6 +57,26 @@ pub struct Notification {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Every notification kind, in the order two notes of one action are listed (later = newer).
+pub const KINDS: &[&str] = &[
+    "new_follower",
+    "approach_on_post",
+    "comment_on_post",
+    "comment_on_approach",
+    "comment_on_event",
+    "reply",
+    "reaction",
+    "donation",
+    "campaign_goal_reached",
+    "job_offer_received",
+    "job_offer_accepted",
+    "job_offer_declined",
+    "event_updated",
+    "event_cancelled",
+    "mention",
+    "post_by_followed",
+];
+
 /// The preference that governs a notification kind.
 pub fn preference_of(kind: &str) -> &'static str {
     match kind {
@@ -250,7 +270,9 @@ pub fn note_id(action: &Uuid, kind: &str) -> Uuid {
     let tail = h.finalize();
     let mut b = *action.as_bytes();
     b[8..].copy_from_slice(&tail[..8]);
-    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant, as in the action id
+    // RFC 4122 variant bits, then the kind's rank: two notes of one action sort by kind.
+    let rank = KINDS.iter().position(|k| *k == kind).unwrap_or(KINDS.len()) as u8;
+    b[8] = 0x80 | (rank & 0x3f);
     Uuid::from_bytes(b)
 }
 

@@ -22,6 +22,7 @@
 
 pub mod contract;
 pub mod embedded;
+pub mod staged;
 
 use std::ops::Bound;
 use std::time::Duration;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use embedded::{EmbeddedStore, EmbeddedStoreConfig};
+pub use staged::Staged;
 
 /// Errors of every `StateStore` backend.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@ mod determinism;
 mod golden;
 mod notifications;
 mod social;
+mod staged;
 mod store_contract;
 mod store_embedded;
 mod world;

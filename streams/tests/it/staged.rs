@@ -1,0 +1,103 @@
+//! `Staged` reads exactly like the store would after its writes were applied: checked against
+//! a second store that receives every write directly.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use philo_streams::store::{
+    CkRange, EmbeddedStore, EmbeddedStoreConfig, Order, Staged, StateStore, WriteBatch,
+};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, u8, u8),
+    Delete(u8, u8),
+    DeleteRange(u8, u8, u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..2, 0u8..12, any::<u8>()).prop_map(|(p, c, v)| Op::Put(p, c, v)),
+        2 => (0u8..2, 0u8..12).prop_map(|(p, c)| Op::Delete(p, c)),
+        1 => (0u8..2, 0u8..12, 0u8..12).prop_map(|(p, a, b)| Op::DeleteRange(p, a.min(b), a.max(b))),
+    ]
+}
+
+fn batch(op: &Op) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    match *op {
+        Op::Put(p, c, v) => b.put("t", vec![p], vec![c], vec![v]),
+        Op::Delete(p, c) => b.delete("t", vec![p], vec![c]),
+        Op::DeleteRange(p, lo, hi) => b.delete_range(
+            "t",
+            vec![p],
+            CkRange {
+                start: Bound::Included(vec![lo]),
+                end: Bound::Excluded(vec![hi]),
+            },
+        ),
+    }
+    b
+}
+
+fn store(dir: &std::path::Path) -> Arc<dyn StateStore> {
+    let mut c = EmbeddedStoreConfig::new(dir);
+    c.purge_interval = None;
+    Arc::new(EmbeddedStore::open(c).unwrap())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn staged_reads_match_applied_writes(
+        committed in proptest::collection::vec(op(), 0..20),
+        staged_ops in proptest::collection::vec(op(), 0..20),
+        scans in proptest::collection::vec((0u8..2, 0u8..13, 0u8..13, any::<bool>(), 0usize..14), 8),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let base = store(&dir.path().join("base"));
+        let reference = store(&dir.path().join("ref"));
+        for o in &committed {
+            base.apply(batch(o)).unwrap();
+            reference.apply(batch(o)).unwrap();
+        }
+        let staged = Staged::new(base.clone());
+        for o in &staged_ops {
+            staged.apply(batch(o)).unwrap();
+            reference.apply(batch(o)).unwrap();
+        }
+        for p in 0u8..2 {
+            for c in 0u8..12 {
+                prop_assert_eq!(
+                    staged.get("t", &[p], &[c]).unwrap(),
+                    reference.get("t", &[p], &[c]).unwrap()
+                );
+            }
+        }
+        for (p, a, b, desc, limit) in scans {
+            let range = CkRange {
+                start: Bound::Included(vec![a.min(b)]),
+                end: Bound::Excluded(vec![a.max(b)]),
+            };
+            let order = if desc { Order::Desc } else { Order::Asc };
+            prop_assert_eq!(
+                staged.scan("t", &[p], &range, order, limit).unwrap(),
+                reference.scan("t", &[p], &range, order, limit).unwrap()
+            );
+            prop_assert_eq!(
+                staged.scan("t", &[p], &CkRange::all(), order, limit).unwrap(),
+                reference.scan("t", &[p], &CkRange::all(), order, limit).unwrap()
+            );
+        }
+        // Committing the staged batch gives the reference state.
+        base.apply(staged.into_batch()).unwrap();
+        for p in 0u8..2 {
+            prop_assert_eq!(
+                base.scan("t", &[p], &CkRange::all(), Order::Asc, 100).unwrap(),
+                reference.scan("t", &[p], &CkRange::all(), Order::Asc, 100).unwrap()
+            );
+        }
+    }
+}
