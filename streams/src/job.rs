@@ -30,6 +30,7 @@ use philo_events::log::{ACTIONS_TOPIC, Log, LogError, Position, StoredRecord};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::aggregate::{Aggregator, Fact};
 use crate::store::{Staged, StateStore, StoreError, WriteBatch};
 
 /// Table of dedupe markers: pk = action id, ck = job name.
@@ -83,6 +84,11 @@ pub trait Processor: Send + 'static {
         batch: &mut WriteBatch,
     ) -> Result<Outcome, StoreError>;
 
+    /// Facts emitted since the last call, for the step's timely aggregation.
+    fn take_facts(&mut self) -> Vec<Fact> {
+        Vec::new()
+    }
+
     /// Drops caches: a step's writes were discarded (a store error), so caches that followed
     /// them no longer match the store.
     fn reset(&mut self);
@@ -97,6 +103,8 @@ pub struct JobConfig {
     pub idle_poll: Duration,
     /// How long dedupe markers are kept.
     pub dedupe_ttl: Duration,
+    /// Timely worker threads of the aggregation stage.
+    pub aggregation_workers: usize,
 }
 
 impl Default for JobConfig {
@@ -105,6 +113,7 @@ impl Default for JobConfig {
             max_batch_records: 2_048,
             idle_poll: Duration::from_millis(2),
             dedupe_ttl: Duration::from_secs(7 * 24 * 3600),
+            aggregation_workers: 1,
         }
     }
 }
@@ -116,6 +125,8 @@ pub enum JobError {
     Log(#[from] LogError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("aggregation stage: {0}")]
+    Aggregation(String),
     #[error(
         "log partition {partition} starts at offset {low}, after the job's position {position}: retention dropped records the job never applied"
     )]
@@ -218,6 +229,7 @@ pub struct Job<P: Processor> {
     config: JobConfig,
     positions: Vec<u64>,
     progress: Arc<Progress>,
+    aggregator: Aggregator,
 }
 
 struct PartitionRead {
@@ -262,7 +274,10 @@ impl<P: Processor> Job<P> {
         }
         let progress = Arc::new(Progress::new(partitions));
         progress.publish(&positions, false);
+        let aggregator =
+            Aggregator::start(config.aggregation_workers).map_err(JobError::Aggregation)?;
         Ok(Self {
+            aggregator,
             processor,
             log,
             store,
@@ -345,6 +360,10 @@ impl<P: Processor> Job<P> {
                 return Err(e);
             }
         };
+        if let Err(e) = self.aggregate(&staged) {
+            self.processor.reset();
+            return Err(e);
+        }
         let name = self.processor.name();
         let mut batch = staged.into_batch();
         let rows = batch.len();
@@ -490,6 +509,31 @@ impl<P: Processor> Job<P> {
         Ok((stats, next))
     }
 
+    /// Sums the step's facts in the timely stage and stages `stored + sum` per key (a zero
+    /// deletes the row).
+    fn aggregate(&mut self, staged: &Staged) -> Result<(), JobError> {
+        let facts = self.processor.take_facts();
+        if facts.is_empty() {
+            return Ok(());
+        }
+        let sums = self
+            .aggregator
+            .reduce(facts)
+            .map_err(JobError::Aggregation)?;
+        let mut batch = WriteBatch::new();
+        for ((table, pk, ck), delta) in sums {
+            let current = staged.get(table, &pk, &ck)?.map_or(0, |v| decode_i64(&v));
+            let value = current.saturating_add(delta);
+            if value == 0 {
+                batch.delete(table, pk, ck);
+            } else {
+                batch.put(table, pk, ck, Bytes::copy_from_slice(&value.to_be_bytes()));
+            }
+        }
+        staged.apply(batch)?;
+        Ok(())
+    }
+
     /// Steps until every partition reaches the high watermark sampled now. For rebuilds,
     /// benchmarks and tests.
     pub async fn catch_up(&mut self) -> Result<StepStats, JobError> {
@@ -560,6 +604,10 @@ pub fn digest(store: &dyn StateStore, tables: &[&str]) -> Result<String, StoreEr
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect::<String>())
+}
+
+fn decode_i64(v: &[u8]) -> i64 {
+    v.try_into().map(i64::from_be_bytes).unwrap_or(0)
 }
 
 pub(crate) fn decode_u64(v: &[u8]) -> u64 {

@@ -708,3 +708,59 @@ impl SocialViews {
         Ok(crate::social::notify::preferences_map(mask))
     }
 }
+
+/// Engagement with one item in one hour.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct EngagementHour {
+    /// Start of the hour.
+    pub hour: DateTime<Utc>,
+    pub reactions: i64,
+    pub comments: i64,
+    pub approaches: i64,
+    pub donations: i64,
+}
+
+impl SocialViews {
+    /// Hourly engagement with `item` (reactions, comments, approaches, donations added), newest
+    /// hour first, at most `hours` hours that had any.
+    pub fn engagement(&self, item: &Uuid, hours: usize) -> Result<Vec<EngagementHour>, ReadError> {
+        // Rows sort by hour ascending; read from the end. Four stats per hour at most.
+        let rows = self.store.scan(
+            tables::ENGAGEMENT,
+            item.as_bytes(),
+            &CkRange::all(),
+            Order::Desc,
+            hours.saturating_mul(4),
+        )?;
+        let mut out: Vec<EngagementHour> = Vec::new();
+        for r in rows {
+            let Some(hour) =
+                r.ck.get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(i64::from_be_bytes)
+            else {
+                continue;
+            };
+            let start = DateTime::from_timestamp(hour.saturating_mul(3600), 0).unwrap_or_default();
+            if out.last().is_none_or(|h| h.hour != start) {
+                if out.len() == hours {
+                    break;
+                }
+                out.push(EngagementHour {
+                    hour: start,
+                    ..EngagementHour::default()
+                });
+            }
+            let h = out.last_mut().expect("pushed above");
+            let v = keys::decode_i64(&r.value);
+            match &r.ck[8..] {
+                x if x == REACTIONS_STAT.as_bytes() => h.reactions = v,
+                x if x == COMMENTS_STAT.as_bytes() => h.comments = v,
+                x if x == APPROACHES_STAT.as_bytes() => h.approaches = v,
+                x if x == DONATIONS_STAT.as_bytes() => h.donations = v,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}

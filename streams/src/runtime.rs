@@ -204,6 +204,7 @@ pub const VIEWS: &[(&str, &[&str])] = &[
             tables::OFFER_BOXES,
         ],
     ),
+    ("engagement", &[tables::ENGAGEMENT]),
     (
         "notifications",
         &[

@@ -168,7 +168,8 @@ pub(crate) fn approach_created(
             child_ck(ItemKind::Approach, &doc.id),
             Bytes::new(),
         );
-        ctx.add(tables::ITEM_STATS, post, APPROACHES_STAT, 1)?;
+        ctx.fact(tables::ITEM_STATS, post, APPROACHES_STAT, 1);
+        ctx.engagement(post, APPROACHES_STAT);
     }
     feed::publish(p, ctx, &doc.id, ItemKind::Approach)?;
     let mut told = Vec::new();
@@ -224,7 +225,7 @@ pub(crate) fn delete(p: &mut SocialProcessor, ctx: &mut Ctx<'_>, id: &Uuid, kind
             keys::id(&post),
             child_ck(ItemKind::Approach, id),
         );
-        ctx.add(tables::ITEM_STATS, &post, APPROACHES_STAT, -1)?;
+        ctx.fact(tables::ITEM_STATS, &post, APPROACHES_STAT, -1);
     }
     feed::remove_item(p, ctx, &doc.author, id)?;
     Ok(Outcome::Applied)
@@ -256,7 +257,8 @@ pub(crate) fn comment_created(
         child_ck(ItemKind::Comment, &doc.id),
         Bytes::new(),
     );
-    ctx.add(tables::ITEM_STATS, &a.target_id, COMMENTS_STAT, 1)?;
+    ctx.fact(tables::ITEM_STATS, &a.target_id, COMMENTS_STAT, 1);
+    ctx.engagement(&a.target_id, COMMENTS_STAT);
     let kind = match target.kind {
         ItemKind::Post => "comment_on_post",
         ItemKind::Approach => "comment_on_approach",
@@ -302,7 +304,7 @@ pub(crate) fn comment_deleted(ctx: &mut Ctx<'_>, a: &CommentDeleted) -> Res {
         keys::id(&target),
         child_ck(ItemKind::Comment, &a.comment_id),
     );
-    ctx.add(tables::ITEM_STATS, &target, COMMENTS_STAT, -1)?;
+    ctx.fact(tables::ITEM_STATS, &target, COMMENTS_STAT, -1);
     Ok(Outcome::Applied)
 }
 
@@ -347,7 +349,8 @@ pub(crate) fn reaction(
         (true, false) => {
             ctx.batch
                 .put(tables::REACTIONS, keys::id(target), ck, Bytes::new());
-            ctx.add(tables::ITEM_STATS, target, REACTIONS_STAT, 1)?;
+            ctx.fact(tables::ITEM_STATS, target, REACTIONS_STAT, 1);
+            ctx.engagement(target, REACTIONS_STAT);
             let mut group = b"reaction:".to_vec();
             group.extend_from_slice(target.as_bytes());
             let mut note = Note::new("reaction", Some(*target), None);
@@ -356,7 +359,7 @@ pub(crate) fn reaction(
         }
         (false, true) => {
             ctx.batch.delete(tables::REACTIONS, keys::id(target), ck);
-            ctx.add(tables::ITEM_STATS, target, REACTIONS_STAT, -1)?;
+            ctx.fact(tables::ITEM_STATS, target, REACTIONS_STAT, -1);
         }
         _ => {}
     }
@@ -406,7 +409,8 @@ pub(crate) fn donation(p: &mut SocialProcessor, ctx: &mut Ctx<'_>, a: &DonationM
         Bytes::copy_from_slice(currency.as_bytes()),
         keys::i64_value(total),
     );
-    ctx.add(tables::ITEM_STATS, &a.target_id, DONATIONS_STAT, 1)?;
+    ctx.fact(tables::ITEM_STATS, &a.target_id, DONATIONS_STAT, 1);
+    ctx.engagement(&a.target_id, DONATIONS_STAT);
     let mut note = Note::new("donation", Some(a.target_id), Some(ctx.env.id));
     note.data
         .insert("amount_minor".into(), Value::from(a.amount_minor));
@@ -519,9 +523,9 @@ pub(crate) fn rsvp(ctx: &mut Ctx<'_>, a: &EventRsvp) -> Res {
         return Ok(Outcome::Applied);
     }
     if let Some(prev) = previous {
-        ctx.add(tables::ITEM_STATS, &a.event_id, rsvp_stat(&prev), -1)?;
+        ctx.fact(tables::ITEM_STATS, &a.event_id, rsvp_stat(&prev), -1);
     }
-    ctx.add(tables::ITEM_STATS, &a.event_id, rsvp_stat(&status), 1)?;
+    ctx.fact(tables::ITEM_STATS, &a.event_id, rsvp_stat(&status), 1);
     ctx.batch.put(
         tables::RSVPS,
         keys::id(&a.event_id),

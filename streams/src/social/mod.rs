@@ -24,6 +24,7 @@ use bytes::Bytes;
 use philo_events::{Action, Envelope};
 use uuid::Uuid;
 
+use crate::aggregate::Fact;
 use crate::job::{Delivery, Outcome, Processor};
 use crate::store::{StateStore, StoreError, WriteBatch};
 use docs::{ItemDoc, UserDoc};
@@ -73,6 +74,9 @@ pub mod tables {
     pub const NOTIF_GROUPS: &str = "notification_groups";
     /// pk user · ck `read_upto` (notification id) or `prefs` (u16 BE mask).
     pub const NOTIF_STATE: &str = "notification_state";
+    /// pk item id · ck hour since the epoch (i64 BE) ++ stat name · i64 BE: engagement per
+    /// hour (reactions, comments, approaches, donations), summed by the timely stage.
+    pub const ENGAGEMENT: &str = "engagement";
 
     /// Every table of the job.
     pub const ALL: &[&str] = &[
@@ -96,6 +100,7 @@ pub mod tables {
         NOTIFICATIONS,
         NOTIF_GROUPS,
         NOTIF_STATE,
+        ENGAGEMENT,
     ];
 }
 
@@ -153,6 +158,7 @@ pub struct SocialProcessor {
     /// function of the store and survives restarts by recomputation.
     feed_len: HashMap<Uuid, usize>,
     notify: notify::NotifyCache,
+    facts: Vec<Fact>,
     deliveries: u64,
 }
 
@@ -162,6 +168,7 @@ impl SocialProcessor {
             config,
             feed_len: HashMap::new(),
             notify: notify::NotifyCache::default(),
+            facts: Vec::new(),
             deliveries: 0,
         }
     }
@@ -182,6 +189,7 @@ pub(crate) struct Ctx<'a> {
     pub batch: &'a mut WriteBatch,
     pub env: &'a Envelope,
     counters: HashMap<(&'static str, Bytes, &'static str), i64>,
+    facts: Vec<Fact>,
 }
 
 pub(crate) type Res = Result<Outcome, StoreError>;
@@ -225,6 +233,31 @@ impl<'a> Ctx<'a> {
         let v = self.counter(table, pk, stat)? + delta;
         self.counters.insert((table, keys::id(pk), stat), v);
         Ok(v)
+    }
+
+    /// Adds `delta` to a counter no decision in this step reads: summed per step by the timely
+    /// stage ([`crate::aggregate`]) and written once per key.
+    pub fn fact(&mut self, table: &'static str, pk: &Uuid, stat: &'static str, delta: i64) {
+        self.facts.push(Fact {
+            table,
+            pk: keys::id(pk),
+            ck: Bytes::from_static(stat.as_bytes()),
+            delta,
+        });
+    }
+
+    /// Counts one `stat` event on `item` in the hour of this action (event time).
+    pub fn engagement(&mut self, item: &Uuid, stat: &'static str) {
+        let hour = self.env.received_at.timestamp().div_euclid(3600);
+        let mut ck = Vec::with_capacity(8 + stat.len());
+        ck.extend_from_slice(&hour.to_be_bytes());
+        ck.extend_from_slice(stat.as_bytes());
+        self.facts.push(Fact {
+            table: tables::ENGAGEMENT,
+            pk: keys::id(item),
+            ck: Bytes::from(ck),
+            delta: 1,
+        });
     }
 
     fn flush_counters(&mut self) {
@@ -302,7 +335,12 @@ impl Processor for SocialProcessor {
         tables::ALL
     }
 
+    fn take_facts(&mut self) -> Vec<Fact> {
+        std::mem::take(&mut self.facts)
+    }
+
     fn reset(&mut self) {
+        self.facts.clear();
         self.feed_len.clear();
         self.notify = notify::NotifyCache::default();
     }
@@ -319,6 +357,7 @@ impl Processor for SocialProcessor {
             batch,
             env,
             counters: HashMap::new(),
+            facts: Vec::new(),
         };
         // Nothing an erased account did after its erasure counts.
         if !matches!(env.action, Action::UserRegistered(_))
@@ -376,7 +415,10 @@ impl Processor for SocialProcessor {
             | Action::ExploreDismissed(_) => Ok(Outcome::Applied),
         }?;
         match outcome {
-            Outcome::Applied => ctx.flush_counters(),
+            Outcome::Applied => {
+                ctx.flush_counters();
+                self.facts.append(&mut ctx.facts);
+            }
             Outcome::Failed(_) => ctx.batch.mutations.clear(),
         }
         Ok(outcome)

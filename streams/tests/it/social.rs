@@ -462,3 +462,52 @@ async fn feeds_are_capped_and_paginate_without_gaps() {
         Err(philo_streams::read::ReadError::InvalidCursor)
     ));
 }
+
+#[tokio::test]
+async fn engagement_is_summed_per_hour_by_the_timely_stage() {
+    let mut w = World::new().await;
+    let author = w.user("author").await;
+    let p = w.act(author, post("hot")).await;
+    let mut fans = Vec::new();
+    for i in 0..6 {
+        fans.push(w.user(&format!("fan{i}")).await);
+    }
+    // First hour: 6 reactions, 2 comments; one reaction removed again (counter, not window).
+    for f in &fans {
+        w.act(
+            *f,
+            json!({"type": "reaction.added", "target_id": p, "kind": "like"}),
+        )
+        .await;
+    }
+    for f in &fans[..2] {
+        w.act(
+            *f,
+            json!({"type": "comment.created", "target_id": p, "body": "+1"}),
+        )
+        .await;
+    }
+    w.act(
+        fans[0],
+        json!({"type": "reaction.removed", "target_id": p, "kind": "like"}),
+    )
+    .await;
+    // Two hours later: 3 more comments.
+    w.now += chrono::Duration::hours(2);
+    for f in &fans[..3] {
+        w.act(
+            *f,
+            json!({"type": "comment.created", "target_id": p, "body": "later"}),
+        )
+        .await;
+    }
+    w.sync().await;
+    let hours = w.views.engagement(&p, 10).unwrap();
+    assert_eq!(hours.len(), 2, "{hours:?}");
+    assert_eq!((hours[0].comments, hours[0].reactions), (3, 0));
+    assert_eq!((hours[1].comments, hours[1].reactions), (2, 6));
+    assert!(hours[0].hour > hours[1].hour);
+    let t = w.views.post(&p, None, None, 10).unwrap();
+    assert_eq!((t.item.stats.reactions, t.item.stats.comments), (5, 5));
+    assert_eq!(w.views.engagement(&p, 1).unwrap().len(), 1);
+}
