@@ -230,34 +230,6 @@ fn zero_mix() -> Mix {
     }
 }
 
-/// Generation speed: `cargo test --release -p philo-streams --test workload -- --ignored --nocapture`.
-#[test]
-#[ignore = "a measurement, run in release"]
-fn generation_speed() {
-    let config = WorkloadConfig::default();
-    let started = std::time::Instant::now();
-    let mut workload = Workload::new(config.clone());
-    let built = started.elapsed();
-    let skip = config.users + workload.initial_follows();
-    let setup_started = std::time::Instant::now();
-    let mut bytes = 0usize;
-    for env in workload.by_ref().take(skip) {
-        bytes += env.actor_id.as_bytes().len();
-    }
-    let setup = setup_started.elapsed();
-    let actions_started = std::time::Instant::now();
-    for env in workload.by_ref() {
-        bytes += env.actor_id.as_bytes().len();
-    }
-    let actions = actions_started.elapsed();
-    println!(
-        "new: {built:?}; setup ({skip} envelopes): {setup:?}; {} actions: {actions:?} ({:.0}/s); {bytes}",
-        config.actions,
-        config.actions as f64 / actions.as_secs_f64()
-    );
-    println!("{}", workload.stats());
-}
-
 /// An independent model of what exists, checking every reference against it.
 #[derive(Default)]
 struct Model {
