@@ -56,6 +56,7 @@ async fn reads_see_own_writes_and_rebuilds_equal_live_views() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let data = dir.path();
     let (server, base) = common::start(data, &[]);
+    let server = common::Guard::new(server);
     let http = reqwest::Client::new();
     let (ann, ann_token) = register(&http, &base, "ann").await;
     let (_bob, bob_token) = register(&http, &base, "bob").await;
@@ -99,7 +100,7 @@ async fn reads_see_own_writes_and_rebuilds_equal_live_views() {
     );
     assert!(feed["next_cursor"].is_string());
 
-    assert!(common::terminate(server).success());
+    assert!(server.terminate().success());
 
     // With the server stopped: rebuild from the log, compare, replace one view.
     let check = rebuild(data, &["--check"]);
@@ -136,6 +137,7 @@ async fn reads_see_own_writes_and_rebuilds_equal_live_views() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let role = common::Guard::new(role);
     let started = Instant::now();
     let metrics = loop {
         if let Ok(r) = http
@@ -156,10 +158,11 @@ async fn reads_see_own_writes_and_rebuilds_equal_live_views() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(metrics.contains("job=\"social\""), "{metrics}");
-    assert!(common::terminate(role).success());
+    assert!(role.terminate().success());
 
     // The views survive restarts: a new `philo up` answers from them at once.
     let (server, base) = common::start(data, &[]);
+    let server = common::Guard::new(server);
     let feed: Value = http
         .get(format!("{base}/v1/feed"))
         .bearer_auth(&bob_token)
@@ -170,5 +173,5 @@ async fn reads_see_own_writes_and_rebuilds_equal_live_views() {
         .await
         .unwrap();
     assert_eq!(feed["items"].as_array().unwrap().len(), 5, "{feed}");
-    assert!(common::terminate(server).success());
+    assert!(server.terminate().success());
 }

@@ -81,3 +81,27 @@ pub fn terminate(mut child: Child) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Kills the child (SIGKILL) if the test ends without stopping it, so a failing assertion
+/// leaves no server behind.
+pub struct Guard(Option<Child>);
+
+impl Guard {
+    pub fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// SIGTERM and wait, as [`terminate`].
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        terminate(self.0.take().expect("running"))
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
