@@ -233,5 +233,16 @@ pub(crate) fn erase(p: &mut SocialProcessor, ctx: &mut Ctx<'_>) -> Res {
     };
     ctx.put_user(&user, &doc);
     feed::erase_author(p, ctx, &user)?;
+    // Their notifications, groups, read marker and preferences go too.
+    for table in [
+        tables::NOTIFICATIONS,
+        tables::NOTIF_GROUPS,
+        tables::NOTIF_STATE,
+        tables::OFFER_BOXES,
+        tables::PULLED,
+    ] {
+        ctx.batch
+            .delete_range(table, keys::id(&user), CkRange::all());
+    }
     Ok(Outcome::Applied)
 }

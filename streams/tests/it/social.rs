@@ -511,3 +511,52 @@ async fn engagement_is_summed_per_hour_by_the_timely_stage() {
     assert_eq!((t.item.stats.reactions, t.item.stats.comments), (5, 5));
     assert_eq!(w.views.engagement(&p, 1).unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn an_erased_account_leaves_graph_feeds_and_notifications() {
+    let mut w = World::new().await;
+    let (ann, bob, cyd) = (
+        w.user("ann").await,
+        w.user("bob").await,
+        w.user("cyd").await,
+    );
+    w.act(bob, json!({"type": "follow.created", "user_id": ann}))
+        .await;
+    w.act(ann, json!({"type": "follow.created", "user_id": cyd}))
+        .await;
+    let pa = w.act(ann, post("by ann")).await;
+    let pc = w.act(cyd, post("by cyd")).await;
+    w.act(
+        bob,
+        json!({"type": "reaction.added", "target_id": pa, "kind": "like"}),
+    )
+    .await;
+    w.sync().await;
+    assert_eq!(w.feed(bob), vec![pa]);
+    assert_eq!(w.feed(ann), vec![pc, pa]);
+
+    w.act(ann, json!({"type": "account.erased"})).await;
+    let after = w.act(ann, post("after erasure")).await;
+    w.sync().await;
+    assert!(w.feed(bob).is_empty(), "ann's items left bob's feed");
+    assert!(w.feed(ann).is_empty());
+    assert!(w.views.profile(&ann).is_err(), "profile gone");
+    assert_eq!(w.views.profile(&bob).unwrap().following, 0);
+    assert_eq!(w.views.profile(&cyd).unwrap().followers, 0);
+    assert!(
+        w.views
+            .notifications(&ann, None, 10)
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        w.views.post(&pa, None, None, 10).is_err(),
+        "ann's post is gone"
+    );
+    assert_eq!(w.reason_of(after).as_deref(), Some("account_erased"));
+    // The username is free again.
+    let again = w.user("ann").await;
+    w.sync().await;
+    assert_eq!(w.views.profile(&again).unwrap().username, "ann");
+}
