@@ -152,6 +152,8 @@ pub async fn serve_ingest(
     std::fs::create_dir_all(&run_dir)?;
     std::fs::write(run_dir.join("ingest-api.addr"), addr.to_string())?;
     tracing::info!(%addr, "ingest API listening");
+    // Open notification streams end on shutdown instead of holding it up.
+    let state = state.with_shutdown(shutdown.clone());
     outbox::drain(&state).await;
     let maintenance = tokio::spawn(outbox::run_maintenance(state.clone(), shutdown.clone()));
     let app = philo_ingest_api::router(state)

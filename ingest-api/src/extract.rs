@@ -39,14 +39,42 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 "expected `Content-Type: application/json`",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large("payload_too_large", "the request body is too large")
-            } else {
-                ApiError::bad_request("invalid_body", r.body_text())
-            }
-        })?;
-        Ok(JsonBody(bytes))
+        Ok(JsonBody(body(req, state).await?))
+    }
+}
+
+/// The request body's bytes; the body-size limit is a 413.
+async fn body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large("payload_too_large", "the request body is too large")
+        } else {
+            ApiError::bad_request("invalid_body", r.body_text())
+        }
+    })
+}
+
+/// A body that may be absent: no bytes at all is `None`, whatever the content type; any other
+/// body must be JSON, as for [`JsonBody`].
+pub struct OptionalJsonBody(pub Option<Bytes>);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalJsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(req.headers());
+        let bytes = body(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(OptionalJsonBody(None));
+        }
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected `Content-Type: application/json` (or no body)",
+            ));
+        }
+        Ok(OptionalJsonBody(Some(bytes)))
     }
 }
 

@@ -23,6 +23,23 @@ pub(crate) fn idempotent_replay() {
     metrics::counter!("philo_ingest_idempotent_replays_total").increment(1);
 }
 
+/// An open live notification stream; counted in `philo_ingest_notification_streams` until
+/// dropped.
+pub(crate) struct OpenStream(());
+
+impl OpenStream {
+    pub(crate) fn new() -> Self {
+        metrics::gauge!("philo_ingest_notification_streams").increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::gauge!("philo_ingest_notification_streams").decrement(1.0);
+    }
+}
+
 /// Counts and times every request by route template, method and status.
 pub(crate) async fn track(req: Request, next: Next) -> Response {
     let started = Instant::now();

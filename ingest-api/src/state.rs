@@ -1,6 +1,6 @@
 //! What every handler can reach: the log, accounts, stores, limits. Passed in explicitly.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use object_store::ObjectStore;
@@ -8,6 +8,8 @@ use philo_accounts::{Accounts, Clock};
 use philo_events::log::Log;
 use philo_streams::job::Progress;
 use philo_streams::read::SocialViews;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::IngestConfig;
 use crate::idempotency::IdempotencyStore;
@@ -42,6 +44,13 @@ pub struct Shared {
     /// The views the read endpoints answer from; `None` when this process runs no stream jobs
     /// (the `philo ingest-api` role alone), and every read answers 503 `views_unavailable`.
     pub reads: Option<ReadSide>,
+    /// Cancelled when the server shuts down: long-lived responses (the notification stream)
+    /// end on it, so a graceful shutdown does not wait for clients to hang up. Never cancelled
+    /// unless attached with [`AppState::with_shutdown`].
+    pub shutdown: CancellationToken,
+    /// Changes whenever the read side's job has applied more of the log (its idle polls do not
+    /// count); what open notification streams wait on. Started by the first stream.
+    pub(crate) applied: OnceLock<watch::Receiver<()>>,
 }
 
 /// What the read endpoints need from the stream jobs: their views and how far they have applied
@@ -76,6 +85,8 @@ impl AppState {
             metrics,
             outbox_lock: Arc::new(tokio::sync::Mutex::new(())),
             reads: None,
+            shutdown: CancellationToken::new(),
+            applied: OnceLock::new(),
         }))
     }
 
@@ -85,6 +96,18 @@ impl AppState {
     pub fn with_reads(self, reads: ReadSide) -> Self {
         let mut shared = Arc::unwrap_or_clone(self.0);
         shared.reads = Some(reads);
+        shared.applied = OnceLock::new();
+        Self(Arc::new(shared))
+    }
+
+    /// Attaches the server's shutdown token: open notification streams end when it is
+    /// cancelled, so `axum::serve(..).with_graceful_shutdown(..)` on the same token finishes
+    /// instead of waiting for every client to disconnect. Call it before the state is shared,
+    /// as [`AppState::with_reads`].
+    pub fn with_shutdown(self, shutdown: CancellationToken) -> Self {
+        let mut shared = Arc::unwrap_or_clone(self.0);
+        shared.shutdown = shutdown;
+        shared.applied = OnceLock::new();
         Self(Arc::new(shared))
     }
 }

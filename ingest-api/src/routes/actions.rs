@@ -134,7 +134,23 @@ pub async fn post_action(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     state.limits.check_user(claims.sub, 1)?;
-    if body.len() > state.config.max_action_bytes {
+    submit(&state, claims.sub, &headers, "/v1/actions", &body, &body).await
+}
+
+/// Appends one action of `actor` the way `POST /v1/actions` does: the size limit, the
+/// vocabulary's decoding and validation, the request's `Idempotency-Key`, the durable append;
+/// answers 202 [`Accepted`]. `request` is the request body as sent (what an idempotency key's
+/// fingerprint covers, with `route`), `action` the action's JSON. Callers check the rate limit
+/// first, as they may do other work before.
+pub(crate) async fn submit(
+    state: &AppState,
+    actor: Uuid,
+    headers: &HeaderMap,
+    route: &str,
+    request: &[u8],
+    action: &[u8],
+) -> Result<Response, ApiError> {
+    if action.len() > state.config.max_action_bytes {
         return Err(ApiError::too_large(
             "payload_too_large",
             format!(
@@ -145,8 +161,7 @@ pub async fn post_action(
     }
     let now = state.clock.now();
     let plan = || -> Result<(Plan, Vec<Envelope>), ApiError> {
-        let env =
-            prepare(&body, claims.sub, now).inspect_err(|e| metrics::rejected(&e.body.code))?;
+        let env = prepare(action, actor, now).inspect_err(|e| metrics::rejected(&e.body.code))?;
         Ok((
             Plan::Single {
                 id: env.id,
@@ -155,7 +170,7 @@ pub async fn post_action(
             vec![env],
         ))
     };
-    run(&state, claims.sub, &headers, "/v1/actions", &body, plan).await
+    run(state, actor, headers, route, request, plan).await
 }
 
 #[utoipa::path(

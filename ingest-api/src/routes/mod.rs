@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod images;
 pub mod meta;
+pub mod notifications;
 pub mod reads;
 
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use crate::state::AppState;
     info(title = "Philo ingest API", description = "Product-facing API of Philo: accounts, action ingest and the reads derived from the log. Every error body is `ErrorBody` with a stable `code`."),
     modifiers(&BearerAuth),
     components(schemas(ErrorBody)),
-    tags((name = "auth"), (name = "ingest"), (name = "reads"), (name = "admin"), (name = "ops"))
+    tags((name = "auth"), (name = "ingest"), (name = "reads"), (name = "notifications"), (name = "admin"), (name = "ops"))
 )]
 struct ApiDoc;
 
@@ -76,6 +77,16 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(reads::event))
         .routes(routes!(reads::campaign))
         .routes(routes!(reads::job_offers));
+    let notifications = OpenApiRouter::new()
+        .routes(routes!(notifications::list))
+        .routes(routes!(notifications::unread_count))
+        .routes(routes!(notifications::mark_read))
+        .routes(routes!(
+            notifications::preferences,
+            notifications::update_preferences
+        ))
+        .routes(routes!(notifications::live::stream))
+        .layer(DefaultBodyLimit::max(c.max_action_bytes.max(16 * 1024)));
     let ops = OpenApiRouter::new()
         .routes(routes!(meta::healthz))
         .routes(routes!(meta::readyz))
@@ -88,6 +99,7 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(batch)
         .merge(images)
         .merge(reads)
+        .merge(notifications)
         .merge(ops)
         .split_for_parts()
 }

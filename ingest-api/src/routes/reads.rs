@@ -146,7 +146,7 @@ fn query_error(e: &QueryRejection) -> ApiError {
     }
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t).map_err(|e| query_error(&e))
 }
 
@@ -161,7 +161,7 @@ fn path_id(p: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, ApiError> {
 }
 
 /// `limit`: 1–[`MAX_LIMIT`], default [`DEFAULT_LIMIT`].
-fn limit(raw: Option<&str>) -> Result<usize, ApiError> {
+pub(crate) fn limit(raw: Option<&str>) -> Result<usize, ApiError> {
     let Some(raw) = raw else {
         return Ok(DEFAULT_LIMIT);
     };
@@ -178,7 +178,7 @@ fn limit(raw: Option<&str>) -> Result<usize, ApiError> {
 }
 
 /// A cursor parameter: empty means absent; longer than any cursor the views issue is refused.
-fn cursor(raw: Option<String>, field: &'static str) -> Result<Option<String>, ApiError> {
+pub(crate) fn cursor(raw: Option<String>, field: &'static str) -> Result<Option<String>, ApiError> {
     match raw {
         Some(c) if c.is_empty() => Ok(None),
         Some(c) if c.len() > MAX_CURSOR_CHARS => Err(invalid_cursor(field)),
@@ -212,7 +212,7 @@ fn invalid_position(raw: &str) -> ApiError {
 /// the partition's high watermark (every offset ingest hands out is, once it has answered). A
 /// token beyond the end cannot be from this log (a reset data directory, a forged token); it is
 /// refused at once rather than waited on, as no wait can make it readable.
-async fn ready(state: &AppState, after: Option<&str>) -> Result<ReadSide, ApiError> {
+pub(crate) async fn ready(state: &AppState, after: Option<&str>) -> Result<ReadSide, ApiError> {
     let after = after
         .map(|raw| raw.parse::<Position>().map_err(|_| invalid_position(raw)))
         .transpose()?;
@@ -262,18 +262,27 @@ async fn ready(state: &AppState, after: Option<&str>) -> Result<ReadSide, ApiErr
 
 /// Runs a read on the blocking pool. `cursor_field` names the parameter an `InvalidCursor`
 /// blames (none when the read takes several cursors and the error cannot tell which).
-async fn run<T: Send + 'static>(
+pub(crate) async fn run<T: Send + 'static>(
     reads: ReadSide,
     cursor_field: Option<&'static str>,
     read: impl FnOnce(&SocialViews) -> Result<T, ReadError> + Send + 'static,
 ) -> Result<Json<T>, ApiError> {
+    view(reads, cursor_field, read).await.map(Json)
+}
+
+/// [`run`] without the JSON wrapping, for handlers that use what they read.
+pub(crate) async fn view<T: Send + 'static>(
+    reads: ReadSide,
+    cursor_field: Option<&'static str>,
+    read: impl FnOnce(&SocialViews) -> Result<T, ReadError> + Send + 'static,
+) -> Result<T, ApiError> {
     let result = tokio::task::spawn_blocking(move || read(&reads.views))
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "read task failed");
             ApiError::internal("internal error")
         })?;
-    result.map(Json).map_err(|e| match (e, cursor_field) {
+    result.map_err(|e| match (e, cursor_field) {
         (ReadError::InvalidCursor, Some(f)) => invalid_cursor(f),
         (e, _) => e.into(),
     })

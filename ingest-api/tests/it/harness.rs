@@ -25,6 +25,7 @@ use philo_streams::store::StateStore;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -48,6 +49,9 @@ pub struct TestApp {
     pub state: AppState,
     /// The same log the app appends to.
     pub log: Arc<dyn Log>,
+    /// The app's shutdown token (attached with `AppState::with_shutdown`); [`TestApp::serve`]
+    /// shuts its listener down gracefully on it.
+    pub shutdown: CancellationToken,
     router: Router,
 }
 
@@ -197,6 +201,8 @@ impl TestApp {
             config,
             None,
         );
+        let shutdown = CancellationToken::new();
+        let state = state.with_shutdown(shutdown.clone());
         let state_dir = dir.path().join("state");
         let (state, streams) = match reads {
             Reads::None => (state, None),
@@ -234,8 +240,26 @@ impl TestApp {
             dir,
             state,
             log,
+            shutdown,
             router,
         }
+    }
+
+    /// Serves the app on a real listener (127.0.0.1, port 0) until [`TestApp::shutdown`] is
+    /// cancelled; returns its base URL and the server task.
+    pub async fn serve(&self) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = self
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let shutdown = self.shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        });
+        (format!("http://{addr}"), server)
     }
 
     pub fn router(&self) -> Router {

@@ -10,6 +10,7 @@ mod harness;
 mod idempotency;
 mod images;
 mod meta;
+mod notifications;
 mod props;
 mod reads;
 mod server;
