@@ -31,6 +31,10 @@ pub struct IngestArgs {
     /// Also print the results as one JSON line.
     #[arg(long)]
     pub json: bool,
+    /// Which server to measure: `ingest-api` (the ingest role alone, the default) or `up`
+    /// (everything in one process: the stream jobs then apply every action on the same cores).
+    #[arg(long, default_value = "ingest-api", value_parser = ["ingest-api", "up"])]
+    pub role: String,
 }
 
 struct Phase {
@@ -181,7 +185,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
             (args.batch_size.max(500) * 1024).to_string(),
         ),
     ];
-    let server = ServerProcess::start(&scratch, &env).await?;
+    let server = ServerProcess::start_role(&args.role, &scratch, &env).await?;
     let base = server.base.clone();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections * 2)
@@ -282,8 +286,8 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     let batch_actions = r_batch.rate() * args.batch_size as f64;
     let rss_mb = rss.map(|b| b as f64 / 1_048_576.0);
     println!(
-        "philo bench ingest: {} connections, {} s per phase, durability fsync, embedded log",
-        args.connections, args.seconds
+        "philo bench ingest: `philo {}`, {} connections, {} s per phase, durability fsync, embedded log",
+        args.role, args.connections, args.seconds
     );
     println!(
         "  reference   GET  /healthz             {:>10.0} req/s   p99 {:>7.2} ms",
@@ -328,7 +332,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "connections": args.connections, "seconds": args.seconds,
+                "role": args.role, "connections": args.connections, "seconds": args.seconds,
                 "reference_rps": r_ref.rate(), "single_rps": r_single.rate(), "ratio": ratio,
                 "half_rate_rps": r_half.rate(), "half_rate_p50_ms": r_half.ms(0.5), "half_rate_p99_ms": r_half.ms(0.99),
                 "batch_actions_per_s": batch_actions, "peak_rss_mb": rss_mb, "failed": failed,

@@ -1,4 +1,5 @@
-//! Starts a `philo up` child on a scratch data directory and loopback port 0.
+//! Starts a `philo up` (or one role, e.g. `philo ingest-api`) child on a scratch data directory
+//! and loopback port 0.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -15,11 +16,16 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Spawns this very binary as `philo up` with `env` added, and waits until it is ready.
     pub async fn start(data_dir: &Path, env: &[(&str, String)]) -> Result<Self> {
+        Self::start_role("up", data_dir, env).await
+    }
+
+    /// Spawns this binary as `philo <role>` (`up` or `ingest-api`) and waits until it is ready.
+    pub async fn start_role(role: &str, data_dir: &Path, env: &[(&str, String)]) -> Result<Self> {
         let exe = std::env::current_exe()?;
         let addr_file = data_dir.join("run").join("ingest-api.addr");
         let _ = std::fs::remove_file(&addr_file);
         let mut cmd = Command::new(exe);
-        cmd.arg("up")
+        cmd.arg(role)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
@@ -32,7 +38,9 @@ impl ServerProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().context("spawning philo up")?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawning philo {role}"))?;
         let started = Instant::now();
         let base = loop {
             if let Ok(addr) = std::fs::read_to_string(&addr_file) {
