@@ -1,7 +1,9 @@
 //! `philo bench …`: end-to-end load over loopback, reported as ratios against a reference
 //! measured in the same run (never as absolute pass/fail timings).
 
+mod feed;
 mod ingest;
+mod load;
 mod server;
 
 use anyhow::Result;
@@ -11,10 +13,19 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// Single-action and batch ingest against a fresh `philo up` child process.
     Ingest(ingest::IngestArgs),
+    /// Feed fan-out throughput and footprint of the social job (in process, against the raw
+    /// store), then freshness and feed-read latency against a `philo up` child under load.
+    Feed(feed::FeedArgs),
+    /// For tests and benchmarks: append a deterministic workload to a data directory's log
+    /// while the social job applies it, resuming after an earlier (killed) run; print the
+    /// views' digests as one JSON line.
+    Load(load::LoadArgs),
 }
 
 pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Ingest(args) => ingest::run(args).await,
+        BenchCommand::Feed(args) => feed::run(args).await,
+        BenchCommand::Load(args) => load::run(args).await,
     }
 }

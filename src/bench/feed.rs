@@ -1,0 +1,922 @@
+//! `philo bench feed`: the social job's fan-out throughput and footprint, in process, against
+//! the raw write rate of the same state store measured in the same run; then freshness and feed
+//! read latency against a `philo up` child process under ingest load.
+//!
+//! - **Fan-out.** The default workload (100 k users, 5 celebrities with 50 k followers, a
+//!   power-law graph, then `--actions` content actions) is appended to a fresh embedded log
+//!   and the social job runs from zero to the end (its steps until caught up, as
+//!   `Job::catch_up` does), in two timed phases: registrations and the initial follow graph
+//!   (no feed rows yet: nobody has posted), then the content actions. Reported: feed rows
+//!   written per second of the content phase's job time, records per second of each, and as
+//!   the reference the time the store takes for the content phase's writes alone: as many
+//!   batches as the job had steps (a step commits one batch and syncs once), holding its feed
+//!   rows and one dedupe marker per record, spread evenly, each batch synced.
+//! - **Footprint.** The state store's bytes on disk after a sync, and this process's resident
+//!   memory growth over the job, per million feed rows written.
+//! - **Freshness and reads.** Authors and readers register over HTTP, readers follow authors,
+//!   authors post a little; then for `--seconds` an open-loop load appends posts, comments and
+//!   reactions at `--ingest-rate` actions/s (batches of `--ingest-batch`), readers read their
+//!   feeds (`limit=50`) at `--read-rate`/s, and `--probe-rate` times a second an author posts
+//!   one post and one of their followers reads `GET /v1/feed?after=<its position>&limit=50`
+//!   (which waits until the views include it; when newer items pushed the post past the first
+//!   page, the probe follows `next_cursor`). Freshness is the time from the post's 202 to the
+//!   answer holding the post. Open-loop latencies count from the scheduled send
+//!   time, so a stall is not hidden.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use bytes::Bytes;
+use clap::Args;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use philo_events::log::{ACTIONS_TOPIC, EmbeddedLog, EmbeddedLogConfig, Log, Record};
+use philo_streams::job::{Job, JobConfig};
+use philo_streams::runtime::open_store;
+use philo_streams::social::{SocialConfig, SocialProcessor};
+use philo_streams::store::{EmbeddedStore, EmbeddedStoreConfig, StateStore, WriteBatch};
+use philo_streams::workload::{Workload, WorkloadConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+use super::load::record_of;
+use super::server::ServerProcess;
+
+#[derive(Args)]
+pub struct FeedArgs {
+    /// Users of the fan-out workload.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: usize,
+    /// Content actions of the fan-out workload (after registrations and the initial graph).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub actions: usize,
+    /// Seeds the workload and the load generators.
+    #[arg(long, default_value_t = 0x5eed)]
+    pub seed: u64,
+    /// Records per append while loading the log.
+    #[arg(long, default_value_t = 16_384)]
+    pub chunk: usize,
+    /// Partitions of the `actions` topic.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u32,
+    /// Authors registered for the freshness phase.
+    #[arg(long, default_value_t = 50)]
+    pub authors: usize,
+    /// Readers registered for the freshness phase; each follows `--follows` authors.
+    #[arg(long, default_value_t = 200)]
+    pub readers: usize,
+    /// Authors each reader follows.
+    #[arg(long, default_value_t = 10)]
+    pub follows: usize,
+    /// Seconds of the measured freshness phase.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Actions per second appended during the freshness phase (open loop).
+    #[arg(long, default_value_t = 5_000.0)]
+    pub ingest_rate: f64,
+    /// Actions per ingest request (1: single `POST /v1/actions`).
+    #[arg(long, default_value_t = 10)]
+    pub ingest_batch: usize,
+    /// Feed reads per second during the freshness phase (open loop).
+    #[arg(long, default_value_t = 2_000.0)]
+    pub read_rate: f64,
+    /// Freshness probes per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub probe_rate: f64,
+    /// Skip the fan-out phase.
+    #[arg(long)]
+    pub skip_fanout: bool,
+    /// Skip the freshness phase.
+    #[arg(long)]
+    pub skip_freshness: bool,
+    /// Scratch directory (default: a fresh temporary one, removed afterwards).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Also print the results as one JSON line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: FeedArgs) -> Result<()> {
+    ensure!(
+        args.chunk > 0 && args.ingest_batch > 0 && args.partitions > 0,
+        "counts must be positive"
+    );
+    ensure!(
+        args.authors > 0 && args.readers > 0 && (1..=args.authors).contains(&args.follows),
+        "need authors, readers, and 1..=authors follows per reader"
+    );
+    let scratch = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!(
+            "philo-bench-feed-{}",
+            uuid::Uuid::new_v4().simple()
+        )),
+    };
+    std::fs::create_dir_all(&scratch)?;
+    let fanout = if args.skip_fanout {
+        None
+    } else {
+        Some(fanout(&args, &scratch.join("fanout")).await?)
+    };
+    let fresh = if args.skip_freshness {
+        None
+    } else {
+        Some(freshness(&args, &scratch.join("server")).await?)
+    };
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    print(&args, fanout.as_ref(), fresh.as_ref());
+    Ok(())
+}
+
+/// The job over one part of the log.
+struct Phase {
+    records: u64,
+    steps: u64,
+    time: Duration,
+    applied: u64,
+    failed: u64,
+    deliveries: u64,
+}
+
+struct Fanout {
+    append: Duration,
+    log_bytes: u64,
+    /// Registrations and the initial follow graph.
+    graph: Phase,
+    /// The content actions: where feeds are written.
+    content: Phase,
+    reference: Duration,
+    reference_rows: u64,
+    disk_bytes: u64,
+    rss_growth: Option<u64>,
+}
+
+impl Fanout {
+    fn records(&self) -> u64 {
+        self.graph.records + self.content.records
+    }
+    fn deliveries(&self) -> u64 {
+        self.graph.deliveries + self.content.deliveries
+    }
+    fn per_million(&self, bytes: u64) -> f64 {
+        bytes as f64 / 1_048_576.0 / (self.deliveries().max(1) as f64 / 1e6)
+    }
+}
+
+/// Appends the next `n` envelopes of `workload` in chunks, generating each chunk on the
+/// blocking pool. Returns the generator for the next call.
+async fn append(log: &dyn Log, mut workload: Workload, n: usize, chunk: usize) -> Result<Workload> {
+    let mut left = n;
+    while left > 0 {
+        let take = left.min(chunk);
+        let (w, records) = tokio::task::spawn_blocking(move || {
+            let records: Vec<Record> = workload
+                .by_ref()
+                .take(take)
+                .map(|e| record_of(&e))
+                .collect();
+            (workload, records)
+        })
+        .await?;
+        workload = w;
+        if records.is_empty() {
+            break;
+        }
+        left -= records.len();
+        log.append(ACTIONS_TOPIC, records).await?;
+    }
+    Ok(workload)
+}
+
+/// Steps the job until it has caught up (as `Job::catch_up` does, counting the steps).
+async fn run_job(job: &mut Job<SocialProcessor>) -> Result<Phase> {
+    let before = job.processor().deliveries();
+    let started = Instant::now();
+    let mut phase = Phase {
+        records: 0,
+        steps: 0,
+        time: Duration::ZERO,
+        applied: 0,
+        failed: 0,
+        deliveries: 0,
+    };
+    loop {
+        let s = job.step().await?;
+        if s.records == 0 {
+            break;
+        }
+        phase.steps += 1;
+        phase.records += s.records as u64;
+        phase.applied += s.applied as u64;
+        phase.failed += s.failed as u64;
+    }
+    phase.time = started.elapsed();
+    phase.deliveries = job.processor().deliveries() - before;
+    Ok(phase)
+}
+
+async fn fanout(args: &FeedArgs, dir: &Path) -> Result<Fanout> {
+    let _ = std::fs::remove_dir_all(dir);
+    let log: Arc<dyn Log> = {
+        let mut c = EmbeddedLogConfig::new(dir.join("log"));
+        // The workload's clock starts in 2025: no retention, or it deletes the records.
+        c.max_age = None;
+        c.max_bytes_per_partition = None;
+        Arc::new(tokio::task::spawn_blocking(move || EmbeddedLog::open(c)).await??)
+    };
+    log.create_topic(ACTIONS_TOPIC, args.partitions).await?;
+    let (seed, users, actions) = (args.seed, args.users, args.actions);
+    let workload = tokio::task::spawn_blocking(move || {
+        Workload::new(WorkloadConfig::scaled(seed, users, actions))
+    })
+    .await?;
+    let graph_records = workload.users().len() + workload.initial_follows();
+    let content_records = workload.len() - graph_records;
+
+    // Registrations and the graph first, then the content, so the job's two phases are timed
+    // apart: feeds are written only in the second.
+    eprintln!("appending {graph_records} registrations and follows…");
+    let started = Instant::now();
+    let workload = append(&*log, workload, graph_records, args.chunk).await?;
+    let mut append_time = started.elapsed();
+    let rss_before = rss_bytes();
+    let store = {
+        let d = dir.join("state");
+        tokio::task::spawn_blocking(move || open_store(&d)).await??
+    };
+    let job_config = JobConfig::default();
+    let mut job = Job::open(
+        SocialProcessor::new(SocialConfig::default()),
+        log.clone(),
+        store.clone(),
+        job_config.clone(),
+    )
+    .await?;
+    eprintln!("social job over them…");
+    let graph = run_job(&mut job).await?;
+    eprintln!("appending {content_records} content actions…");
+    let started = Instant::now();
+    let workload = append(&*log, workload, content_records, args.chunk).await?;
+    append_time += started.elapsed();
+    eprintln!("social job over them…");
+    let content = run_job(&mut job).await?;
+    let total = (graph.records + content.records) as usize;
+    ensure!(
+        total == graph_records + content_records,
+        "the job applied {total} of {} records",
+        graph_records + content_records
+    );
+    store.sync()?;
+    let disk_bytes = store.disk_bytes();
+    let rss_growth = rss_before
+        .zip(rss_bytes())
+        .map(|(a, b)| b.saturating_sub(a));
+    drop((job, store, workload));
+    drop(log);
+    let log_bytes = dir_size(&dir.join("log"));
+
+    eprintln!("reference: the content phase's writes straight into a fresh store…");
+    let ref_dir = dir.join("reference");
+    let (steps, rows, markers) = (content.steps, content.deliveries, content.records);
+    let reference = tokio::task::spawn_blocking(move || {
+        raw_writes(&ref_dir, steps, rows, markers, job_config.dedupe_ttl)
+    })
+    .await??;
+    Ok(Fanout {
+        append: append_time,
+        log_bytes,
+        graph,
+        content,
+        reference,
+        reference_rows: rows + markers,
+        disk_bytes,
+        rss_growth,
+    })
+}
+
+/// `batches` batches into a fresh store, together holding `rows` feed-shaped rows and `markers`
+/// marker-shaped rows (with the job's TTL) spread evenly, each batch applied and synced. Returns
+/// the time taken.
+fn raw_writes(
+    dir: &Path,
+    batches: u64,
+    rows: u64,
+    markers: u64,
+    ttl: Duration,
+) -> Result<Duration> {
+    let _ = std::fs::remove_dir_all(dir);
+    let store = EmbeddedStore::open(EmbeddedStoreConfig::new(dir))?;
+    let batches = batches.max(1);
+    let started = Instant::now();
+    let (mut rows_done, mut markers_done) = (0u64, 0u64);
+    let mut rng = StdRng::seed_from_u64(7);
+    for i in 0..batches {
+        let mut batch = WriteBatch::new();
+        let item = rng.random::<u128>();
+        for _ in rows_done..rows * (i + 1) / batches {
+            // A feed row: pk follower, ck the item's id descending, value author ++ kind.
+            let user = rng.random_range(0..100_000u128).to_be_bytes();
+            let mut value = rng.random::<u128>().to_be_bytes().to_vec();
+            value.push(b'p');
+            batch.put(
+                "reference_feed",
+                Bytes::copy_from_slice(&user),
+                Bytes::copy_from_slice(&(!item).to_be_bytes()),
+                value,
+            );
+        }
+        rows_done = rows * (i + 1) / batches;
+        for _ in markers_done..markers * (i + 1) / batches {
+            batch.put_with_ttl(
+                "reference_applied",
+                Bytes::copy_from_slice(&rng.random::<u128>().to_be_bytes()),
+                Bytes::from_static(b"social"),
+                Bytes::new(),
+                ttl,
+            );
+        }
+        markers_done = markers * (i + 1) / batches;
+        store.apply(batch)?;
+        store.sync()?;
+    }
+    Ok(started.elapsed())
+}
+
+struct Latencies {
+    ok: u64,
+    failed: u64,
+    elapsed: Duration,
+    hist: Histogram<u64>,
+}
+
+impl Latencies {
+    fn new() -> Self {
+        Self {
+            ok: 0,
+            failed: 0,
+            elapsed: Duration::ZERO,
+            hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        }
+    }
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    fn ms(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+    fn merge(&mut self, other: Latencies) {
+        self.ok += other.ok;
+        self.failed += other.failed;
+        let _ = self.hist.add(other.hist);
+    }
+}
+
+struct Freshness {
+    ingest: Latencies,
+    reads: Latencies,
+    fresh: Latencies,
+    /// Probes whose post was past the first page (newer items arrived in the same job step).
+    later_page: u64,
+    /// Probes whose post was not in the first 20 pages.
+    missing: u64,
+    peak_rss: Option<u64>,
+}
+
+#[derive(Clone)]
+struct User {
+    id: uuid::Uuid,
+    auth: String,
+}
+
+async fn freshness(args: &FeedArgs, dir: &Path) -> Result<Freshness> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let env = [
+        (
+            "PHILO__INGEST__RATE_LIMIT_PER_SECOND",
+            "10000000".to_owned(),
+        ),
+        ("PHILO__INGEST__RATE_LIMIT_BURST", "10000000".to_owned()),
+        (
+            "PHILO__INGEST__AUTH_ATTEMPTS_PER_MINUTE",
+            "1000000".to_owned(),
+        ),
+    ];
+    let server = ServerProcess::start(dir, &env).await?;
+    let base = Arc::new(server.base.clone());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+
+    eprintln!(
+        "registering {} authors and {} readers…",
+        args.authors, args.readers
+    );
+    let names: Vec<String> = (0..args.authors)
+        .map(|i| format!("author_{i}"))
+        .chain((0..args.readers).map(|i| format!("reader_{i}")))
+        .collect();
+    let registered: Vec<Result<User>> = futures::stream::iter(names)
+        .map(|name| register(&client, &base, name))
+        .buffered(4)
+        .collect()
+        .await;
+    let users: Vec<User> = registered.into_iter().collect::<Result<_>>()?;
+    let (authors, readers) = users.split_at(args.authors);
+    let (authors, readers) = (Arc::new(authors.to_vec()), Arc::new(readers.to_vec()));
+
+    // Each reader follows `follows` distinct authors; authors post a few posts to react to.
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut followers: Vec<Vec<usize>> = vec![Vec::new(); authors.len()];
+    let mut last = Vec::new();
+    for (r, reader) in readers.iter().enumerate() {
+        let picks = rand::seq::index::sample(&mut rng, authors.len(), args.follows);
+        let body: Vec<Value> = picks
+            .iter()
+            .map(|a| {
+                followers[a].push(r);
+                json!({"type": "follow.created", "user_id": authors[a].id})
+            })
+            .collect();
+        last.extend(batch(&client, &base, reader, &body).await?.1);
+    }
+    let mut posts = Vec::new();
+    for (a, author) in authors.iter().enumerate() {
+        let body: Vec<Value> = (0..4).map(|i| post(&format!("seed {a}/{i}"))).collect();
+        let (ids, positions) = batch(&client, &base, author, &body).await?;
+        posts.extend(ids);
+        last.extend(positions);
+    }
+    // Wait until the views hold all of it.
+    for position in &last {
+        let r = client
+            .get(format!("{base}/v1/feed?limit=1&after={position}"))
+            .header("authorization", &readers[0].auth)
+            .send()
+            .await?;
+        ensure!(
+            r.status().is_success(),
+            "waiting for the views: {}",
+            r.status()
+        );
+    }
+    let posts = Arc::new(posts);
+    let followers = Arc::new(followers);
+    let secs = Duration::from_secs(args.seconds);
+
+    eprintln!(
+        "{} s: ingest {} actions/s, feed reads {}/s, {} freshness probes/s…",
+        args.seconds, args.ingest_rate, args.read_rate, args.probe_rate
+    );
+    let ingest = {
+        let (client, base, authors, readers, posts) = (
+            client.clone(),
+            base.clone(),
+            authors.clone(),
+            readers.clone(),
+            posts.clone(),
+        );
+        let per = args.ingest_batch;
+        let seed = args.seed;
+        open_loop(16, args.ingest_rate / per as f64, secs, move |w, i| {
+            let (client, base) = (client.clone(), base.clone());
+            let mut rng = StdRng::seed_from_u64(seed ^ ((w as u64) << 32) ^ i);
+            let is_author = rng.random_bool(0.3);
+            let user = if is_author {
+                authors[rng.random_range(0..authors.len())].clone()
+            } else {
+                readers[rng.random_range(0..readers.len())].clone()
+            };
+            let actions: Vec<Value> = (0..per)
+                .map(|k| {
+                    let target = &posts[rng.random_range(0..posts.len())];
+                    match rng.random_range(0..10) {
+                        0..3 if is_author => post(&format!("load {w}/{i}/{k}")),
+                        0..6 => json!({"type": "comment.created", "target_id": target, "body": "Same here: we batch orders weekly."}),
+                        _ => json!({"type": "reaction.added", "target_id": target, "kind": "insightful"}),
+                    }
+                })
+                .collect();
+            async move {
+                if actions.len() == 1 {
+                    single(&client, &base, &user, &actions[0]).await?;
+                    Ok(1)
+                } else {
+                    Ok(batch(&client, &base, &user, &actions).await?.0.len() as u64)
+                }
+            }
+        })
+    };
+    let reads = {
+        let (client, base, readers) = (client.clone(), base.clone(), readers.clone());
+        let seed = args.seed;
+        open_loop(32, args.read_rate, secs, move |w, i| {
+            let (client, base) = (client.clone(), base.clone());
+            let mut rng = StdRng::seed_from_u64(!seed ^ ((w as u64) << 32) ^ i);
+            let reader = readers[rng.random_range(0..readers.len())].clone();
+            async move {
+                let r = client
+                    .get(format!("{base}/v1/feed?limit=50"))
+                    .header("authorization", &reader.auth)
+                    .send()
+                    .await?;
+                ensure!(r.status().is_success(), "feed read: {}", r.status());
+                r.bytes().await?;
+                Ok(1)
+            }
+        })
+    };
+    let probes = probe(
+        client.clone(),
+        base.clone(),
+        authors.clone(),
+        readers.clone(),
+        followers,
+        args.probe_rate,
+        secs,
+        args.seed,
+    );
+    let (ingest, reads, (fresh, later_page, missing)) = tokio::join!(ingest, reads, probes);
+    let peak_rss = server.peak_rss_bytes();
+    server.stop().await?;
+    Ok(Freshness {
+        ingest: ingest?,
+        reads: reads?,
+        fresh,
+        later_page,
+        missing,
+        peak_rss,
+    })
+}
+
+fn post(title: &str) -> Value {
+    json!({
+        "type": "post.created",
+        "title": format!("How do we cut cold-chain costs for small farms? ({title})"),
+        "body": "We lose a tenth of every harvest between the field and the market. Has anyone tried shared cold rooms?",
+        "tags": ["agriculture", "logistics"],
+    })
+}
+
+async fn register(client: &reqwest::Client, base: &str, name: String) -> Result<User> {
+    let r = client
+        .post(format!("{base}/v1/auth/register"))
+        .json(&json!({"username": name, "email": format!("{name}@example.com"), "password": "correct horse battery staple"}))
+        .send()
+        .await?;
+    ensure!(
+        r.status().is_success(),
+        "register failed: {}",
+        r.text().await?
+    );
+    let v: Value = r.json().await?;
+    Ok(User {
+        id: v["user_id"].as_str().context("user_id")?.parse()?,
+        auth: format!(
+            "Bearer {}",
+            v["access_token"].as_str().context("access_token")?
+        ),
+    })
+}
+
+/// One action; returns its id and position token.
+async fn single(
+    client: &reqwest::Client,
+    base: &str,
+    user: &User,
+    action: &Value,
+) -> Result<(String, String)> {
+    let r = client
+        .post(format!("{base}/v1/actions"))
+        .header("authorization", &user.auth)
+        .json(action)
+        .send()
+        .await?;
+    ensure!(r.status().is_success(), "append: {}", r.status());
+    let v: Value = r.json().await?;
+    let field = |k: &str| v[k].as_str().map(str::to_owned).context("accepted action");
+    Ok((field("id")?, field("position")?))
+}
+
+/// A batch; returns the accepted ids and position tokens.
+async fn batch(
+    client: &reqwest::Client,
+    base: &str,
+    user: &User,
+    actions: &[Value],
+) -> Result<(Vec<String>, Vec<String>)> {
+    let r = client
+        .post(format!("{base}/v1/actions/batch"))
+        .header("authorization", &user.auth)
+        .json(actions)
+        .send()
+        .await?;
+    ensure!(r.status().is_success(), "batch append: {}", r.status());
+    let v: Value = r.json().await?;
+    let mut ids = Vec::new();
+    let mut positions = Vec::new();
+    for item in v["results"].as_array().context("batch results")? {
+        if item["status"] == "accepted" {
+            ids.push(item["id"].as_str().context("id")?.to_owned());
+            positions.push(item["position"].as_str().context("position")?.to_owned());
+        }
+    }
+    Ok((ids, positions))
+}
+
+/// `workers` senders sharing a schedule of `rate` calls/s for `duration`; `call(worker, n)`
+/// builds the `n`-th call of a worker and resolves to how many operations it did. Latency counts
+/// from the scheduled time.
+async fn open_loop<F, Fut>(
+    workers: usize,
+    rate: f64,
+    duration: Duration,
+    call: F,
+) -> Result<Latencies>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<u64>> + Send + 'static,
+{
+    let call = Arc::new(call);
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(workers as f64 / rate.max(1e-3));
+    let mut tasks = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Latencies::new();
+            let mut due = started + interval.mul_f64(w as f64 / workers as f64);
+            let mut n = 0u64;
+            while due < started + duration {
+                tokio::time::sleep_until(due.into()).await;
+                match call(w, n).await {
+                    Ok(done) => {
+                        out.ok += done;
+                        let _ = out.hist.record(due.elapsed().as_micros() as u64);
+                    }
+                    Err(_) => out.failed += 1,
+                }
+                n += 1;
+                due += interval;
+            }
+            out
+        }));
+    }
+    let mut all = Latencies::new();
+    for t in tasks {
+        all.merge(t.await?);
+    }
+    all.elapsed = started.elapsed();
+    Ok(all)
+}
+
+/// Freshness probes at `rate`/s, each its own task: an author posts, then a follower reads its
+/// feed `after` the post's position, following the cursor until the post shows. Returns the
+/// latencies, how many probes found the post past the first page, and how many not at all.
+#[allow(clippy::too_many_arguments)]
+async fn probe(
+    client: reqwest::Client,
+    base: Arc<String>,
+    authors: Arc<Vec<User>>,
+    readers: Arc<Vec<User>>,
+    followers: Arc<Vec<Vec<usize>>>,
+    rate: f64,
+    duration: Duration,
+    seed: u64,
+) -> (Latencies, u64, u64) {
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+    let mut rng = StdRng::seed_from_u64(seed.rotate_left(17));
+    let mut tasks = Vec::new();
+    let mut due = started;
+    let mut n = 0u64;
+    let with_followers: Vec<usize> = (0..authors.len())
+        .filter(|&a| !followers[a].is_empty())
+        .collect();
+    while due < started + duration && !with_followers.is_empty() {
+        tokio::time::sleep_until(due.into()).await;
+        let a = with_followers[rng.random_range(0..with_followers.len())];
+        let f = followers[a][rng.random_range(0..followers[a].len())];
+        let (client, base, author, reader) = (
+            client.clone(),
+            base.clone(),
+            authors[a].clone(),
+            readers[f].clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let (id, position) =
+                single(&client, &base, &author, &post(&format!("probe {n}"))).await?;
+            let acked = Instant::now();
+            // The read answers once the views hold the post; newer items may push it past the
+            // first page when the job lags, so follow the cursor (at most 20 pages).
+            let mut query = vec![("limit", "50".to_owned()), ("after", position)];
+            let mut page_no = 0;
+            let found = loop {
+                let r = client
+                    .get(format!("{base}/v1/feed"))
+                    .query(&query)
+                    .header("authorization", &reader.auth)
+                    .send()
+                    .await?;
+                ensure!(r.status().is_success(), "feed read: {}", r.status());
+                let page: Value = r.json().await?;
+                let items = page["items"].as_array().context("feed items")?;
+                if items.iter().any(|i| i["id"] == id.as_str()) {
+                    break Some(page_no);
+                }
+                page_no += 1;
+                match page["next_cursor"].as_str() {
+                    Some(c) if page_no < 20 => {
+                        query = vec![("limit", "50".to_owned()), ("cursor", c.to_owned())];
+                    }
+                    _ => break None,
+                }
+            };
+            let took = acked.elapsed();
+            Ok((took, found))
+        }));
+        n += 1;
+        due += interval;
+    }
+    let mut out = Latencies::new();
+    let (mut later_page, mut missing) = (0, 0);
+    for t in tasks {
+        match t.await {
+            Ok(Ok((took, Some(page)))) => {
+                out.ok += 1;
+                later_page += u64::from(page > 0);
+                let _ = out.hist.record(took.as_micros() as u64);
+            }
+            Ok(Ok((_, None))) => missing += 1,
+            _ => out.failed += 1,
+        }
+    }
+    out.elapsed = started.elapsed();
+    (out, later_page, missing)
+}
+
+/// This process's resident set size (VmRSS), bytes.
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+fn print(args: &FeedArgs, fanout: Option<&Fanout>, fresh: Option<&Freshness>) {
+    const MB: f64 = 1_048_576.0;
+    println!("philo bench feed: embedded log and state store, durability fsync");
+    let mut out = serde_json::Map::new();
+    if let Some(f) = fanout {
+        let (g, c) = (&f.graph, &f.content);
+        let rate = |n: u64, p: &Phase| n as f64 / p.time.as_secs_f64().max(1e-9);
+        let d_rate = rate(c.deliveries, c);
+        let ref_rate = f.reference_rows as f64 / f.reference.as_secs_f64();
+        let ratio = f.reference.as_secs_f64() / c.time.as_secs_f64();
+        let rss = f.rss_growth.map(|b| f.per_million(b));
+        println!(
+            "  workload: {} users, {} actions = {} records ({:.0} MB of log)",
+            args.users,
+            args.actions,
+            f.records(),
+            f.log_bytes as f64 / MB
+        );
+        println!(
+            "  append to the log                    {:>12.0} records/s ({:.1} s, chunks of {})",
+            f.records() as f64 / f.append.as_secs_f64(),
+            f.append.as_secs_f64(),
+            args.chunk
+        );
+        println!(
+            "  job: registrations + follow graph    {:>12.0} records/s ({} in {:.1} s; {} failed, {} feed rows)",
+            rate(g.records, g),
+            g.records,
+            g.time.as_secs_f64(),
+            g.failed,
+            g.deliveries
+        );
+        println!(
+            "  job: content actions                 {:>12.0} actions/s ({} in {:.1} s, {} steps; {} failed)",
+            rate(c.records, c),
+            c.records,
+            c.time.as_secs_f64(),
+            c.steps,
+            c.failed
+        );
+        println!(
+            "  feed deliveries (content phase)      {:>12.0} /s ({} rows; target >= 1000000: {})",
+            d_rate,
+            c.deliveries,
+            met(d_rate >= 1e6)
+        );
+        println!(
+            "  reference: the same writes alone     {:>12.0} rows/s ({:.1} s, {} batches) -> the job runs at {:.3} of it",
+            ref_rate,
+            f.reference.as_secs_f64(),
+            c.steps,
+            ratio
+        );
+        println!(
+            "  state store on disk                  {:>12.1} MB per 1M deliveries ({:.0} MB)",
+            f.per_million(f.disk_bytes),
+            f.disk_bytes as f64 / MB
+        );
+        println!(
+            "  RSS growth over the job              {:>12.1} MB per 1M deliveries ({:.0} MB)",
+            rss.unwrap_or(f64::NAN),
+            f.rss_growth.map_or(f64::NAN, |b| b as f64 / MB)
+        );
+        out.extend(
+            json!({
+                "users": args.users, "actions": args.actions, "records": f.records(),
+                "append_s": f.append.as_secs_f64(),
+                "graph_records": g.records, "graph_job_s": g.time.as_secs_f64(),
+                "content_records": c.records, "content_job_s": c.time.as_secs_f64(),
+                "content_actions_per_s": rate(c.records, c), "failed": g.failed + c.failed,
+                "deliveries": f.deliveries(), "deliveries_per_s": d_rate,
+                "reference_rows_per_s": ref_rate, "ratio": ratio,
+                "disk_mb_per_m_deliveries": f.per_million(f.disk_bytes),
+                "rss_mb_per_m_deliveries": rss,
+            })
+            .as_object()
+            .expect("an object")
+            .clone(),
+        );
+    }
+    if let Some(f) = fresh {
+        println!(
+            "  ingest under read load               {:>12.0} actions/s (asked {}, batches of {}; {} failed requests)",
+            f.ingest.rate(),
+            args.ingest_rate,
+            args.ingest_batch,
+            f.ingest.failed
+        );
+        println!(
+            "  freshness: 202 -> follower's feed    p50 {:>7.2} ms   p99 {:>7.2} ms ({} probes, {} past page 1, {} missing, {} failed; target p99 <= 50 ms: {})",
+            f.fresh.ms(0.5),
+            f.fresh.ms(0.99),
+            f.fresh.ok,
+            f.later_page,
+            f.missing,
+            f.fresh.failed,
+            met(f.fresh.ok > 0 && f.missing == 0 && f.fresh.ms(0.99) <= 50.0)
+        );
+        println!(
+            "  GET /v1/feed?limit=50 (open loop)    p50 {:>7.2} ms   p99 {:>7.2} ms ({:.0} reads/s of {} asked, {} failed; target p99 <= 5 ms: {})",
+            f.reads.ms(0.5),
+            f.reads.ms(0.99),
+            f.reads.rate(),
+            args.read_rate,
+            f.reads.failed,
+            met(f.reads.ok > 0 && f.reads.ms(0.99) <= 5.0)
+        );
+        println!(
+            "  server peak RSS                      {:>12.1} MB",
+            f.peak_rss.map_or(f64::NAN, |b| b as f64 / MB)
+        );
+        out.extend(
+            json!({
+                "ingest_actions_per_s": f.ingest.rate(), "ingest_failed": f.ingest.failed,
+                "freshness_p50_ms": f.fresh.ms(0.5), "freshness_p99_ms": f.fresh.ms(0.99),
+                "freshness_probes": f.fresh.ok, "freshness_past_first_page": f.later_page,
+                "freshness_missing": f.missing,
+                "freshness_failed": f.fresh.failed,
+                "read_p50_ms": f.reads.ms(0.5), "read_p99_ms": f.reads.ms(0.99),
+                "reads_per_s": f.reads.rate(), "reads_failed": f.reads.failed,
+                "server_peak_rss_mb": f.peak_rss.map(|b| b as f64 / MB),
+            })
+            .as_object()
+            .expect("an object")
+            .clone(),
+        );
+    }
+    if args.json {
+        println!("{}", Value::Object(out));
+    }
+}
