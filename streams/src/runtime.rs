@@ -211,6 +211,7 @@ pub const VIEWS: &[(&str, &[&str])] = &[
             tables::NOTIFICATIONS,
             tables::NOTIF_GROUPS,
             tables::NOTIF_STATE,
+            tables::SUBSCRIBERS,
         ],
     ),
     ("failed", &[crate::job::FAILED_TABLE]),

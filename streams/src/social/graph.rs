@@ -83,6 +83,14 @@ pub(crate) fn follow(p: &mut SocialProcessor, ctx: &mut Ctx<'_>, followee: &Uuid
     } else {
         feed::backfill(p, ctx, &follower, followee)?;
     }
+    if super::notify::subscribes(p, ctx, &follower)? {
+        ctx.batch.put(
+            tables::SUBSCRIBERS,
+            keys::id(followee),
+            keys::id(&follower),
+            Bytes::new(),
+        );
+    }
     let note = super::notify::Note::new("new_follower", None, None);
     super::notify::notify(p, ctx, followee, note)?;
     Ok(Outcome::Applied)
@@ -148,6 +156,8 @@ fn remove_edge(
     );
     ctx.batch
         .delete(tables::PULLED, keys::id(follower), keys::id(followee));
+    ctx.batch
+        .delete(tables::SUBSCRIBERS, keys::id(followee), keys::id(follower));
     ctx.add(tables::USER_STATS, follower, FOLLOWING_STAT, -1)?;
     ctx.add(tables::USER_STATS, followee, FOLLOWERS_STAT, -1)?;
     feed::remove_author(p, ctx, follower, followee)?;

@@ -77,6 +77,8 @@ pub mod tables {
     /// pk item id · ck hour since the epoch (i64 BE) ++ stat name · i64 BE: engagement per
     /// hour (reactions, comments, approaches, donations), summed by the timely stage.
     pub const ENGAGEMENT: &str = "engagement";
+    /// pk author · ck follower · "": followers who opted in to the author's new posts.
+    pub const SUBSCRIBERS: &str = "post_subscribers";
 
     /// Every table of the job.
     pub const ALL: &[&str] = &[
@@ -101,6 +103,7 @@ pub mod tables {
         NOTIF_GROUPS,
         NOTIF_STATE,
         ENGAGEMENT,
+        SUBSCRIBERS,
     ];
 }
 

@@ -259,9 +259,10 @@ pub(crate) fn notify(
     Ok(true)
 }
 
-/// A notification's id: the action's time-ordered first half, and a tail hashed from the action
-/// id and the kind, so one action can notify one user of two things (a donation that also
-/// reaches the goal) and replays give the same ids.
+/// A notification's id: the action id's first 12 bytes (its time and, within one millisecond,
+/// its counter: the order actions were made in), then the kind's rank and a hash of the action
+/// id and the kind. So one action can notify one user of two things (a donation that also
+/// reaches the goal), two notes of one action sort by kind, and replays give the same ids.
 pub fn note_id(action: &Uuid, kind: &str) -> Uuid {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -269,10 +270,9 @@ pub fn note_id(action: &Uuid, kind: &str) -> Uuid {
     h.update(kind.as_bytes());
     let tail = h.finalize();
     let mut b = *action.as_bytes();
-    b[8..].copy_from_slice(&tail[..8]);
-    // RFC 4122 variant bits, then the kind's rank: two notes of one action sort by kind.
     let rank = KINDS.iter().position(|k| *k == kind).unwrap_or(KINDS.len()) as u8;
-    b[8] = 0x80 | (rank & 0x3f);
+    b[12] = rank;
+    b[13..].copy_from_slice(&tail[..3]);
     Uuid::from_bytes(b)
 }
 
@@ -344,12 +344,40 @@ pub(crate) fn set_preferences(
     a: &NotificationPreferencesUpdated,
 ) -> Res {
     let user = ctx.actor();
-    let mut mask = prefs(p, ctx, &user)?;
+    let old = prefs(p, ctx, &user)?;
+    let mut mask = old;
     for (name, value) in a.fields() {
         match value {
             Some(true) => mask |= bit(name),
             Some(false) => mask &= !bit(name),
             None => {}
+        }
+    }
+    // Opting in to posts by followed authors subscribes to each of them (and out, unsubscribes),
+    // so a post costs one scan of its author's subscribers, not of all their followers.
+    let on = bit("post_by_followed");
+    if (old ^ mask) & on != 0 {
+        let followees = ctx.store.scan(
+            tables::FOLLOWING,
+            user.as_bytes(),
+            &CkRange::all(),
+            Order::Asc,
+            usize::MAX,
+        )?;
+        for r in followees {
+            if let Some(author) = keys::uuid_at(&r.ck, 16) {
+                if mask & on != 0 {
+                    ctx.batch.put(
+                        tables::SUBSCRIBERS,
+                        keys::id(&author),
+                        keys::id(&user),
+                        Bytes::new(),
+                    );
+                } else {
+                    ctx.batch
+                        .delete(tables::SUBSCRIBERS, keys::id(&author), keys::id(&user));
+                }
+            }
         }
     }
     ctx.batch.put(
@@ -426,7 +454,16 @@ pub(crate) fn mention(
     Ok(())
 }
 
-/// Opt-in notifications of a new post to the author's followers.
+/// Whether `user` opted in to posts by the authors they follow.
+pub(crate) fn subscribes(
+    p: &mut SocialProcessor,
+    ctx: &Ctx<'_>,
+    user: &Uuid,
+) -> Result<bool, StoreError> {
+    Ok(prefs(p, ctx, user)? & bit("post_by_followed") != 0)
+}
+
+/// Opt-in notifications of a new post to the author's subscribers (followers who opted in).
 pub(crate) fn post_to_subscribers(
     p: &mut SocialProcessor,
     ctx: &mut Ctx<'_>,
@@ -437,16 +474,14 @@ pub(crate) fn post_to_subscribers(
     loop {
         let range = after.as_deref().map_or_else(CkRange::all, CkRange::after);
         let rows = ctx.store.scan(
-            tables::FOLLOWERS,
+            tables::SUBSCRIBERS,
             author.as_bytes(),
             &range,
             Order::Asc,
             4_096,
         )?;
         for r in &rows {
-            if let Some(f) = keys::uuid_at(&r.ck, 16)
-                && prefs(p, ctx, &f)? & bit("post_by_followed") != 0
-            {
+            if let Some(f) = keys::uuid_at(&r.ck, 0) {
                 notify(p, ctx, &f, Note::new("post_by_followed", None, Some(*post)))?;
             }
         }
