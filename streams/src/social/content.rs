@@ -564,10 +564,10 @@ pub(crate) fn offer_created(
         if *to == sender {
             return fail(reason::SELF_REFERENCE);
         }
-        match ctx.user(to)? {
+        match p.user_state(ctx, to)? {
             None => return fail(reason::UNKNOWN_USER),
-            Some(u) if u.erased => return fail(reason::ACCOUNT_ERASED),
-            Some(_) => {}
+            Some(true) => return fail(reason::ACCOUNT_ERASED),
+            Some(false) => {}
         }
         if ctx.blocked_either(&sender, to)? {
             return fail(reason::BLOCKED);

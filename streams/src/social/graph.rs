@@ -38,10 +38,10 @@ pub(crate) fn follow(p: &mut SocialProcessor, ctx: &mut Ctx<'_>, followee: &Uuid
     if follower == *followee {
         return fail(reason::SELF_REFERENCE);
     }
-    match ctx.user(followee)? {
+    match p.user_state(ctx, followee)? {
         None => return fail(reason::UNKNOWN_USER),
-        Some(u) if u.erased => return fail(reason::ACCOUNT_ERASED),
-        Some(_) => {}
+        Some(true) => return fail(reason::ACCOUNT_ERASED),
+        Some(false) => {}
     }
     if ctx.blocked_either(&follower, followee)? {
         return fail(reason::BLOCKED);
@@ -180,7 +180,7 @@ pub(crate) fn block(p: &mut SocialProcessor, ctx: &mut Ctx<'_>, blocked: &Uuid) 
     if blocker == *blocked {
         return fail(reason::SELF_REFERENCE);
     }
-    if ctx.user(blocked)?.is_none() {
+    if p.user_state(ctx, blocked)?.is_none() {
         return fail(reason::UNKNOWN_USER);
     }
     if ctx.blocks(&blocker, blocked)? {
@@ -242,6 +242,7 @@ pub(crate) fn erase(p: &mut SocialProcessor, ctx: &mut Ctx<'_>) -> Res {
         ..Default::default()
     };
     ctx.put_user(&user, &doc);
+    p.set_user_state(&user, true);
     feed::erase_author(p, ctx, &user)?;
     // Their notifications, groups, read marker and preferences go too.
     for table in [

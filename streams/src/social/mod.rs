@@ -161,6 +161,9 @@ pub struct SocialProcessor {
     /// function of the store and survives restarts by recomputation.
     feed_len: HashMap<Uuid, usize>,
     notify: notify::NotifyCache,
+    /// Per user: `None` unknown, `Some(erased)` registered. An exact function of the store,
+    /// refilled on a miss; saves decoding the profile on every action.
+    users: HashMap<Uuid, Option<bool>>,
     facts: Vec<Fact>,
     deliveries: u64,
 }
@@ -171,6 +174,7 @@ impl SocialProcessor {
             config,
             feed_len: HashMap::new(),
             notify: notify::NotifyCache::default(),
+            users: HashMap::new(),
             facts: Vec::new(),
             deliveries: 0,
         }
@@ -178,6 +182,28 @@ impl SocialProcessor {
 
     pub fn config(&self) -> &SocialConfig {
         &self.config
+    }
+
+    /// Whether `user` is registered (`Some`), and if so whether erased.
+    pub(crate) fn user_state(
+        &mut self,
+        ctx: &Ctx<'_>,
+        user: &Uuid,
+    ) -> Result<Option<bool>, StoreError> {
+        if let Some(s) = self.users.get(user) {
+            return Ok(*s);
+        }
+        let s = ctx.user(user)?.map(|u| u.erased);
+        if self.users.len() >= 1_000_000 {
+            self.users.clear();
+        }
+        self.users.insert(*user, s);
+        Ok(s)
+    }
+
+    /// Records a change of `user`'s state made by the current action.
+    pub(crate) fn set_user_state(&mut self, user: &Uuid, erased: bool) {
+        self.users.insert(*user, Some(erased));
     }
 
     /// Feed rows written since start (benchmarks read this).
@@ -344,6 +370,7 @@ impl Processor for SocialProcessor {
 
     fn reset(&mut self) {
         self.facts.clear();
+        self.users.clear();
         self.feed_len.clear();
         self.notify = notify::NotifyCache::default();
     }
@@ -364,7 +391,7 @@ impl Processor for SocialProcessor {
         };
         // Nothing an erased account did after its erasure counts.
         if !matches!(env.action, Action::UserRegistered(_))
-            && ctx.user(&env.actor_id)?.is_some_and(|u| u.erased)
+            && self.user_state(&ctx, &env.actor_id)? == Some(true)
         {
             return fail(reason::ACCOUNT_ERASED);
         }
@@ -421,6 +448,10 @@ impl Processor for SocialProcessor {
             Outcome::Applied => {
                 ctx.flush_counters();
                 self.facts.append(&mut ctx.facts);
+                if matches!(env.action, Action::UserRegistered(_)) {
+                    // Re-read on next use (through the step's staged writes).
+                    self.users.remove(&env.actor_id);
+                }
             }
             Outcome::Failed(_) => ctx.batch.mutations.clear(),
         }

@@ -201,7 +201,7 @@ pub(crate) fn notify(
     if *recipient == actor
         || prefs(p, ctx, recipient)? & bit(preference_of(note.kind)) == 0
         || ctx.blocks(recipient, &actor)?
-        || ctx.user(recipient)?.is_none_or(|u| u.erased)
+        || p.user_state(ctx, recipient)? != Some(false)
     {
         return Ok(false);
     }
