@@ -282,6 +282,37 @@ impl Inner {
             .any(|m| matches!(m, Mutation::DeleteRange { .. }));
         let _exclusive = has_range.then(|| self.write_gate.write().expect("write gate"));
         let _shared = (!has_range).then(|| self.write_gate.read().expect("write gate"));
+        if batch.unique_keys && !has_range {
+            // Each key once: no order to resolve, straight into one fjall batch.
+            let mut keyspaces: Vec<(&'static str, Keyspace)> = Vec::new();
+            let mut out = FjallBatch::with_capacity(self.db.clone(), batch.mutations.len())
+                .durability(Some(PersistMode::Buffer));
+            for m in batch.mutations {
+                match m {
+                    Mutation::Put {
+                        table,
+                        pk,
+                        ck,
+                        value,
+                        ttl,
+                    } => {
+                        let t = self.batch_table(&mut keyspaces, table)?;
+                        let key = Slice::new(KeyBuf::new(&pk, &ck)?.as_ref());
+                        let expiry = ttl.map(|ttl| now.saturating_add(ttl_ms(ttl)));
+                        out.insert(&keyspaces[t].1, key, encode_value(&value, expiry)?);
+                    }
+                    Mutation::Delete { table, pk, ck } => {
+                        let t = self.batch_table(&mut keyspaces, table)?;
+                        let key = Slice::new(KeyBuf::new(&pk, &ck)?.as_ref());
+                        out.remove(&keyspaces[t].1, key);
+                    }
+                    Mutation::DeleteRange { .. } => unreachable!("checked above"),
+                }
+            }
+            out.commit().map_err(|e| storage("apply batch", e))?;
+            batch_applied(mutations);
+            return Ok(());
+        }
         // Resolve the batch in order first: fjall gives every item of a batch the same sequence
         // number, so two writes to one key must not both reach it.
         let mut keyspaces: Vec<(&'static str, Keyspace)> = Vec::new();

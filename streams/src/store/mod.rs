@@ -141,6 +141,9 @@ pub enum Mutation {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     pub mutations: Vec<Mutation>,
+    /// Set by producers that guarantee no key is written twice and no `DeleteRange` is present
+    /// (a [`Staged`] view's batch): a backend may then skip resolving write order.
+    pub unique_keys: bool,
 }
 
 impl WriteBatch {

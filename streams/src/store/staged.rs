@@ -80,6 +80,8 @@ impl Staged {
     pub fn into_batch(self) -> WriteBatch {
         let writes = self.writes.into_inner().expect("staged lock");
         let mut batch = WriteBatch::new();
+        // One write per key, and range deletes were resolved to single deletes when staged.
+        batch.unique_keys = true;
         for (table, partitions) in writes {
             for (pk, rows) in partitions {
                 for (ck, w) in rows {
