@@ -397,24 +397,40 @@ impl SocialViews {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<Item>, ReadError> {
-        let prefix = [kind.byte()];
-        let mut range = CkRange::prefix(&prefix);
+        self.item_page(
+            tables::CHILDREN,
+            parent,
+            kind.byte(),
+            cursor,
+            limit,
+            |rest| keys::uuid_at(rest, 0),
+        )
+    }
+
+    /// A page of live items listed in one partition under a one-byte prefix (`prefix ++ rest`,
+    /// where `id_of(rest)` is the item's id); the cursor is the last row's `rest`.
+    fn item_page(
+        &self,
+        table: &str,
+        pk: &Uuid,
+        prefix: u8,
+        cursor: Option<&str>,
+        limit: usize,
+        id_of: fn(&[u8]) -> Option<Uuid>,
+    ) -> Result<Page<Item>, ReadError> {
+        let mut range = CkRange::prefix(&[prefix]);
         if let Some(c) = cursor {
-            let mut start = prefix.to_vec();
+            let mut start = vec![prefix];
             start.extend_from_slice(&decode_cursor(c)?);
             range.start = std::ops::Bound::Excluded(start);
         }
-        let rows = self.store.scan(
-            tables::CHILDREN,
-            parent.as_bytes(),
-            &range,
-            Order::Asc,
-            limit + 1,
-        )?;
+        let rows = self
+            .store
+            .scan(table, pk.as_bytes(), &range, Order::Asc, limit + 1)?;
         let more = rows.len() > limit;
         let mut items = Vec::with_capacity(limit);
         for r in rows.iter().take(limit) {
-            if let Some(id) = keys::uuid_at(&r.ck, 1)
+            if let Some(id) = id_of(&r.ck[1..])
                 && let Some(doc) = read_item(&*self.store, &id)?
                 && doc.state != ItemState::Deleted
             {
@@ -529,32 +545,8 @@ impl SocialViews {
             OfferBox::Received => RECEIVED_BOX,
             OfferBox::Sent => SENT_BOX,
         };
-        let mut range = CkRange::prefix(&[b]);
-        if let Some(c) = cursor {
-            let mut start = vec![b];
-            start.extend_from_slice(&decode_cursor(c)?);
-            range.start = std::ops::Bound::Excluded(start);
-        }
-        let rows = self.store.scan(
-            tables::OFFER_BOXES,
-            user.as_bytes(),
-            &range,
-            Order::Asc,
-            limit + 1,
-        )?;
-        let more = rows.len() > limit;
-        let mut items = Vec::with_capacity(limit);
-        for r in rows.iter().take(limit) {
-            if let Some(id) = r.ck.get(1..).and_then(keys::undesc)
-                && let Some(doc) = read_item(&*self.store, &id)?
-            {
-                items.push(self.item_of(doc)?);
-            }
-        }
-        let next_cursor = more
-            .then(|| rows.get(limit - 1).map(|r| encode_cursor(&r.ck[1..])))
-            .flatten();
-        Ok(Page { items, next_cursor })
+        // Offers are never deleted, so the page holds every offer with its state.
+        self.item_page(tables::OFFER_BOXES, user, b, cursor, limit, keys::undesc)
     }
 }
 

@@ -153,28 +153,15 @@ pub(crate) fn publish(
     if super::graph::is_pulled(ctx, &author)? {
         return Ok(());
     }
-    let mut after: Option<Vec<u8>> = None;
     let mut pushed = 0u64;
-    loop {
-        let range = after.as_deref().map_or_else(CkRange::all, CkRange::after);
-        let rows = ctx.store.scan(
-            tables::FOLLOWERS,
-            author.as_bytes(),
-            &range,
-            Order::Asc,
-            4_096,
-        )?;
-        for r in &rows {
-            if let Some(f) = keys::uuid_at(&r.ck, 16) {
-                deliver(p, ctx, &f, &entry)?;
-                pushed += 1;
-            }
+    let store = ctx.store;
+    super::for_each_row(store, tables::FOLLOWERS, author.as_bytes(), |r| {
+        if let Some(f) = keys::uuid_at(&r.ck, 16) {
+            deliver(p, ctx, &f, &entry)?;
+            pushed += 1;
         }
-        if rows.len() < 4_096 {
-            break;
-        }
-        after = rows.last().map(|r| r.ck.to_vec());
-    }
+        Ok(())
+    })?;
     crate::metrics::deliveries(pushed + 1);
     Ok(())
 }

@@ -100,28 +100,15 @@ pub(crate) fn follow(p: &mut SocialProcessor, ctx: &mut Ctx<'_>, followee: &Uuid
 /// Happens once per author (pull is never undone; reading a pulled author costs one scan).
 fn promote_to_pull(ctx: &mut Ctx<'_>, author: &Uuid) -> Result<(), StoreError> {
     ctx.add(tables::USER_STATS, author, PULLED_STAT, 1)?;
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let range = after.as_deref().map_or_else(CkRange::all, CkRange::after);
-        let rows = ctx.store.scan(
-            tables::FOLLOWERS,
-            author.as_bytes(),
-            &range,
-            Order::Asc,
-            4_096,
-        )?;
-        for r in &rows {
-            if let Some(f) = keys::uuid_at(&r.ck, 16) {
-                ctx.batch
-                    .put(tables::PULLED, keys::id(&f), keys::id(author), Bytes::new());
-            }
+    let store = ctx.store;
+    super::for_each_row(store, tables::FOLLOWERS, author.as_bytes(), |r| {
+        if let Some(f) = keys::uuid_at(&r.ck, 16) {
+            ctx.batch
+                .put(tables::PULLED, keys::id(&f), keys::id(author), Bytes::new());
         }
-        // The follow being applied is in the batch, not yet in the store.
-        if rows.len() < 4_096 {
-            break;
-        }
-        after = rows.last().map(|r| r.ck.to_vec());
-    }
+        Ok(())
+    })?;
+    // The follow being applied is in the batch, not yet in the store.
     ctx.batch.put(
         tables::PULLED,
         keys::id(&ctx.actor()),

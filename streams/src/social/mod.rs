@@ -348,6 +348,31 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Visits every row of one partition, reading it in pages: partitions such as a popular
+/// author's followers are too large to read at once.
+pub(crate) fn for_each_row(
+    store: &dyn StateStore,
+    table: &str,
+    pk: &[u8],
+    mut visit: impl FnMut(&crate::store::Row) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    const PAGE: usize = 4_096;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let range = after
+            .as_deref()
+            .map_or_else(crate::store::CkRange::all, crate::store::CkRange::after);
+        let rows = store.scan(table, pk, &range, crate::store::Order::Asc, PAGE)?;
+        for r in &rows {
+            visit(r)?;
+        }
+        if rows.len() < PAGE {
+            return Ok(());
+        }
+        after = rows.last().map(|r| r.ck.to_vec());
+    }
+}
+
 /// An item document from the store.
 pub fn read_item(store: &dyn StateStore, id: &Uuid) -> Result<Option<ItemDoc>, StoreError> {
     Ok(store

@@ -470,26 +470,13 @@ pub(crate) fn post_to_subscribers(
     post: &Uuid,
 ) -> Result<(), StoreError> {
     let author = ctx.actor();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let range = after.as_deref().map_or_else(CkRange::all, CkRange::after);
-        let rows = ctx.store.scan(
-            tables::SUBSCRIBERS,
-            author.as_bytes(),
-            &range,
-            Order::Asc,
-            4_096,
-        )?;
-        for r in &rows {
-            if let Some(f) = keys::uuid_at(&r.ck, 0) {
-                notify(p, ctx, &f, Note::new("post_by_followed", None, Some(*post)))?;
-            }
+    let store = ctx.store;
+    super::for_each_row(store, tables::SUBSCRIBERS, author.as_bytes(), |r| {
+        if let Some(f) = keys::uuid_at(&r.ck, 0) {
+            notify(p, ctx, &f, Note::new("post_by_followed", None, Some(*post)))?;
         }
-        if rows.len() < 4_096 {
-            return Ok(());
-        }
-        after = rows.last().map(|r| r.ck.to_vec());
-    }
+        Ok(())
+    })
 }
 
 /// Users who RSVP'd `going` or `interested` to `event`.

@@ -288,25 +288,10 @@ impl Inner {
             let mut out = FjallBatch::with_capacity(self.db.clone(), batch.mutations.len())
                 .durability(Some(PersistMode::Buffer));
             for m in batch.mutations {
-                match m {
-                    Mutation::Put {
-                        table,
-                        pk,
-                        ck,
-                        value,
-                        ttl,
-                    } => {
-                        let t = self.batch_table(&mut keyspaces, table)?;
-                        let key = Slice::new(KeyBuf::new(&pk, &ck)?.as_ref());
-                        let expiry = ttl.map(|ttl| now.saturating_add(ttl_ms(ttl)));
-                        out.insert(&keyspaces[t].1, key, encode_value(&value, expiry)?);
-                    }
-                    Mutation::Delete { table, pk, ck } => {
-                        let t = self.batch_table(&mut keyspaces, table)?;
-                        let key = Slice::new(KeyBuf::new(&pk, &ck)?.as_ref());
-                        out.remove(&keyspaces[t].1, key);
-                    }
-                    Mutation::DeleteRange { .. } => unreachable!("checked above"),
+                let (t, key, value) = self.single_write(&mut keyspaces, m, now)?;
+                match value {
+                    Some(v) => out.insert(&keyspaces[t].1, key, v),
+                    None => out.remove(&keyspaces[t].1, key),
                 }
             }
             out.commit().map_err(|e| storage("apply batch", e))?;
@@ -320,23 +305,6 @@ impl Inner {
         let mut snapshot: Option<Snapshot> = None;
         for m in batch.mutations {
             match m {
-                Mutation::Put {
-                    table,
-                    pk,
-                    ck,
-                    value,
-                    ttl,
-                } => {
-                    let t = self.batch_table(&mut keyspaces, table)?;
-                    let key = Slice::new(KeyBuf::new(&pk, &ck)?.as_ref());
-                    let expiry = ttl.map(|ttl| now.saturating_add(ttl_ms(ttl)));
-                    writes.insert((t, key), Some(encode_value(&value, expiry)?));
-                }
-                Mutation::Delete { table, pk, ck } => {
-                    let t = self.batch_table(&mut keyspaces, table)?;
-                    let key = Slice::new(KeyBuf::new(&pk, &ck)?.as_ref());
-                    writes.insert((t, key), None);
-                }
                 Mutation::DeleteRange { table, pk, range } => {
                     let t = self.batch_table(&mut keyspaces, table)?;
                     let Some((start, end)) = key_bounds(&pk, &range)? else {
@@ -357,6 +325,10 @@ impl Inner {
                         *v = None;
                     }
                 }
+                single => {
+                    let (t, key, value) = self.single_write(&mut keyspaces, single, now)?;
+                    writes.insert((t, key), value);
+                }
             }
         }
         let mut out = FjallBatch::with_capacity(self.db.clone(), writes.len())
@@ -371,6 +343,36 @@ impl Inner {
         out.commit().map_err(|e| storage("apply batch", e))?;
         batch_applied(mutations);
         Ok(())
+    }
+
+    /// A put or delete as (keyspace index, stored key, stored value or `None` for a delete).
+    fn single_write(
+        &self,
+        keyspaces: &mut Vec<(&'static str, Keyspace)>,
+        m: Mutation,
+        now: i64,
+    ) -> Result<(usize, Slice, Option<Slice>), StoreError> {
+        let (table, pk, ck, value) = match m {
+            Mutation::Put {
+                table,
+                pk,
+                ck,
+                value,
+                ttl,
+            } => {
+                let expiry = ttl.map(|ttl| now.saturating_add(ttl_ms(ttl)));
+                (table, pk, ck, Some(encode_value(&value, expiry)?))
+            }
+            Mutation::Delete { table, pk, ck } => (table, pk, ck, None),
+            Mutation::DeleteRange { .. } => {
+                return Err(StoreError::Storage(
+                    "a range delete is not a single write".into(),
+                ));
+            }
+        };
+        let t = self.batch_table(keyspaces, table)?;
+        let key = Slice::new(KeyBuf::new(&pk, &ck)?.as_ref());
+        Ok((t, key, value))
     }
 
     /// Index of `table` in this batch's keyspaces, opening it on first use.
