@@ -31,9 +31,9 @@ use crate::state::{AppState, ReadSide};
 
 /// Rows per page when `limit` is absent.
 pub const DEFAULT_LIMIT: usize = 20;
-/// Longest cursor accepted, characters. Cursors the views hand out are far shorter; the bound
-/// keeps an arbitrary string from becoming an oversized store key.
-pub const MAX_CURSOR_CHARS: usize = 512;
+/// Longest cursor accepted, characters: the views' own bound (cursors they hand out are far
+/// shorter; it keeps an arbitrary string from becoming an oversized store key).
+pub use philo_streams::read::MAX_CURSOR_CHARS;
 
 /// Query of a plain list: the home feed, followers, following, job offers.
 #[derive(Debug, Default, Deserialize, IntoParams)]
