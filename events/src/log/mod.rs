@@ -14,6 +14,7 @@
 
 pub mod contract;
 pub mod embedded;
+pub mod kafka;
 mod partitioner;
 
 use std::fmt;
@@ -23,6 +24,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use embedded::{Durability, EmbeddedLog, EmbeddedLogConfig};
+pub use kafka::{KafkaLog, KafkaLogConfig};
 pub use partitioner::partition_for_key;
 
 /// The topic every user action is appended to.
@@ -148,6 +150,18 @@ pub enum LogError {
     Storage(String),
     #[error("log is shut down")]
     Closed,
+    /// The log's configuration is unusable (a malformed `kafka://` URL, say).
+    #[error("invalid log configuration: {0}")]
+    InvalidConfig(String),
+}
+
+/// Topic names both backends accept: Kafka's legal characters, at most 200 of them.
+pub(crate) fn valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl LogError {

@@ -227,14 +227,6 @@ fn storage(what: &str, e: impl std::fmt::Display) -> LogError {
     LogError::Storage(format!("{what}: {e}"))
 }
 
-fn valid_topic(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 200
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
 fn keyspace_name(topic: &str, partition: u32) -> String {
     format!("topic.{topic}.{partition}")
 }
@@ -303,7 +295,7 @@ fn group_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
 #[async_trait]
 impl Log for EmbeddedLog {
     async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
-        if !valid_topic(topic) || partitions == 0 || partitions > 10_000 {
+        if !super::valid_topic(topic) || partitions == 0 || partitions > 10_000 {
             return Err(LogError::InvalidTopic(topic.to_owned()));
         }
         let inner = self.inner.clone();

@@ -1,0 +1,692 @@
+//! The Kafka backend of the [`Log`]: librdkafka through `rdkafka`, for a real cluster.
+//!
+//! - **Append** goes through one idempotent producer (`enable.idempotence`, `acks=all`, lz4,
+//!   a short linger so concurrent appends share a request). A record's partition is chosen here
+//!   with the same murmur2 partitioner the embedded log uses, so a key lands in the same
+//!   partition on both backends. `append` answers only after every record's delivery report
+//!   succeeded; a full producer queue, an unreachable broker or a delivery timeout is
+//!   [`LogError::Unavailable`] (ingest answers 503 with `Retry-After`). A batch that fails part
+//!   way may have landed in part: Kafka has no multi-partition atomic append without
+//!   transactions, and consumers dedupe on the action id.
+//! - **Read** keeps one assign-only consumer per partition, positioned where the last read
+//!   ended, so sequential reads are plain fetches; a read elsewhere seeks. Reads never pass the
+//!   high watermark, which under `acks=all` only covers replicated records.
+//! - **Consumer-group positions** are committed and fetched with a consumer of that group that
+//!   never joins it (Kafka's "simple consumer" commit). Members of a running group commit
+//!   through their own consumer instead (see `philo_streams`).
+//!
+//! Blocking librdkafka calls run on tokio's blocking pool.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::{Log, LogError, Position, Record, StoredRecord, Watermarks, partition_for_key};
+
+/// How to reach and use a Kafka cluster.
+#[derive(Debug, Clone)]
+pub struct KafkaLogConfig {
+    /// `host:port,host:port`.
+    pub bootstrap_servers: String,
+    /// Replication factor of topics this log creates.
+    pub replication_factor: i32,
+    /// Producer linger: how long a record waits for others to share its request.
+    pub linger: Duration,
+    /// How long a record may wait for its delivery report before the append fails.
+    pub delivery_timeout: Duration,
+    /// Timeout of metadata, watermark and group-offset requests.
+    pub request_timeout: Duration,
+    /// Most records the producer queues before appends fail fast as unavailable.
+    pub queue_max_messages: u32,
+    /// Largest record (key + value + headers) the log accepts.
+    pub max_record_bytes: usize,
+    /// `compression.type` of the producer.
+    pub compression: String,
+    /// Most records in one produce batch (`batch.num.messages`). Tests against tansu 0.6 set
+    /// 1: that broker reports a partition's high watermark as its last batch's base offset + 1,
+    /// which is right only for one-record batches.
+    pub batch_max_records: u32,
+    /// Further librdkafka settings, applied last to every client (e.g. `security.protocol`).
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaLogConfig {
+    /// Defaults for a cluster at `bootstrap_servers`.
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            replication_factor: 1,
+            linger: Duration::from_millis(2),
+            delivery_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            queue_max_messages: 100_000,
+            max_record_bytes: 1 << 20,
+            compression: "lz4".into(),
+            batch_max_records: 10_000,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Parses `kafka://host:port[,host:port…][?setting=value&…]`; settings: `replication_factor`,
+    /// `linger_ms`, `delivery_timeout_ms`, `request_timeout_ms`, `compression`,
+    /// `batch_max_records`.
+    pub fn from_url(url: &str) -> Result<Self, LogError> {
+        let bad = |why: &str| LogError::InvalidConfig(format!("Kafka URL `{url}`: {why}"));
+        let rest = url
+            .strip_prefix("kafka://")
+            .ok_or_else(|| bad("expected kafka://host:port[,host:port…]"))?;
+        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let hosts = hosts.trim_end_matches('/');
+        if hosts.is_empty()
+            || hosts
+                .split(',')
+                .any(|h| h.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()))
+        {
+            return Err(bad("every broker needs host:port"));
+        }
+        let mut config = Self::new(hosts);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| bad("query is key=value"))?;
+            let num = |v: &str| v.parse::<u64>().map_err(|_| bad(&format!("{k} is a number")));
+            match k {
+                "replication_factor" => {
+                    config.replication_factor = num(v)?.clamp(1, i32::MAX as u64) as i32
+                }
+                "linger_ms" => config.linger = Duration::from_millis(num(v)?),
+                "delivery_timeout_ms" => config.delivery_timeout = Duration::from_millis(num(v)?),
+                "request_timeout_ms" => config.request_timeout = Duration::from_millis(num(v)?),
+                "compression" => config.compression = v.to_owned(),
+                "batch_max_records" => {
+                    config.batch_max_records = num(v)?.clamp(1, 1_000_000) as u32
+                }
+                other => return Err(bad(&format!("unknown setting `{other}`"))),
+            }
+        }
+        Ok(config)
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", "philo")
+            .set(
+                "socket.timeout.ms",
+                self.request_timeout.as_millis().max(10).to_string(),
+            )
+            // Topics are created explicitly; a typo must not create one.
+            .set("allow.auto.create.topics", "false");
+        c
+    }
+
+    fn finish(&self, mut c: ClientConfig) -> ClientConfig {
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// A [`Log`] on a Kafka cluster. See the module docs. Cheap to clone: clones share clients.
+#[derive(Clone)]
+pub struct KafkaLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: KafkaLogConfig,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    /// Partition counts of topics seen to exist.
+    topics: RwLock<HashMap<String, u32>>,
+    readers: Mutex<HashMap<(String, u32), Arc<Mutex<Reader>>>>,
+    groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+}
+
+impl std::fmt::Debug for KafkaLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaLog")
+            .field("bootstrap_servers", &self.inner.config.bootstrap_servers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One partition's consumer and where its next fetch starts.
+struct Reader {
+    consumer: BaseConsumer,
+    next: Option<u64>,
+}
+
+impl KafkaLog {
+    /// Connects clients (lazily: librdkafka connects on first use).
+    pub fn connect(config: KafkaLogConfig) -> Result<Self, LogError> {
+        let mut p = config.client();
+        p.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", &config.compression)
+            .set("linger.ms", config.linger.as_millis().to_string())
+            .set("batch.num.messages", config.batch_max_records.to_string())
+            .set(
+                "message.timeout.ms",
+                config.delivery_timeout.as_millis().max(1).to_string(),
+            )
+            .set(
+                "queue.buffering.max.messages",
+                config.queue_max_messages.to_string(),
+            )
+            .set(
+                "message.max.bytes",
+                (config.max_record_bytes + 64 * 1024).to_string(),
+            );
+        let producer: FutureProducer = config
+            .finish(p)
+            .create()
+            .map_err(|e| kafka("create producer", e))?;
+        let admin: AdminClient<DefaultClientContext> = config
+            .finish(config.client())
+            .create()
+            .map_err(|e| kafka("create admin client", e))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                producer,
+                admin,
+                topics: RwLock::default(),
+                readers: Mutex::default(),
+                groups: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Connects to the cluster named by a `kafka://` URL.
+    pub fn from_url(url: &str) -> Result<Self, LogError> {
+        Self::connect(KafkaLogConfig::from_url(url)?)
+    }
+
+    /// The bootstrap servers this log talks to.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.inner.config.bootstrap_servers
+    }
+
+    /// Waits up to `timeout` for the cluster to answer a metadata request.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), LogError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            inner
+                .producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|_| ())
+                .map_err(|e| kafka("metadata", e))
+        })
+        .await
+    }
+
+    /// A consumer of `group` configured like this log's own (for group members).
+    pub fn group_consumer_config(&self, group: &str) -> ClientConfig {
+        self.inner.consumer_config(group)
+    }
+}
+
+impl Inner {
+
+    fn consumer(&self, group: &str) -> Result<BaseConsumer, LogError> {
+        self.consumer_config(group)
+            .create()
+            .map_err(|e| kafka("create consumer", e))
+    }
+
+    fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut c = self.config.client();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "error")
+            // Bounded prefetch: one consumer per partition must not buffer a whole topic.
+            .set("queued.max.messages.kbytes", "8192")
+            .set("fetch.wait.max.ms", "50");
+        self.config.finish(c)
+    }
+
+    /// Partition count of `topic`, from the cache or the cluster.
+    fn partition_count(&self, topic: &str) -> Result<u32, LogError> {
+        if let Some(n) = self.topics.read().expect("topics lock").get(topic) {
+            return Ok(*n);
+        }
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), self.config.request_timeout)
+            .map_err(|e| kafka("metadata", e))?;
+        let t = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .ok_or_else(|| LogError::TopicNotFound(topic.to_owned()))?;
+        match t.error() {
+            None if !t.partitions().is_empty() => {
+                let n = t.partitions().len() as u32;
+                self.topics
+                    .write()
+                    .expect("topics lock")
+                    .insert(topic.to_owned(), n);
+                Ok(n)
+            }
+            None => Err(LogError::TopicNotFound(topic.to_owned())),
+            Some(code) => match RDKafkaErrorCode::from(code) {
+                RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => {
+                    Err(LogError::TopicNotFound(topic.to_owned()))
+                }
+                other => Err(unavailable("metadata", other)),
+            },
+        }
+    }
+
+    fn check_partition(&self, topic: &str, partition: u32) -> Result<(), LogError> {
+        let partitions = self.partition_count(topic)?;
+        if partition >= partitions {
+            return Err(LogError::PartitionOutOfRange {
+                topic: topic.to_owned(),
+                partition,
+                partitions,
+            });
+        }
+        Ok(())
+    }
+
+    fn reader(&self, topic: &str, partition: u32) -> Result<Arc<Mutex<Reader>>, LogError> {
+        let key = (topic.to_owned(), partition);
+        let mut readers = self.readers.lock().expect("readers lock");
+        if let Some(r) = readers.get(&key) {
+            return Ok(r.clone());
+        }
+        let reader = Arc::new(Mutex::new(Reader {
+            consumer: self.consumer("philo-log-reader")?,
+            next: None,
+        }));
+        readers.insert(key, reader.clone());
+        Ok(reader)
+    }
+
+    fn group(&self, group: &str) -> Result<Arc<BaseConsumer>, LogError> {
+        let mut groups = self.groups.lock().expect("groups lock");
+        if let Some(c) = groups.get(group) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(self.consumer(group)?);
+        groups.insert(group.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    fn watermarks_blocking(&self, topic: &str, partition: u32) -> Result<Watermarks, LogError> {
+        self.check_partition(topic, partition)?;
+        let (low, high) = self
+            .producer
+            .client()
+            .fetch_watermarks(topic, partition as i32, self.config.request_timeout)
+            .map_err(|e| kafka("watermarks", e))?;
+        Ok(Watermarks {
+            low: low.max(0) as u64,
+            high: high.max(0) as u64,
+        })
+    }
+
+    fn read_blocking(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_records: usize,
+    ) -> Result<Vec<StoredRecord>, LogError> {
+        let wm = self.watermarks_blocking(topic, partition)?;
+        if offset < wm.low || offset > wm.high {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                low: wm.low,
+                high: wm.high,
+            });
+        }
+        let want = max_records.min((wm.high - offset) as usize);
+        if want == 0 {
+            return Ok(Vec::new());
+        }
+        let reader = self.reader(topic, partition)?;
+        let mut reader = reader.lock().expect("reader lock");
+        if reader.next != Some(offset) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition as i32, Offset::Offset(offset as i64))
+                .map_err(|e| kafka("assign", e))?;
+            reader
+                .consumer
+                .assign(&tpl)
+                .map_err(|e| kafka("assign", e))?;
+            reader.next = Some(offset);
+        }
+        let deadline = Instant::now() + self.config.request_timeout;
+        let mut out = Vec::with_capacity(want);
+        while out.len() < want {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match reader.consumer.poll(left.min(Duration::from_millis(100))) {
+                None => continue,
+                Some(Err(e)) => {
+                    // The consumer's position is unknown after an error: seek on the next read.
+                    reader.next = None;
+                    return Err(kafka("fetch", e));
+                }
+                Some(Ok(m)) => {
+                    let at = m.offset() as u64;
+                    if at < offset + out.len() as u64 {
+                        continue; // already returned (an older fetch of this consumer)
+                    }
+                    out.push(stored(partition, &m));
+                }
+            }
+        }
+        reader.next = out.last().map(|r| r.offset + 1).or(reader.next);
+        if out.is_empty() {
+            return Err(LogError::Unavailable(format!(
+                "no records fetched from {topic}/{partition} at {offset} within {:?}",
+                self.config.request_timeout
+            )));
+        }
+        Ok(out)
+    }
+}
+
+fn stored(partition: u32, m: &rdkafka::message::BorrowedMessage<'_>) -> StoredRecord {
+    let headers = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        Bytes::copy_from_slice(h.value.unwrap_or_default()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    StoredRecord {
+        partition,
+        offset: m.offset() as u64,
+        key: Bytes::copy_from_slice(m.key().unwrap_or_default()),
+        value: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+        timestamp_ms: m.timestamp().to_millis().unwrap_or_default(),
+        headers,
+    }
+}
+
+fn record_size(r: &Record) -> usize {
+    r.key.len()
+        + r.value.len()
+        + r.headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}
+
+/// Maps a librdkafka error to the log's errors: transient conditions are `Unavailable`.
+fn kafka(what: &str, e: KafkaError) -> LogError {
+    match e.rdkafka_error_code() {
+        Some(code) => unavailable_or(what, code),
+        None => LogError::Storage(format!("{what}: {e}")),
+    }
+}
+
+fn unavailable(what: &str, code: RDKafkaErrorCode) -> LogError {
+    LogError::Unavailable(format!("{what}: {code}"))
+}
+
+fn unavailable_or(what: &str, code: RDKafkaErrorCode) -> LogError {
+    use RDKafkaErrorCode as C;
+    match code {
+        C::UnknownTopicOrPartition | C::UnknownTopic => {
+            LogError::TopicNotFound(format!("{what}: {code}"))
+        }
+        C::MessageSizeTooLarge | C::InvalidMessageSize => {
+            LogError::Storage(format!("{what}: {code}"))
+        }
+        C::InvalidConfig | C::InvalidArgument | C::InvalidTopic | C::TopicAuthorizationFailed
+        | C::GroupAuthorizationFailed | C::ClusterAuthorizationFailed => {
+            LogError::Storage(format!("{what}: {code}"))
+        }
+        // Everything else a cluster says is about its current state (queue full, timeouts,
+        // transport, leadership, replicas): retrying later can succeed.
+        _ => unavailable(what, code),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LogError> + Send + 'static,
+) -> Result<T, LogError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LogError::Storage(format!("blocking task: {e}")))?
+}
+
+#[async_trait]
+impl Log for KafkaLog {
+    async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
+        if !super::valid_topic(topic) || partitions == 0 || partitions > 10_000 {
+            return Err(LogError::InvalidTopic(topic.to_owned()));
+        }
+        let inner = &self.inner;
+        let new = NewTopic::new(
+            topic,
+            partitions as i32,
+            TopicReplication::Fixed(inner.config.replication_factor),
+        );
+        let opts = AdminOptions::new().operation_timeout(Some(inner.config.request_timeout));
+        let results = inner
+            .admin
+            .create_topics([&new], &opts)
+            .await
+            .map_err(|e| kafka("create topic", e))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(unavailable_or("create topic", code)),
+            }
+        }
+        // Metadata may lag creation for a moment; ask until the topic shows up.
+        let topic_name = topic.to_owned();
+        let inner = inner.clone();
+        let existing = blocking(move || {
+            let deadline = Instant::now() + inner.config.request_timeout;
+            loop {
+                match inner.partition_count(&topic_name) {
+                    Err(LogError::TopicNotFound(_)) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await?;
+        if existing != partitions {
+            return Err(LogError::TopicMismatch {
+                topic: topic.to_owned(),
+                existing,
+                requested: partitions,
+            });
+        }
+        Ok(())
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<u32, LogError> {
+        let (inner, topic) = (self.inner.clone(), topic.to_owned());
+        blocking(move || inner.partition_count(&topic)).await
+    }
+
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Position>, LogError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = &self.inner;
+        let limit = inner.config.max_record_bytes;
+        for r in &records {
+            let size = record_size(r);
+            if size > limit {
+                return Err(LogError::RecordTooLarge { size, limit });
+            }
+        }
+        let partitions = {
+            let (inner, topic) = (inner.clone(), topic.to_owned());
+            blocking(move || inner.partition_count(&topic)).await?
+        };
+        let mut pending = Vec::with_capacity(records.len());
+        for r in &records {
+            let partition = partition_for_key(&r.key, partitions);
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in &r.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(&v[..]),
+                });
+            }
+            let record = FutureRecord::to(topic)
+                .partition(partition as i32)
+                .key(&r.key[..])
+                .payload(&r.value[..])
+                .timestamp(r.timestamp_ms)
+                .headers(headers);
+            match inner.producer.send_result(record) {
+                Ok(delivery) => pending.push(delivery),
+                Err((e, _)) => {
+                    // Queue full or producer fatal: what was queued before still gets
+                    // delivered, but this append as a whole is refused.
+                    return Err(kafka("enqueue", e));
+                }
+            }
+        }
+        let mut positions = Vec::with_capacity(pending.len());
+        let mut first_error = None;
+        for delivery in futures::future::join_all(pending).await {
+            match delivery {
+                Ok(Ok(d)) => positions.push(Position {
+                    partition: d.partition as u32,
+                    offset: d.offset as u64,
+                }),
+                Ok(Err((e, _))) => {
+                    first_error.get_or_insert(kafka("delivery", e));
+                }
+                Err(_) => {
+                    first_error.get_or_insert(LogError::Closed);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(positions),
+        }
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_records: usize,
+    ) -> Result<Vec<StoredRecord>, LogError> {
+        let (inner, topic) = (self.inner.clone(), topic.to_owned());
+        blocking(move || inner.read_blocking(&topic, partition, offset, max_records)).await
+    }
+
+    async fn watermarks(&self, topic: &str, partition: u32) -> Result<Watermarks, LogError> {
+        let (inner, topic) = (self.inner.clone(), topic.to_owned());
+        blocking(move || inner.watermarks_blocking(&topic, partition)).await
+    }
+
+    async fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        positions: &[Position],
+    ) -> Result<(), LogError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        let (group, topic, positions) = (group.to_owned(), topic.to_owned(), positions.to_vec());
+        blocking(move || {
+            for p in &positions {
+                inner.check_partition(&topic, p.partition)?;
+            }
+            let consumer = inner.group(&group)?;
+            let mut tpl = TopicPartitionList::new();
+            for p in &positions {
+                tpl.add_partition_offset(&topic, p.partition as i32, Offset::Offset(p.offset as i64))
+                    .map_err(|e| kafka("commit", e))?;
+            }
+            consumer
+                .commit(&tpl, CommitMode::Sync)
+                .map_err(|e| kafka("commit", e))
+        })
+        .await
+    }
+
+    async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError> {
+        let inner = self.inner.clone();
+        let (group, topic) = (group.to_owned(), topic.to_owned());
+        blocking(move || {
+            inner.check_partition(&topic, partition)?;
+            let consumer = inner.group(&group)?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, partition as i32);
+            let got = consumer
+                .committed_offsets(tpl, inner.config.request_timeout)
+                .map_err(|e| kafka("committed offsets", e))?;
+            let offset = got
+                .find_partition(&topic, partition as i32)
+                .map(|e| e.offset());
+            Ok(match offset {
+                Some(Offset::Offset(o)) if o >= 0 => Some(o as u64),
+                _ => None,
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let c = KafkaLogConfig::from_url("kafka://a:9092,b:9093?replication_factor=3&linger_ms=7")
+            .unwrap();
+        assert_eq!(c.bootstrap_servers, "a:9092,b:9093");
+        assert_eq!(c.replication_factor, 3);
+        assert_eq!(c.linger, Duration::from_millis(7));
+        for bad in [
+            "http://a:9092",
+            "kafka://",
+            "kafka://a",
+            "kafka://a:x",
+            "kafka://a:9092?nope=1",
+            "kafka://a:9092?linger_ms=x",
+        ] {
+            assert!(KafkaLogConfig::from_url(bad).is_err(), "{bad} must be refused");
+        }
+    }
+}
