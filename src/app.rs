@@ -9,7 +9,9 @@ use base64::Engine;
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use philo_accounts::{Accounts, AccountsConfig, Clock, SystemClock};
-use philo_events::log::{ACTIONS_TOPIC, EmbeddedLog, EmbeddedLogConfig, Log};
+use philo_events::log::{
+    ACTIONS_TOPIC, EmbeddedLog, EmbeddedLogConfig, FAILED_TOPIC, KafkaLog, KafkaLogConfig, Log,
+};
 use philo_ingest_api::idempotency::FjallIdempotencyStore;
 use philo_ingest_api::{AppState, outbox};
 use philo_streams::runtime::{Streams, open_store};
@@ -20,7 +22,8 @@ use crate::config::PhiloConfig;
 
 /// Opens the log named by `config.log`, creating the `actions` topic if needed.
 pub async fn open_log(config: &PhiloConfig) -> Result<Arc<dyn Log>> {
-    match config.log.backend.as_str() {
+    let backend = config.log.backend.as_str();
+    let log: Arc<dyn Log> = match backend {
         "embedded" => {
             let mut c = EmbeddedLogConfig::new(config.data_dir.join("log"));
             c.durability = config.log.durability;
@@ -29,13 +32,32 @@ pub async fn open_log(config: &PhiloConfig) -> Result<Arc<dyn Log>> {
             c.max_bytes_per_partition = (config.log.retention_bytes_per_partition > 0)
                 .then_some(config.log.retention_bytes_per_partition);
             let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(c)).await??;
-            let log: Arc<dyn Log> = Arc::new(log);
-            log.create_topic(ACTIONS_TOPIC, config.log.partitions)
-                .await?;
-            Ok(log)
+            Arc::new(log)
         }
-        other => bail!("log.backend `{other}` is not available (supported: embedded)"),
+        url if url.starts_with("kafka://") => {
+            let mut c = KafkaLogConfig::from_url(url)?;
+            if !url.contains("replication_factor=") {
+                c.replication_factor = config.log.replication_factor.clamp(1, 1000) as i32;
+            }
+            let log = KafkaLog::connect(c)?;
+            log.wait_ready(Duration::from_secs(30))
+                .await
+                .with_context(|| {
+                    format!("reaching the Kafka cluster at {}", log.bootstrap_servers())
+                })?;
+            tracing::info!(brokers = log.bootstrap_servers(), "log on Kafka");
+            Arc::new(log)
+        }
+        other => bail!(
+            "log.backend `{other}` is not available (supported: embedded, kafka://host:port[,host:port…])"
+        ),
+    };
+    for topic in [ACTIONS_TOPIC, FAILED_TOPIC] {
+        log.create_topic(topic, config.log.partitions)
+            .await
+            .with_context(|| format!("creating the `{topic}` topic"))?;
     }
+    Ok(log)
 }
 
 /// The HS256 key: configured, or generated once into the data directory (embedded use).

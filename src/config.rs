@@ -46,8 +46,11 @@ impl Default for PhiloConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `embedded` (default). Kafka arrives with its own issue.
+    /// `embedded` (default: the durable log under the data directory) or a Kafka cluster,
+    /// `kafka://host:port[,host:port…][?setting=value…]` (settings in `docs/kafka.md`).
     pub backend: String,
+    /// Replication factor of the topics Philo creates on Kafka (unless the URL sets one).
+    pub replication_factor: u32,
     /// Partitions of the `actions` topic (fixed at creation).
     pub partitions: u32,
     pub durability: Durability,
@@ -61,6 +64,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             backend: "embedded".into(),
+            replication_factor: 1,
             partitions: 8,
             durability: Durability::Fsync,
             retention_hours: 24 * 7,
@@ -114,6 +118,7 @@ impl PhiloConfig {
         c.social.pull_threshold = self.streams.pull_threshold.max(1);
         c.social.backfill = self.streams.backfill;
         c.job.max_batch_records = self.streams.max_batch_records.max(1);
+        c.job.failed_topic = Some(philo_events::log::FAILED_TOPIC.to_owned());
         c
     }
 }
@@ -227,6 +232,9 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// `log.backend`.
+    #[serde(skip)]
+    pub log: Option<String>,
 }
 
 impl PhiloConfig {
@@ -243,11 +251,15 @@ impl PhiloConfig {
             }
             None => {}
         }
-        figment
+        let mut config: Self = figment
             .merge(Env::prefixed("PHILO__").split("__"))
             .merge(Serialized::defaults(overrides))
             .extract()
-            .context("invalid configuration")
+            .context("invalid configuration")?;
+        if let Some(log) = &overrides.log {
+            config.log.backend = log.clone();
+        }
+        Ok(config)
     }
 
     pub fn accounts_url(&self) -> String {
@@ -280,8 +292,14 @@ mod tests {
         assert_eq!(c.log.partitions, 3);
         let flags = Overrides {
             listen: Some("127.0.0.1:9100".parse().unwrap()),
+            log: Some("kafka://127.0.0.1:9092".into()),
             ..Default::default()
         };
+        assert_eq!(
+            PhiloConfig::load(Some(&file), &flags).unwrap().log.backend,
+            "kafka://127.0.0.1:9092",
+            "--log overrides the file"
+        );
         assert_eq!(
             PhiloConfig::load(Some(&file), &flags)
                 .unwrap()

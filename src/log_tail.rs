@@ -17,6 +17,9 @@ pub struct TailArgs {
     /// Data directory of the embedded log.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The log to read: `embedded` (under the data directory) or `kafka://host:port`.
+    #[arg(long)]
+    pub log: Option<String>,
     /// Start at this position (`<partition>:<offset>`); other partitions start at their
     /// beginning. Default: every partition from its first retained record.
     #[arg(long)]

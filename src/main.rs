@@ -45,6 +45,9 @@ struct Common {
     /// Address of the product API.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// The log: `embedded`, or a Kafka cluster as `kafka://host:port[,host:port…]`.
+    #[arg(long)]
+    log: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -126,6 +129,7 @@ fn load(cli_config: Option<&std::path::Path>, common: &Common) -> Result<PhiloCo
         &Overrides {
             data_dir: common.data_dir.clone(),
             listen: common.listen,
+            log: common.log.clone(),
         },
     )
 }
@@ -197,6 +201,7 @@ async fn run(cli: Cli) -> Result<()> {
                 &Common {
                     data_dir: args.data_dir.clone(),
                     listen: None,
+                    log: args.log.clone(),
                 },
             )?;
             log_tail::tail(&config, &args).await

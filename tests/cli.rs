@@ -3,11 +3,13 @@
 
 #[allow(dead_code)] // each test binary uses its own subset of the helpers
 mod common;
+#[path = "../events/tests/support/tansu.rs"]
+mod tansu;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use common::philo;
+use common::{philo, philo_with};
 use std::time::{Duration, Instant};
 
 fn tail_lines(out: &[u8]) -> Vec<serde_json::Value> {
@@ -31,13 +33,26 @@ fn kinds(lines: &[serde_json::Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_admin_tail_and_graceful_shutdown() {
+    up_admin_tail_and_shutdown(&[]).await;
+}
+
+/// The same with `philo up --log kafka://…` on a Kafka-protocol broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kafka_up_admin_tail_and_graceful_shutdown() {
+    let broker = tansu::Broker::start();
+    let env = common::kafka_env(&broker.bootstrap);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    up_admin_tail_and_shutdown(&env).await;
+}
+
+async fn up_admin_tail_and_shutdown(env: &[(&str, &str)]) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let data = dir.path();
-    let (server, base) = common::start(data, &[]);
+    let (server, base) = common::start(data, env);
     let http = reqwest::Client::new();
 
     // An admin comes only from the CLI; the password is read from stdin.
-    let mut admin = philo()
+    let mut admin = philo_with(env)
         .args([
             "admin",
             "create-admin",
@@ -100,7 +115,7 @@ async fn up_admin_tail_and_graceful_shutdown() {
     // The admin's own registration is relayed from the outbox within a few seconds.
     let deadline = Instant::now() + Duration::from_secs(15);
     let through_server = loop {
-        let out = philo()
+        let out = philo_with(env)
             .args(["log", "tail", "--url", &base, "--token", &admin_token])
             .output()
             .unwrap();
@@ -131,7 +146,7 @@ async fn up_admin_tail_and_graceful_shutdown() {
     );
 
     // --follow prints records appended after it started.
-    let mut follow = philo()
+    let mut follow = philo_with(env)
         .args([
             "log",
             "tail",
@@ -199,7 +214,7 @@ async fn up_admin_tail_and_graceful_shutdown() {
     assert!(status.success(), "exit status {status}");
 
     // With the server stopped, the data directory can be read directly: same records.
-    let out = philo()
+    let out = philo_with(env)
         .args(["log", "tail", "--data-dir"])
         .arg(data)
         .output()

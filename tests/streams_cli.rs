@@ -4,11 +4,13 @@
 
 #[allow(dead_code)] // each test binary uses its own subset of the helpers
 mod common;
+#[path = "../events/tests/support/tansu.rs"]
+mod tansu;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::philo;
+use common::philo_with;
 use serde_json::{Value, json};
 
 async fn register(http: &reqwest::Client, base: &str, name: &str) -> (String, String) {
@@ -39,8 +41,8 @@ async fn act(http: &reqwest::Client, base: &str, token: &str, action: Value) -> 
     r.json().await.unwrap()
 }
 
-fn rebuild(data: &std::path::Path, extra: &[&str]) -> Value {
-    let out = philo()
+fn rebuild(env: &[(&str, &str)], data: &std::path::Path, extra: &[&str]) -> Value {
+    let out = philo_with(env)
         .args(["streams", "rebuild", "--data-dir"])
         .arg(data)
         .args(extra)
@@ -53,9 +55,22 @@ fn rebuild(data: &std::path::Path, extra: &[&str]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_see_own_writes_and_rebuilds_equal_live_views() {
+    reads_rebuilds_and_roles(&[]).await;
+}
+
+/// The same, with the log on a Kafka-protocol broker (`--log kafka://…`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kafka_reads_see_own_writes_and_rebuilds_equal_live_views() {
+    let broker = tansu::Broker::start();
+    let env = common::kafka_env(&broker.bootstrap);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    reads_rebuilds_and_roles(&env).await;
+}
+
+async fn reads_rebuilds_and_roles(env: &[(&str, &str)]) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let data = dir.path();
-    let (server, base) = common::start(data, &[]);
+    let (server, base) = common::start(data, env);
     let server = common::Guard::new(server);
     let http = reqwest::Client::new();
     let (ann, ann_token) = register(&http, &base, "ann").await;
@@ -66,6 +81,15 @@ async fn reads_see_own_writes_and_rebuilds_equal_live_views() {
         &base,
         &bob_token,
         json!({"type": "follow.created", "user_id": ann}),
+    )
+    .await;
+    // Valid at ingest, but nobody has this id: the job records it as failed.
+    let ghost = uuid::Uuid::now_v7();
+    let failed = act(
+        &http,
+        &base,
+        &bob_token,
+        json!({"type": "follow.created", "user_id": ghost}),
     )
     .await;
     let mut last = Value::Null;
@@ -102,12 +126,32 @@ async fn reads_see_own_writes_and_rebuilds_equal_live_views() {
 
     assert!(server.terminate().success());
 
+    // The failed action went to the `actions.failed` topic with its reason.
+    let out = philo_with(env)
+        .args(["log", "tail", "--topic", "actions.failed", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["record"]["action_id"], failed["id"]);
+    assert_eq!(lines[0]["record"]["reason"], "unknown_user");
+    assert_eq!(lines[0]["record"]["kind"], "follow.created");
+
     // With the server stopped: rebuild from the log, compare, replace one view.
-    let check = rebuild(data, &["--check"]);
+    let check = rebuild(env, data, &["--check"]);
     assert_eq!(check["equal"], true, "{check}");
     assert!(check["records"].as_u64().unwrap() >= 8, "{check}");
     assert!(check["replaced_rows"].is_null());
-    let feed_only = rebuild(data, &["--view", "feed"]);
+    let feed_only = rebuild(env, data, &["--view", "feed"]);
     assert_eq!(feed_only["equal"], true, "{feed_only}");
     assert_eq!(
         feed_only["live"]
@@ -118,7 +162,7 @@ async fn reads_see_own_writes_and_rebuilds_equal_live_views() {
         vec!["feed"]
     );
     assert!(feed_only["replaced_rows"].as_u64().unwrap() > 0);
-    let unknown = philo()
+    let unknown = philo_with(env)
         .args(["streams", "rebuild", "--view", "nope", "--data-dir"])
         .arg(data)
         .output()
@@ -130,7 +174,7 @@ async fn reads_see_own_writes_and_rebuilds_equal_live_views() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let role = philo()
+    let role = philo_with(env)
         .args(["streams", "--data-dir"])
         .arg(data)
         .env("PHILO__STREAMS__LISTEN", format!("127.0.0.1:{port}"))
@@ -161,7 +205,7 @@ async fn reads_see_own_writes_and_rebuilds_equal_live_views() {
     assert!(role.terminate().success());
 
     // The views survive restarts: a new `philo up` answers from them at once.
-    let (server, base) = common::start(data, &[]);
+    let (server, base) = common::start(data, env);
     let server = common::Guard::new(server);
     let feed: Value = http
         .get(format!("{base}/v1/feed"))

@@ -11,7 +11,7 @@ use philo_events::log::ACTIONS_TOPIC;
 use philo_events::{Action, Envelope};
 use tokio_util::sync::CancellationToken;
 
-use crate::routes::actions::record_of;
+use crate::routes::actions::{record_of, trace_context};
 use crate::state::AppState;
 
 /// Appends every pending outbox entry; returns how many. Errors are logged and left for the
@@ -34,7 +34,8 @@ pub async fn drain(state: &AppState) -> usize {
             match Action::from_json(entry.action_json.as_bytes()) {
                 Ok(action) => {
                     let env = Envelope::with_id(entry.id, entry.actor_id, action, entry.created_at);
-                    records.push(record_of(&env));
+                    // Relayed in the background: a new trace per account action.
+                    records.push(record_of(&env, &trace_context(None)));
                 }
                 // A row the vocabulary cannot read is a bug; keep the relay moving and say so.
                 Err(e) => {

@@ -218,7 +218,7 @@ pub async fn run(args: LoadArgs) -> Result<()> {
         None,
         &Overrides {
             data_dir: Some(args.data_dir.clone()),
-            listen: None,
+            ..Default::default()
         },
     )?;
     config.log.partitions = args.partitions;

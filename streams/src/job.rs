@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use philo_events::Envelope;
-use philo_events::log::{ACTIONS_TOPIC, Log, LogError, Position, StoredRecord};
+use philo_events::log::{ACTIONS_TOPIC, Log, LogError, Position, Record, StoredRecord};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -105,6 +105,11 @@ pub struct JobConfig {
     pub dedupe_ttl: Duration,
     /// Timely worker threads of the aggregation stage.
     pub aggregation_workers: usize,
+    /// Topic the live job also appends its failed actions to (`actions.failed`), for the lake
+    /// and for operators. At least once: they are appended before the step commits, so a step
+    /// retried after a crash appends them again (consumers dedupe on `action_id`). Rebuilds
+    /// leave it unset: replaying history must not publish it twice.
+    pub failed_topic: Option<String>,
 }
 
 impl Default for JobConfig {
@@ -114,6 +119,7 @@ impl Default for JobConfig {
             idle_poll: Duration::from_millis(2),
             dedupe_ttl: Duration::from_secs(7 * 24 * 3600),
             aggregation_workers: 1,
+            failed_topic: None,
         }
     }
 }
@@ -352,7 +358,7 @@ impl<P: Processor> Job<P> {
         // The whole step is staged and committed as one atomic batch: a crash leaves the store
         // at a step boundary (outputs, markers and positions together), never inside a step.
         let staged = Staged::new(store.clone());
-        let (stats, next) = match self.apply_records(&staged, reads) {
+        let (stats, next, failures) = match self.apply_records(&staged, reads) {
             Ok(r) => r,
             Err(e) => {
                 // Processor caches may hold effects of the discarded writes.
@@ -365,6 +371,10 @@ impl<P: Processor> Job<P> {
             return Err(e);
         }
         let name = self.processor.name();
+        if let Err(e) = self.publish_failures(&failures).await {
+            self.processor.reset();
+            return Err(e);
+        }
         let mut batch = staged.into_batch();
         let rows = batch.len();
         for (p, &offset) in next.iter().enumerate() {
@@ -402,13 +412,42 @@ impl<P: Processor> Job<P> {
         Ok(stats)
     }
 
+    /// Appends the step's failed actions to the failed topic, if the job has one. Keyed by
+    /// actor like the actions themselves; the value is the [`FailedAction`] as JSON.
+    async fn publish_failures(&self, failures: &[(FailedAction, i64)]) -> Result<(), JobError> {
+        let Some(topic) = &self.config.failed_topic else {
+            return Ok(());
+        };
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let name = self.processor.name();
+        let records = failures
+            .iter()
+            .map(|(f, received_ms)| {
+                Record::new(
+                    Bytes::copy_from_slice(f.actor_id.as_bytes()),
+                    serde_json::to_vec(f).expect("plain struct serialises"),
+                    *received_ms,
+                )
+                .with_header("content-type", Bytes::from_static(b"application/json"))
+                .with_header("philo-job", Bytes::from_static(name.as_bytes()))
+                .with_header("philo-reason", Bytes::from(f.reason.clone()))
+            })
+            .collect();
+        self.log.append(topic, records).await?;
+        Ok(())
+    }
+
+    #[allow(clippy::type_complexity)]
     fn apply_records(
         &mut self,
         store: &dyn StateStore,
         reads: Vec<PartitionRead>,
-    ) -> Result<(StepStats, Vec<u64>), JobError> {
+    ) -> Result<(StepStats, Vec<u64>, Vec<(FailedAction, i64)>), JobError> {
         let name = self.processor.name();
         let mut stats = StepStats::default();
+        let mut failures = Vec::new();
         let mut next = self.positions.clone();
         let decoded_reads: Vec<(bool, Vec<Decoded>)> = reads
             .into_iter()
@@ -495,6 +534,7 @@ impl<P: Processor> Job<P> {
                         Bytes::copy_from_slice(id),
                         serde_json::to_vec(&failed).expect("plain struct serialises"),
                     );
+                    failures.push((failed, env.received_at.timestamp_millis()));
                 }
             }
             batch.put_with_ttl(
@@ -506,7 +546,7 @@ impl<P: Processor> Job<P> {
             );
             store.apply(batch)?;
         }
-        Ok((stats, next))
+        Ok((stats, next, failures))
     }
 
     /// Sums the step's facts in the timely stage and stages `stored + sum` per key (a zero

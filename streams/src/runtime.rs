@@ -278,7 +278,10 @@ pub async fn rebuild(
         SocialProcessor::new(config.social.clone()),
         log,
         scratch.clone(),
-        config.job.clone(),
+        JobConfig {
+            failed_topic: None,
+            ..config.job.clone()
+        },
     )
     .await?;
     let stats = fresh.run_to(&target).await?;

@@ -13,6 +13,22 @@ pub fn philo() -> Command {
     c
 }
 
+/// The binary with `env` added (e.g. the log backend of the run).
+pub fn philo_with(env: &[(&str, &str)]) -> Command {
+    let mut c = philo();
+    c.envs(env.iter().copied());
+    c
+}
+
+/// The environment that puts a run's log on the Kafka broker at `bootstrap` (tansu batches
+/// must hold one record: see `KafkaLogConfig::batch_max_records`).
+pub fn kafka_env(bootstrap: &str) -> Vec<(&'static str, String)> {
+    vec![(
+        "PHILO__LOG__BACKEND",
+        format!("kafka://{bootstrap}?batch_max_records=1"),
+    )]
+}
+
 /// Starts `philo up` on `data_dir` and loopback port 0 with `env` added; returns the child and
 /// the API's base URL once the server has written its address.
 pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> (Child, String) {

@@ -88,16 +88,22 @@ impl KafkaLogConfig {
         let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
         let hosts = hosts.trim_end_matches('/');
         if hosts.is_empty()
-            || hosts
-                .split(',')
-                .any(|h| h.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()))
+            || hosts.split(',').any(|h| {
+                h.rsplit_once(':')
+                    .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+            })
         {
             return Err(bad("every broker needs host:port"));
         }
         let mut config = Self::new(hosts);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').ok_or_else(|| bad("query is key=value"))?;
-            let num = |v: &str| v.parse::<u64>().map_err(|_| bad(&format!("{k} is a number")));
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| bad("query is key=value"))?;
+            let num = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| bad(&format!("{k} is a number")))
+            };
             match k {
                 "replication_factor" => {
                     config.replication_factor = num(v)?.clamp(1, i32::MAX as u64) as i32
@@ -148,7 +154,7 @@ struct Inner {
     admin: AdminClient<DefaultClientContext>,
     /// Partition counts of topics seen to exist.
     topics: RwLock<HashMap<String, u32>>,
-    readers: Mutex<HashMap<(String, u32), Arc<Mutex<Reader>>>>,
+    readers: Mutex<HashMap<(String, u32), SharedReader>>,
     groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
 }
 
@@ -159,6 +165,8 @@ impl std::fmt::Debug for KafkaLog {
             .finish_non_exhaustive()
     }
 }
+
+type SharedReader = Arc<Mutex<Reader>>;
 
 /// One partition's consumer and where its next fetch starts.
 struct Reader {
@@ -238,6 +246,17 @@ impl KafkaLog {
 }
 
 impl Inner {
+    /// Maps a produce error. After a fatal error (the idempotent producer found a sequence
+    /// gap, say) librdkafka refuses every record for good, so no retry can help until the
+    /// process restarts: that is not `Unavailable`, whatever this record's own error says.
+    fn produce_error(&self, what: &str, e: KafkaError) -> LogError {
+        match self.producer.client().fatal_error() {
+            Some((code, why)) => LogError::Storage(format!(
+                "{what}: the producer failed for good ({code}: {why}); restart the process"
+            )),
+            None => kafka(what, e),
+        }
+    }
 
     fn consumer(&self, group: &str) -> Result<BaseConsumer, LogError> {
         self.consumer_config(group)
@@ -304,7 +323,7 @@ impl Inner {
         Ok(())
     }
 
-    fn reader(&self, topic: &str, partition: u32) -> Result<Arc<Mutex<Reader>>, LogError> {
+    fn reader(&self, topic: &str, partition: u32) -> Result<SharedReader, LogError> {
         let key = (topic.to_owned(), partition);
         let mut readers = self.readers.lock().expect("readers lock");
         if let Some(r) = readers.get(&key) {
@@ -441,7 +460,12 @@ fn record_size(r: &Record) -> usize {
 
 /// Maps a librdkafka error to the log's errors: transient conditions are `Unavailable`.
 fn kafka(what: &str, e: KafkaError) -> LogError {
-    match e.rdkafka_error_code() {
+    // `rdkafka_error_code` leaves out the code of a failed admin operation (a timeout, say).
+    let code = match &e {
+        KafkaError::AdminOp(code) => Some(*code),
+        _ => e.rdkafka_error_code(),
+    };
+    match code {
         Some(code) => unavailable_or(what, code),
         None => LogError::Storage(format!("{what}: {e}")),
     }
@@ -460,10 +484,12 @@ fn unavailable_or(what: &str, code: RDKafkaErrorCode) -> LogError {
         C::MessageSizeTooLarge | C::InvalidMessageSize => {
             LogError::Storage(format!("{what}: {code}"))
         }
-        C::InvalidConfig | C::InvalidArgument | C::InvalidTopic | C::TopicAuthorizationFailed
-        | C::GroupAuthorizationFailed | C::ClusterAuthorizationFailed => {
-            LogError::Storage(format!("{what}: {code}"))
-        }
+        C::InvalidConfig
+        | C::InvalidArgument
+        | C::InvalidTopic
+        | C::TopicAuthorizationFailed
+        | C::GroupAuthorizationFailed
+        | C::ClusterAuthorizationFailed => LogError::Storage(format!("{what}: {code}")),
         // Everything else a cluster says is about its current state (queue full, timeouts,
         // transport, leadership, replicas): retrying later can succeed.
         _ => unavailable(what, code),
@@ -485,6 +511,24 @@ impl Log for KafkaLog {
             return Err(LogError::InvalidTopic(topic.to_owned()));
         }
         let inner = &self.inner;
+        // Topics provisioned by operators (the usual case where ACLs deny CreateTopics) are only
+        // checked.
+        let existing = {
+            let (inner, topic) = (inner.clone(), topic.to_owned());
+            blocking(move || inner.partition_count(&topic)).await
+        };
+        match existing {
+            Ok(existing) if existing == partitions => return Ok(()),
+            Ok(existing) => {
+                return Err(LogError::TopicMismatch {
+                    topic: topic.to_owned(),
+                    existing,
+                    requested: partitions,
+                });
+            }
+            Err(LogError::TopicNotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
         let new = NewTopic::new(
             topic,
             partitions as i32,
@@ -569,7 +613,7 @@ impl Log for KafkaLog {
                 Err((e, _)) => {
                     // Queue full or producer fatal: what was queued before still gets
                     // delivered, but this append as a whole is refused.
-                    return Err(kafka("enqueue", e));
+                    return Err(inner.produce_error("enqueue", e));
                 }
             }
         }
@@ -577,12 +621,21 @@ impl Log for KafkaLog {
         let mut first_error = None;
         for delivery in futures::future::join_all(pending).await {
             match delivery {
+                // A resent batch the broker answers DUPLICATE_SEQUENCE_NUMBER (it had it
+                // already) is delivered without an offset (-1): stored, but there is no
+                // position to hand out, so the append is refused like one that may have landed.
+                Ok(Ok(d)) if d.offset < 0 => {
+                    first_error.get_or_insert(LogError::Unavailable(format!(
+                        "delivery: {topic}/{} stored at an unknown offset",
+                        d.partition
+                    )));
+                }
                 Ok(Ok(d)) => positions.push(Position {
                     partition: d.partition as u32,
                     offset: d.offset as u64,
                 }),
                 Ok(Err((e, _))) => {
-                    first_error.get_or_insert(kafka("delivery", e));
+                    first_error.get_or_insert(inner.produce_error("delivery", e));
                 }
                 Err(_) => {
                     first_error.get_or_insert(LogError::Closed);
@@ -629,8 +682,12 @@ impl Log for KafkaLog {
             let consumer = inner.group(&group)?;
             let mut tpl = TopicPartitionList::new();
             for p in &positions {
-                tpl.add_partition_offset(&topic, p.partition as i32, Offset::Offset(p.offset as i64))
-                    .map_err(|e| kafka("commit", e))?;
+                tpl.add_partition_offset(
+                    &topic,
+                    p.partition as i32,
+                    Offset::Offset(p.offset as i64),
+                )
+                .map_err(|e| kafka("commit", e))?;
             }
             consumer
                 .commit(&tpl, CommitMode::Sync)
@@ -686,7 +743,10 @@ mod tests {
             "kafka://a:9092?nope=1",
             "kafka://a:9092?linger_ms=x",
         ] {
-            assert!(KafkaLogConfig::from_url(bad).is_err(), "{bad} must be refused");
+            assert!(
+                KafkaLogConfig::from_url(bad).is_err(),
+                "{bad} must be refused"
+            );
         }
     }
 }

@@ -30,6 +30,9 @@ pub use partitioner::partition_for_key;
 /// The topic every user action is appended to.
 pub const ACTIONS_TOPIC: &str = "actions";
 
+/// The topic stream jobs write the actions they could not apply to, with a reason code.
+pub const FAILED_TOPIC: &str = "actions.failed";
+
 /// A record to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {

@@ -17,7 +17,8 @@ pub fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os("PHILO_TANSU") {
         return p.into();
     }
-    let lib = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/philo/venv/lib");
+    let lib =
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/philo/venv/lib");
     let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
         entries
             .flatten()
@@ -65,7 +66,10 @@ impl Broker {
             .expect("start tansu");
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(&bootstrap).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {bootstrap}");
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {bootstrap}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Broker { child, bootstrap }

@@ -90,8 +90,41 @@ pub(crate) fn prepare(raw: &[u8], actor: Uuid, now: DateTime<Utc>) -> Result<Env
     Ok(Envelope::new(actor, action, now))
 }
 
-/// The log record for an envelope: keyed by actor, with schema headers.
-pub(crate) fn record_of(env: &Envelope) -> Record {
+/// W3C trace context (`traceparent`) for the records one request appends: the caller's trace
+/// continued under a new span id when the request carries a valid `traceparent`, else a new
+/// trace. Consumers of the topic join their work to the request that caused it.
+pub(crate) fn trace_context(headers: Option<&HeaderMap>) -> Bytes {
+    let span = Uuid::new_v4();
+    let span = hex(&span.as_bytes()[..8]);
+    let caller = headers
+        .and_then(|h| h.get("traceparent"))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let parts: Vec<&str> = v.trim().split('-').collect();
+            let is_hex = |s: &str, n: usize| {
+                s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            };
+            (parts.len() >= 4
+                && is_hex(parts[0], 2)
+                && parts[0] != "ff"
+                && is_hex(parts[1], 32)
+                && parts[1].bytes().any(|b| b != b'0')
+                && is_hex(parts[2], 16)
+                && is_hex(parts[3], 2))
+            .then(|| (parts[1].to_owned(), parts[3].to_owned()))
+        });
+    let (trace, flags) =
+        caller.unwrap_or_else(|| (Uuid::new_v4().simple().to_string(), "01".to_owned()));
+    Bytes::from(format!("00-{trace}-{span}-{flags}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The log record for an envelope: keyed by actor, with headers for the content type, the kind
+/// and its schema version, and the trace context.
+pub(crate) fn record_of(env: &Envelope, trace: &Bytes) -> Record {
     Record::new(
         Bytes::copy_from_slice(env.actor_id.as_bytes()),
         env.to_json(),
@@ -106,6 +139,7 @@ pub(crate) fn record_of(env: &Envelope) -> Record {
         "philo-schema-version",
         Bytes::from(env.schema_version.to_string()),
     )
+    .with_header("traceparent", trace.clone())
 }
 
 #[utoipa::path(
@@ -266,9 +300,10 @@ async fn run(
     body: &[u8],
     plan: impl FnOnce() -> Result<(Plan, Vec<Envelope>), ApiError>,
 ) -> Result<Response, ApiError> {
+    let trace = trace_context(Some(headers));
     let Some(key) = headers.get(IDEMPOTENCY_HEADER) else {
         let (plan, envelopes) = plan()?;
-        let records = envelopes.iter().map(record_of).collect();
+        let records = envelopes.iter().map(|e| record_of(e, &trace)).collect();
         let positions = append(state, records).await?;
         let (status, body) = finish(plan, &positions);
         return Ok(json_bytes(status, body));
@@ -299,7 +334,7 @@ async fn run(
             "a request with this Idempotency-Key is still being processed",
         ));
     }
-    let result = run_idempotent(state, user, &key, fingerprint, plan).await;
+    let result = run_idempotent(state, user, &key, fingerprint, &trace, plan).await;
     state.idempotency.end(user, &key);
     result
 }
@@ -309,6 +344,7 @@ async fn run_idempotent(
     user: Uuid,
     key: &str,
     fingerprint: [u8; 32],
+    trace: &Bytes,
     plan: impl FnOnce() -> Result<(Plan, Vec<Envelope>), ApiError>,
 ) -> Result<Response, ApiError> {
     let now_ms = state.clock.now().timestamp_millis();
@@ -342,7 +378,7 @@ async fn run_idempotent(
         let records = entry
             .pending
             .iter()
-            .map(|raw| Envelope::from_json(raw).map(|env| record_of(&env)))
+            .map(|raw| Envelope::from_json(raw).map(|env| record_of(&env, trace)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let positions = append(state, records).await?;
@@ -383,7 +419,8 @@ async fn run_idempotent(
         pending: envelopes.iter().map(Envelope::to_json).collect(),
     };
     put_entry(&store, user, key, pending, true).await?;
-    let positions = append(state, envelopes.iter().map(record_of).collect()).await?;
+    let records = envelopes.iter().map(|e| record_of(e, trace)).collect();
+    let positions = append(state, records).await?;
     complete(state, user, key, fingerprint, now_ms, plan, &positions).await
 }
 
@@ -510,4 +547,50 @@ fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
 /// Lets handlers answer `Json` directly.
 pub(crate) fn json<T: Serialize>(status: StatusCode, body: T) -> Response {
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn traceparent(value: &str) -> String {
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", value.parse().unwrap());
+        String::from_utf8(trace_context(Some(&h)).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn continues_a_valid_caller_trace_under_a_new_span() {
+        let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let got = traceparent(caller);
+        let parts: Vec<&str> = got.split('-').collect();
+        assert_eq!(parts[0], "00");
+        assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace");
+        assert_ne!(parts[2], "00f067aa0ba902b7", "a new span");
+        assert_eq!(parts[2].len(), 16);
+        assert_eq!(parts[3], "01");
+    }
+
+    #[test]
+    fn invalid_or_missing_caller_trace_starts_a_new_one() {
+        for bad in [
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6-00f067aa0ba902b7-01",
+        ] {
+            let got = traceparent(bad);
+            assert!(
+                !got.contains("4bf92f35"),
+                "{bad} must not be continued: {got}"
+            );
+            let parts: Vec<&str> = got.split('-').collect();
+            assert_eq!(parts.len(), 4);
+            assert_eq!(parts[1].len(), 32);
+        }
+        let a = String::from_utf8(trace_context(None).to_vec()).unwrap();
+        let b = String::from_utf8(trace_context(None).to_vec()).unwrap();
+        assert_ne!(a, b, "each request its own trace");
+    }
 }

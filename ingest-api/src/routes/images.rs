@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::config::ImageConfig;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::AuthUser;
-use crate::routes::actions::{json, record_of};
+use crate::routes::actions::{json, record_of, trace_context};
 use crate::state::AppState;
 
 /// A stored image.
@@ -142,6 +142,7 @@ fn too_big(limits: &ImageConfig) -> ApiError {
 pub async fn upload(
     State(state): State<AppState>,
     AuthUser(claims): AuthUser,
+    headers: axum::http::HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, ApiError> {
     state.limits.check_user(claims.sub, 1)?;
@@ -255,7 +256,10 @@ pub async fn upload(
     let env = Envelope::with_id(image_id, claims.sub, action, now);
     let position = state
         .log
-        .append(ACTIONS_TOPIC, vec![record_of(&env)])
+        .append(
+            ACTIONS_TOPIC,
+            vec![record_of(&env, &trace_context(Some(&headers)))],
+        )
         .await?[0];
     Ok(json(
         StatusCode::CREATED,

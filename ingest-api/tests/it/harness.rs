@@ -168,12 +168,25 @@ impl TestApp {
         Self::build(config, Reads::Stalled).await
     }
 
+    /// An app appending to `log` (a Kafka log, say) instead of an embedded one.
+    pub async fn with_log(log: Arc<dyn Log>) -> Self {
+        Self::build_on(IngestConfig::default(), Reads::None, Some(log)).await
+    }
+
     async fn build(config: IngestConfig, reads: Reads) -> Self {
+        Self::build_on(config, reads, None).await
+    }
+
+    async fn build_on(config: IngestConfig, reads: Reads, log: Option<Arc<dyn Log>>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
-        let log = EmbeddedLog::open(EmbeddedLogConfig::new(dir.path().join("log"))).unwrap();
-        let log: Arc<dyn Log> = Arc::new(log);
+        let log = match log {
+            Some(log) => log,
+            None => {
+                Arc::new(EmbeddedLog::open(EmbeddedLogConfig::new(dir.path().join("log"))).unwrap())
+            }
+        };
         log.create_topic(ACTIONS_TOPIC, PARTITIONS).await.unwrap();
 
         let accounts = Accounts::connect(

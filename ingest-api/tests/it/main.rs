@@ -9,6 +9,7 @@ mod batch;
 mod harness;
 mod idempotency;
 mod images;
+mod kafka;
 mod meta;
 mod notifications;
 mod props;
