@@ -4,6 +4,7 @@
 mod app;
 mod bench;
 mod config;
+mod log_copy;
 mod log_tail;
 mod telemetry;
 
@@ -100,6 +101,9 @@ enum StreamsCommand {
 enum LogCommand {
     /// Print log records as JSON lines.
     Tail(log_tail::TailArgs),
+    /// Copy the log to another backend, keeping partitions and offsets (embedded → Kafka
+    /// migration); resumable.
+    Copy(log_copy::CopyArgs),
 }
 
 #[derive(Subcommand)]
@@ -205,6 +209,19 @@ async fn run(cli: Cli) -> Result<()> {
                 },
             )?;
             log_tail::tail(&config, &args).await
+        }
+        Command::Log {
+            command: LogCommand::Copy(args),
+        } => {
+            let config = load(
+                cli.config.as_deref(),
+                &Common {
+                    data_dir: args.data_dir.clone(),
+                    ..Default::default()
+                },
+            )?;
+            telemetry::init_logging(&config.telemetry)?;
+            log_copy::copy(&config, &args).await
         }
         Command::Admin {
             command:
