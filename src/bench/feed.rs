@@ -46,7 +46,7 @@ use serde_json::{Value, json};
 use super::load::record_of;
 use super::server::ServerProcess;
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct FeedArgs {
     /// Users of the fan-out workload.
     #[arg(long, default_value_t = 100_000)]
@@ -99,9 +99,23 @@ pub struct FeedArgs {
     /// Also print the results as one JSON line.
     #[arg(long)]
     pub json: bool,
+    /// The freshness server's log: `embedded` or `kafka://host:port[,…]` (the fan-out phase
+    /// always runs in process on the embedded log).
+    #[arg(long, default_value = "embedded")]
+    pub log: String,
 }
 
-pub async fn run(args: FeedArgs) -> Result<()> {
+impl FeedArgs {
+    /// The command line's defaults.
+    pub fn defaults() -> Self {
+        use clap::FromArgMatches;
+        let cmd = <Self as Args>::augment_args(clap::Command::new("feed"));
+        Self::from_arg_matches(&cmd.get_matches_from(["feed"])).expect("the defaults parse")
+    }
+}
+
+/// Runs the benchmark, prints its report, and returns the figures as JSON.
+pub async fn run(args: FeedArgs) -> Result<serde_json::Value> {
     ensure!(
         args.chunk > 0 && args.ingest_batch > 0 && args.partitions > 0,
         "counts must be positive"
@@ -131,8 +145,7 @@ pub async fn run(args: FeedArgs) -> Result<()> {
     if args.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&scratch);
     }
-    print(&args, fanout.as_ref(), fresh.as_ref());
-    Ok(())
+    Ok(print(&args, fanout.as_ref(), fresh.as_ref()))
 }
 
 /// The job over one part of the log.
@@ -399,6 +412,7 @@ async fn freshness(args: &FeedArgs, dir: &Path) -> Result<Freshness> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     let env = [
+        ("PHILO__LOG__BACKEND", args.log.clone()),
         (
             "PHILO__INGEST__RATE_LIMIT_PER_SECOND",
             "10000000".to_owned(),
@@ -789,9 +803,16 @@ fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
 
-fn print(args: &FeedArgs, fanout: Option<&Fanout>, fresh: Option<&Freshness>) {
+fn print(args: &FeedArgs, fanout: Option<&Fanout>, fresh: Option<&Freshness>) -> Value {
     const MB: f64 = 1_048_576.0;
-    println!("philo bench feed: embedded log and state store, durability fsync");
+    println!(
+        "philo bench feed: embedded state store, durability fsync; freshness server's log: {}",
+        if args.log == "embedded" {
+            "embedded"
+        } else {
+            "Kafka"
+        }
+    );
     let mut out = serde_json::Map::new();
     if let Some(f) = fanout {
         let (g, c) = (&f.graph, &f.content);
@@ -916,7 +937,9 @@ fn print(args: &FeedArgs, fanout: Option<&Fanout>, fresh: Option<&Freshness>) {
             .clone(),
         );
     }
+    let out = Value::Object(out);
     if args.json {
-        println!("{}", Value::Object(out));
+        println!("{out}");
     }
+    out
 }

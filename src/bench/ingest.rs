@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 
 use super::server::ServerProcess;
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct IngestArgs {
     /// Concurrent connections for the single-request phases.
     #[arg(long, default_value_t = 64)]
@@ -35,6 +35,9 @@ pub struct IngestArgs {
     /// (everything in one process: the stream jobs then apply every action on the same cores).
     #[arg(long, default_value = "ingest-api", value_parser = ["ingest-api", "up"])]
     pub role: String,
+    /// The server's log: `embedded` or `kafka://host:port[,…]`.
+    #[arg(long, default_value = "embedded")]
+    pub log: String,
 }
 
 struct Phase {
@@ -156,7 +159,8 @@ fn post_body(i: usize) -> String {
     .to_string()
 }
 
-pub async fn run(args: IngestArgs) -> Result<()> {
+/// Runs the benchmark, prints its report, and returns the figures as JSON.
+pub async fn run(args: IngestArgs) -> Result<serde_json::Value> {
     ensure!(
         args.connections > 0 && args.batch_connections > 0 && args.batch_size > 0,
         "counts must be positive"
@@ -167,6 +171,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&scratch)?;
     let env = [
+        ("PHILO__LOG__BACKEND", args.log.clone()),
         (
             "PHILO__INGEST__RATE_LIMIT_PER_SECOND",
             "10000000".to_owned(),
@@ -286,8 +291,15 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     let batch_actions = r_batch.rate() * args.batch_size as f64;
     let rss_mb = rss.map(|b| b as f64 / 1_048_576.0);
     println!(
-        "philo bench ingest: `philo {}`, {} connections, {} s per phase, durability fsync, embedded log",
-        args.role, args.connections, args.seconds
+        "philo bench ingest: `philo {}`, {} connections, {} s per phase, log {}",
+        args.role,
+        args.connections,
+        args.seconds,
+        if args.log == "embedded" {
+            "embedded (fsync)"
+        } else {
+            "Kafka (acks=all)"
+        }
     );
     println!(
         "  reference   GET  /healthz             {:>10.0} req/s   p99 {:>7.2} ms",
@@ -328,18 +340,18 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     if failed > 0 {
         println!("  failed requests: {failed}");
     }
+    let figures = serde_json::json!({
+        "role": args.role, "log": if args.log == "embedded" { "embedded" } else { "kafka" },
+        "connections": args.connections, "seconds": args.seconds,
+        "reference_rps": r_ref.rate(), "single_rps": r_single.rate(), "ratio": ratio,
+        "single_p99_ms": r_single.ms(0.99),
+        "half_rate_rps": r_half.rate(), "half_rate_p50_ms": r_half.ms(0.5), "half_rate_p99_ms": r_half.ms(0.99),
+        "batch_actions_per_s": batch_actions, "peak_rss_mb": rss_mb, "failed": failed,
+    });
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "role": args.role, "connections": args.connections, "seconds": args.seconds,
-                "reference_rps": r_ref.rate(), "single_rps": r_single.rate(), "ratio": ratio,
-                "half_rate_rps": r_half.rate(), "half_rate_p50_ms": r_half.ms(0.5), "half_rate_p99_ms": r_half.ms(0.99),
-                "batch_actions_per_s": batch_actions, "peak_rss_mb": rss_mb, "failed": failed,
-            })
-        );
+        println!("{figures}");
     }
-    Ok(())
+    Ok(figures)
 }
 
 /// Mean records per group commit and mean commit time (write + fsync), from the server's own

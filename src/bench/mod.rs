@@ -3,6 +3,7 @@
 
 mod feed;
 mod ingest;
+mod kafka;
 mod load;
 mod server;
 
@@ -20,12 +21,16 @@ pub enum BenchCommand {
     /// while the social job applies it, resuming after an earlier (killed) run; print the
     /// views' digests as one JSON line.
     Load(load::LoadArgs),
+    /// In one run against a Kafka-protocol broker: single and batch ingest with Kafka vs the
+    /// embedded log, and post-to-feed freshness with the log on Kafka.
+    Kafka(kafka::KafkaArgs),
 }
 
 pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
-        BenchCommand::Ingest(args) => ingest::run(args).await,
-        BenchCommand::Feed(args) => feed::run(args).await,
+        BenchCommand::Ingest(args) => ingest::run(args).await.map(drop),
+        BenchCommand::Feed(args) => feed::run(args).await.map(drop),
+        BenchCommand::Kafka(args) => kafka::run(args).await,
         BenchCommand::Load(args) => load::run(args).await,
     }
 }
