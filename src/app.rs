@@ -172,7 +172,10 @@ pub async fn serve_ingest(
     // Tests and scripts that listen on port 0 learn the real address here.
     let run_dir = config.data_dir.join("run");
     std::fs::create_dir_all(&run_dir)?;
-    std::fs::write(run_dir.join("ingest-api.addr"), addr.to_string())?;
+    // Written whole then renamed: a reader never sees an empty or partial address.
+    let tmp = run_dir.join("ingest-api.addr.tmp");
+    std::fs::write(&tmp, addr.to_string())?;
+    std::fs::rename(&tmp, run_dir.join("ingest-api.addr"))?;
     tracing::info!(%addr, "ingest API listening");
     // Open notification streams end on shutdown instead of holding it up.
     let state = state.with_shutdown(shutdown.clone());

@@ -5,6 +5,7 @@ mod app;
 mod bench;
 mod config;
 mod log_copy;
+mod log_replay;
 mod log_tail;
 mod telemetry;
 
@@ -104,6 +105,9 @@ enum LogCommand {
     /// Copy the log to another backend, keeping partitions and offsets (embedded → Kafka
     /// migration); resumable.
     Copy(log_copy::CopyArgs),
+    /// Replay the log through the stream job into a scratch store and print what it did with
+    /// each action of a time window (outcome, reason, views changed); live views untouched.
+    Replay(log_replay::ReplayArgs),
 }
 
 #[derive(Subcommand)]
@@ -222,6 +226,20 @@ async fn run(cli: Cli) -> Result<()> {
             )?;
             telemetry::init_logging(&config.telemetry)?;
             log_copy::copy(&config, &args).await
+        }
+        Command::Log {
+            command: LogCommand::Replay(args),
+        } => {
+            let config = load(
+                cli.config.as_deref(),
+                &Common {
+                    data_dir: args.data_dir.clone(),
+                    log: args.log.clone(),
+                    ..Default::default()
+                },
+            )?;
+            telemetry::init_logging(&config.telemetry)?;
+            log_replay::run(&config, &args).await
         }
         Command::Admin {
             command:

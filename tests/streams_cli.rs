@@ -146,6 +146,51 @@ async fn reads_rebuilds_and_roles(env: &[(&str, &str)]) {
     assert_eq!(lines[0]["record"]["reason"], "unknown_user");
     assert_eq!(lines[0]["record"]["kind"], "follow.created");
 
+    // Replay: what the job made of each action, and which views it changed.
+    let replay = |extra: &[&str]| -> Vec<Value> {
+        let out = philo_with(env)
+            .args(["log", "replay", "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let all = replay(&[]);
+    let ghost_follow = all
+        .iter()
+        .find(|l| l["id"] == failed["id"])
+        .expect("replayed");
+    assert_eq!(ghost_follow["outcome"], "failed");
+    assert_eq!(ghost_follow["reason"], "unknown_user");
+    assert_eq!(ghost_follow["views"], json!([]));
+    let feed_lines = replay(&["--view", "feed"]);
+    let kinds: Vec<&str> = feed_lines
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["post.created"; 5], "{feed_lines:?}");
+    // `--to` the last post's receive time: the last post is not replayed.
+    let last_line = all.iter().find(|l| l["id"] == last["id"]).unwrap();
+    let to = last_line["received_at"].as_str().unwrap();
+    let before = replay(&["--view", "feed", "--to", to]);
+    assert_eq!(before.len(), 4, "{before:?}");
+    assert!(before.iter().all(|l| l["id"] != last["id"]));
+    let window = replay(&["--from", to]);
+    assert_eq!(
+        window.len(),
+        1,
+        "only the last post was received from then on: {window:?}"
+    );
+
     // With the server stopped: rebuild from the log, compare, replace one view.
     let check = rebuild(env, data, &["--check"]);
     assert_eq!(check["equal"], true, "{check}");

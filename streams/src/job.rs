@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregator, Fact};
-use crate::store::{Staged, StateStore, StoreError, WriteBatch};
+use crate::store::{Mutation, Staged, StateStore, StoreError, WriteBatch};
 
 /// Table of dedupe markers: pk = action id, ck = job name.
 pub const APPLIED_TABLE: &str = "job_applied";
@@ -227,8 +227,25 @@ pub struct StepStats {
     pub undecodable: usize,
 }
 
+/// What the job did with one action, for an [`Observer`].
+#[derive(Debug)]
+pub struct Observed<'a> {
+    pub envelope: &'a Envelope,
+    pub position: Position,
+    /// `applied`, `failed` or `duplicate`.
+    pub outcome: &'static str,
+    /// The failure's reason code.
+    pub reason: Option<&'static str>,
+    /// Tables the action wrote (its dedupe marker and failure row left out).
+    pub tables: Vec<&'static str>,
+}
+
+/// Sees every action a job handles, after its writes are staged (`philo log replay`).
+pub type Observer = Box<dyn FnMut(Observed<'_>) + Send>;
+
 /// A processor bound to a log and a store.
 pub struct Job<P: Processor> {
+    observer: Option<Observer>,
     processor: P,
     log: Arc<dyn Log>,
     store: Arc<dyn StateStore>,
@@ -283,6 +300,7 @@ impl<P: Processor> Job<P> {
         let aggregator =
             Aggregator::start(config.aggregation_workers).map_err(JobError::Aggregation)?;
         Ok(Self {
+            observer: None,
             aggregator,
             processor,
             log,
@@ -291,6 +309,11 @@ impl<P: Processor> Job<P> {
             positions,
             progress,
         })
+    }
+
+    /// Calls `observer` with every action this job handles from now on.
+    pub fn observe(&mut self, observer: Observer) {
+        self.observer = Some(observer);
     }
 
     /// Progress shared with readers.
@@ -507,6 +530,15 @@ impl<P: Processor> Job<P> {
             let id = env.id.as_bytes();
             if store.get(APPLIED_TABLE, id, name.as_bytes())?.is_some() {
                 stats.duplicates += 1;
+                if let Some(observe) = &mut self.observer {
+                    observe(Observed {
+                        envelope: env,
+                        position: *position,
+                        outcome: "duplicate",
+                        reason: None,
+                        tables: Vec::new(),
+                    });
+                }
                 continue;
             }
             let mut batch = WriteBatch::new();
@@ -514,7 +546,32 @@ impl<P: Processor> Job<P> {
                 envelope: env,
                 position: *position,
             };
-            match self.processor.apply(store, &delivery, &mut batch)? {
+            let outcome = self.processor.apply(store, &delivery, &mut batch)?;
+            if let Some(observe) = &mut self.observer {
+                let mut tables: Vec<&'static str> = batch
+                    .mutations
+                    .iter()
+                    .map(|m| match m {
+                        Mutation::Put { table, .. }
+                        | Mutation::Delete { table, .. }
+                        | Mutation::DeleteRange { table, .. } => *table,
+                    })
+                    .collect();
+                tables.sort_unstable();
+                tables.dedup();
+                let (outcome, reason) = match outcome {
+                    Outcome::Applied => ("applied", None),
+                    Outcome::Failed(r) => ("failed", Some(r)),
+                };
+                observe(Observed {
+                    envelope: env,
+                    position: *position,
+                    outcome,
+                    reason,
+                    tables,
+                });
+            }
+            match outcome {
                 Outcome::Applied => stats.applied += 1,
                 Outcome::Failed(reason) => {
                     debug_assert!(batch.is_empty(), "a failed action writes nothing");

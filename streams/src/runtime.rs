@@ -293,6 +293,38 @@ pub async fn rebuild(
     })
 }
 
+/// The view a table belongs to.
+pub fn view_of(table: &str) -> Option<&'static str> {
+    VIEWS
+        .iter()
+        .find(|(_, tables)| tables.contains(&table))
+        .map(|(name, _)| *name)
+}
+
+/// Replays the log from its start into `scratch` (a fresh store) up to `target` (per partition,
+/// exclusive), calling `observer` with every action: what the job did with it and which tables
+/// it wrote. Publishes nothing (no failed topic) and leaves the live views alone.
+pub async fn replay(
+    log: Arc<dyn Log>,
+    scratch: Arc<dyn StateStore>,
+    config: &StreamsConfig,
+    target: &[u64],
+    observer: crate::job::Observer,
+) -> Result<StepStats, JobError> {
+    let mut job = Job::open(
+        SocialProcessor::new(config.social.clone()),
+        log,
+        scratch,
+        JobConfig {
+            failed_topic: None,
+            ..config.job.clone()
+        },
+    )
+    .await?;
+    job.observe(observer);
+    job.run_to(target).await
+}
+
 /// Replaces `views` (all when empty) of `live` with those of `rebuilt`: each table is truncated
 /// and refilled, then synced. Both stores must be at the same log positions (as [`rebuild`]
 /// leaves them), so the other views stay consistent with the replaced ones.
