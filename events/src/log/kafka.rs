@@ -130,7 +130,11 @@ impl KafkaLogConfig {
                 self.request_timeout.as_millis().max(10).to_string(),
             )
             // Topics are created explicitly; a typo must not create one.
-            .set("allow.auto.create.topics", "false");
+            .set("allow.auto.create.topics", "false")
+            // A broker thread waiting to reconnect neither reconnects nor times out its queued
+            // records until the wait ends; librdkafka's 10 s cap let an append with every
+            // broker down answer up to 10 s after its delivery timeout. 1 s is Java's default.
+            .set("reconnect.backoff.max.ms", "1000");
         c
     }
 
