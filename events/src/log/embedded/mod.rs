@@ -35,8 +35,13 @@ use writer::{AppendRequest, Writer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
-    /// fsync before acknowledging (the default; DESIGN invariant 1).
+    /// fsync (`fsync(2)`: data and all metadata) before acknowledging (the default; DESIGN
+    /// invariant 1).
     Fsync,
+    /// fdatasync before acknowledging: the data and the metadata needed to read it back (the
+    /// file's size) are on disk, timestamps are not — as durable for the log as `fsync`, and
+    /// what PostgreSQL's WAL uses on Linux by default.
+    Fdatasync,
     /// Acknowledge once the batch is in the OS page cache. Survives a process crash, not a power
     /// loss. For throwaway environments only.
     Buffered,

@@ -82,6 +82,10 @@ impl Writer {
                 self.fsyncs.fetch_add(1, Ordering::Relaxed);
                 self.db.persist(PersistMode::SyncAll)
             }
+            Durability::Fdatasync => {
+                self.fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.db.persist(PersistMode::SyncData)
+            }
             Durability::Buffered => self.db.persist(PersistMode::Buffer),
         });
         match result {
