@@ -468,18 +468,24 @@ async fn freshness(args: &FeedArgs, dir: &Path) -> Result<Freshness> {
         posts.extend(ids);
         last.extend(positions);
     }
-    // Wait until the views hold all of it.
+    // Wait until the views hold all of it (a slow log may need several `after=` waits).
+    let deadline = Instant::now() + Duration::from_secs(120);
     for position in &last {
-        let r = client
-            .get(format!("{base}/v1/feed?limit=1&after={position}"))
-            .header("authorization", &readers[0].auth)
-            .send()
-            .await?;
-        ensure!(
-            r.status().is_success(),
-            "waiting for the views: {}",
-            r.status()
-        );
+        loop {
+            let r = client
+                .get(format!("{base}/v1/feed?limit=1&after={position}"))
+                .header("authorization", &readers[0].auth)
+                .send()
+                .await?;
+            if r.status().is_success() {
+                break;
+            }
+            ensure!(
+                r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE && Instant::now() < deadline,
+                "waiting for the views: {}",
+                r.status()
+            );
+        }
     }
     let posts = Arc::new(posts);
     let followers = Arc::new(followers);

@@ -341,8 +341,12 @@ impl<P: Processor> Job<P> {
         let started = Instant::now();
         let mut reads: Vec<PartitionRead> = Vec::with_capacity(self.positions.len());
         let mut caught_up = true;
-        for p in 0..self.positions.len() {
-            let wm = self.log.watermarks(ACTIONS_TOPIC, p as u32).await?;
+        // All partitions' watermarks at once: on Kafka each is a round trip to a leader.
+        let watermarks = futures::future::try_join_all(
+            (0..self.positions.len() as u32).map(|p| self.log.watermarks(ACTIONS_TOPIC, p)),
+        )
+        .await?;
+        for (p, wm) in watermarks.into_iter().enumerate() {
             let mut high = wm.high;
             if let Some(limit) = limit {
                 high = high.min(limit[p]);

@@ -176,6 +176,9 @@ type SharedReader = Arc<Mutex<Reader>>;
 struct Reader {
     consumer: BaseConsumer,
     next: Option<u64>,
+    /// The highest high watermark seen for this partition: offsets below it exist (or were
+    /// dropped by retention, which the fetch reports), so reading there needs no query first.
+    high_seen: u64,
 }
 
 impl KafkaLog {
@@ -336,6 +339,7 @@ impl Inner {
         let reader = Arc::new(Mutex::new(Reader {
             consumer: self.consumer("philo-log-reader")?,
             next: None,
+            high_seen: 0,
         }));
         readers.insert(key, reader.clone());
         Ok(reader)
@@ -371,20 +375,29 @@ impl Inner {
         offset: u64,
         max_records: usize,
     ) -> Result<Vec<StoredRecord>, LogError> {
-        let wm = self.watermarks_blocking(topic, partition)?;
-        if offset < wm.low || offset > wm.high {
-            return Err(LogError::OffsetOutOfRange {
-                requested: offset,
-                low: wm.low,
-                high: wm.high,
-            });
-        }
-        let want = max_records.min((wm.high - offset) as usize);
+        let reader = self.reader(topic, partition)?;
+        let mut reader = reader.lock().expect("reader lock");
+        // Sequential reads below a high watermark seen before skip the watermark query (a
+        // round trip to the partition leader).
+        let high = if offset < reader.high_seen {
+            self.check_partition(topic, partition)?;
+            reader.high_seen
+        } else {
+            let wm = self.watermarks_blocking(topic, partition)?;
+            if offset < wm.low || offset > wm.high {
+                return Err(LogError::OffsetOutOfRange {
+                    requested: offset,
+                    low: wm.low,
+                    high: wm.high,
+                });
+            }
+            reader.high_seen = reader.high_seen.max(wm.high);
+            wm.high
+        };
+        let want = max_records.min((high - offset) as usize);
         if want == 0 {
             return Ok(Vec::new());
         }
-        let reader = self.reader(topic, partition)?;
-        let mut reader = reader.lock().expect("reader lock");
         if reader.next != Some(offset) {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(topic, partition as i32, Offset::Offset(offset as i64))
@@ -397,6 +410,7 @@ impl Inner {
         }
         let deadline = Instant::now() + self.config.request_timeout;
         let mut out = Vec::with_capacity(want);
+        let mut last_error = None;
         while out.len() < want {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -405,9 +419,23 @@ impl Inner {
             match reader.consumer.poll(left.min(Duration::from_millis(100))) {
                 None => continue,
                 Some(Err(e)) => {
-                    // The consumer's position is unknown after an error: seek on the next read.
+                    if e.rdkafka_error_code() != Some(RDKafkaErrorCode::OffsetOutOfRange) {
+                        // Transport and leadership errors are reports: librdkafka keeps
+                        // fetching on its own. Keep polling until the deadline; if nothing
+                        // comes, this is what the read failed with.
+                        last_error = Some(e);
+                        continue;
+                    }
+                    // Retention dropped the offset since its watermark was seen; the consumer's
+                    // position is unknown now: seek on the next read.
                     reader.next = None;
-                    return Err(kafka("fetch", e));
+                    reader.high_seen = 0;
+                    let wm = self.watermarks_blocking(topic, partition)?;
+                    return Err(LogError::OffsetOutOfRange {
+                        requested: offset,
+                        low: wm.low,
+                        high: wm.high,
+                    });
                 }
                 Some(Ok(m)) => {
                     let at = m.offset() as u64;
@@ -420,6 +448,10 @@ impl Inner {
         }
         reader.next = out.last().map(|r| r.offset + 1).or(reader.next);
         if out.is_empty() {
+            reader.next = None;
+            if let Some(e) = last_error {
+                return Err(kafka("fetch", e));
+            }
             return Err(LogError::Unavailable(format!(
                 "no records fetched from {topic}/{partition} at {offset} within {:?}",
                 self.config.request_timeout
