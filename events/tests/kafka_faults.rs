@@ -1,7 +1,7 @@
 //! Faults injected into the Kafka backend of the `Log` with librdkafka's mock cluster
 //! (`rdkafka::mocking::MockCluster`): brokers down, retriable and persistent produce errors,
 //! leader moves, a slow broker, a full producer queue, a batch acknowledged without an offset,
-//! a fatal idempotent-producer error.
+//! a fatal idempotent-producer error (the producer is replaced).
 //!
 //! Each test keeps a ledger of what `append` acknowledged and what it refused, then reads every
 //! partition back and checks Kafka's guarantees as the `Log` documents them:
@@ -576,9 +576,10 @@ async fn a_batch_stored_without_an_offset_is_not_acknowledged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fatal_producer_error_is_not_reported_as_retryable() {
+async fn a_fatal_producer_error_replaces_the_producer() {
     // An out-of-order sequence is fatal to an idempotent producer: librdkafka refuses every
-    // later record, so `Unavailable` (retry later) would send clients into endless retries.
+    // later record of it. The log replaces it with a new producer: the append that met the
+    // error is refused as retryable, and the retry goes through.
     let topic = "fatal";
     let cluster = mock(1, topic, 1, 1);
     let log = log(&cluster, Duration::from_secs(5));
@@ -592,14 +593,16 @@ async fn a_fatal_producer_error_is_not_reported_as_retryable() {
             RDKafkaApiKey::Produce,
             &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
         );
-        for seq in 3..5 {
-            let got = ledger
+        let got = ledger.append(&log, topic, batch("k", 1, 3..4, 0)).await;
+        assert!(
+            matches!(&got, Err(e @ LogError::Unavailable(_)) if e.is_retryable()),
+            "the append that met the fatal error: {got:?}"
+        );
+        for seq in 4..6 {
+            ledger
                 .append(&log, topic, batch("k", 1, seq..seq + 1, 0))
-                .await;
-            assert!(
-                matches!(&got, Err(e @ LogError::Storage(_)) if !e.is_retryable()),
-                "append {seq} after a fatal producer error: {got:?}"
-            );
+                .await
+                .unwrap_or_else(|e| panic!("append {seq} through the new producer: {e}"));
         }
         let stored = read_all(&log, topic).await;
         ledger.check(&stored);

@@ -154,7 +154,8 @@ pub struct KafkaLog {
 
 struct Inner {
     config: KafkaLogConfig,
-    producer: FutureProducer,
+    /// Replaced by a new one after a fatal error (see [`Inner::produce_error`]).
+    producer: RwLock<FutureProducer>,
     admin: AdminClient<DefaultClientContext>,
     /// Partition counts of topics seen to exist.
     topics: RwLock<HashMap<String, u32>>,
@@ -184,28 +185,7 @@ struct Reader {
 impl KafkaLog {
     /// Connects clients (lazily: librdkafka connects on first use).
     pub fn connect(config: KafkaLogConfig) -> Result<Self, LogError> {
-        let mut p = config.client();
-        p.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &config.compression)
-            .set("linger.ms", config.linger.as_millis().to_string())
-            .set("batch.num.messages", config.batch_max_records.to_string())
-            .set(
-                "message.timeout.ms",
-                config.delivery_timeout.as_millis().max(1).to_string(),
-            )
-            .set(
-                "queue.buffering.max.messages",
-                config.queue_max_messages.to_string(),
-            )
-            .set(
-                "message.max.bytes",
-                (config.max_record_bytes + 64 * 1024).to_string(),
-            );
-        let producer: FutureProducer = config
-            .finish(p)
-            .create()
-            .map_err(|e| kafka("create producer", e))?;
+        let producer = new_producer(&config)?;
         let admin: AdminClient<DefaultClientContext> = config
             .finish(config.client())
             .create()
@@ -213,7 +193,7 @@ impl KafkaLog {
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                producer,
+                producer: RwLock::new(producer),
                 admin,
                 topics: RwLock::default(),
                 readers: Mutex::default(),
@@ -237,7 +217,7 @@ impl KafkaLog {
         let inner = self.inner.clone();
         blocking(move || {
             inner
-                .producer
+                .producer()
                 .client()
                 .fetch_metadata(None, timeout)
                 .map(|_| ())
@@ -253,16 +233,36 @@ impl KafkaLog {
 }
 
 impl Inner {
-    /// Maps a produce error. After a fatal error (the idempotent producer found a sequence
-    /// gap, say) librdkafka refuses every record for good, so no retry can help until the
-    /// process restarts: that is not `Unavailable`, whatever this record's own error says.
-    fn produce_error(&self, what: &str, e: KafkaError) -> LogError {
-        match self.producer.client().fatal_error() {
-            Some((code, why)) => LogError::Storage(format!(
-                "{what}: the producer failed for good ({code}: {why}); restart the process"
-            )),
-            None => kafka(what, e),
+    fn producer(&self) -> FutureProducer {
+        self.producer.read().expect("producer lock").clone()
+    }
+
+    /// Maps a produce error of `producer`. After a fatal error (the idempotent producer found a
+    /// sequence gap, or the broker fenced it) librdkafka refuses every record of that producer
+    /// for good: it is replaced by a new one (a new producer id), so the append that saw the
+    /// error fails as `Unavailable` and a retry goes through the new producer.
+    fn produce_error(&self, producer: &FutureProducer, what: &str, e: KafkaError) -> LogError {
+        let Some((code, why)) = producer.client().fatal_error() else {
+            return kafka(what, e);
+        };
+        let mut current = self.producer.write().expect("producer lock");
+        // Only the first caller that sees this producer's failure replaces it.
+        if current.client().fatal_error().is_some() {
+            match new_producer(&self.config) {
+                Ok(fresh) => {
+                    tracing::warn!(%code, why, "the Kafka producer failed fatally; replaced it");
+                    *current = fresh;
+                }
+                Err(err) => {
+                    return LogError::Storage(format!(
+                        "{what}: the producer failed ({code}: {why}) and a new one could not be made: {err}"
+                    ));
+                }
+            }
         }
+        LogError::Unavailable(format!(
+            "{what}: the producer failed ({code}: {why}); retry with the new one"
+        ))
     }
 
     fn consumer(&self, group: &str) -> Result<BaseConsumer, LogError> {
@@ -290,7 +290,7 @@ impl Inner {
             return Ok(*n);
         }
         let metadata = self
-            .producer
+            .producer()
             .client()
             .fetch_metadata(Some(topic), self.config.request_timeout)
             .map_err(|e| kafka("metadata", e))?;
@@ -358,7 +358,7 @@ impl Inner {
     fn watermarks_blocking(&self, topic: &str, partition: u32) -> Result<Watermarks, LogError> {
         self.check_partition(topic, partition)?;
         let (low, high) = self
-            .producer
+            .producer()
             .client()
             .fetch_watermarks(topic, partition as i32, self.config.request_timeout)
             .map_err(|e| kafka("watermarks", e))?;
@@ -459,6 +459,32 @@ impl Inner {
         }
         Ok(out)
     }
+}
+
+/// The idempotent, `acks=all` producer of a log.
+fn new_producer(config: &KafkaLogConfig) -> Result<FutureProducer, LogError> {
+    let mut p = config.client();
+    p.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", &config.compression)
+        .set("linger.ms", config.linger.as_millis().to_string())
+        .set("batch.num.messages", config.batch_max_records.to_string())
+        .set(
+            "message.timeout.ms",
+            config.delivery_timeout.as_millis().max(1).to_string(),
+        )
+        .set(
+            "queue.buffering.max.messages",
+            config.queue_max_messages.to_string(),
+        )
+        .set(
+            "message.max.bytes",
+            (config.max_record_bytes + 64 * 1024).to_string(),
+        );
+    config
+        .finish(p)
+        .create()
+        .map_err(|e| kafka("create producer", e))
 }
 
 fn stored(partition: u32, m: &rdkafka::message::BorrowedMessage<'_>) -> StoredRecord {
@@ -628,6 +654,7 @@ impl Log for KafkaLog {
             let (inner, topic) = (inner.clone(), topic.to_owned());
             blocking(move || inner.partition_count(&topic)).await?
         };
+        let producer = inner.producer();
         let mut pending = Vec::with_capacity(records.len());
         for r in &records {
             let partition = partition_for_key(&r.key, partitions);
@@ -644,12 +671,12 @@ impl Log for KafkaLog {
                 .payload(&r.value[..])
                 .timestamp(r.timestamp_ms)
                 .headers(headers);
-            match inner.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => pending.push(delivery),
                 Err((e, _)) => {
                     // Queue full or producer fatal: what was queued before still gets
                     // delivered, but this append as a whole is refused.
-                    return Err(inner.produce_error("enqueue", e));
+                    return Err(inner.produce_error(&producer, "enqueue", e));
                 }
             }
         }
@@ -671,7 +698,7 @@ impl Log for KafkaLog {
                     offset: d.offset as u64,
                 }),
                 Ok(Err((e, _))) => {
-                    first_error.get_or_insert(inner.produce_error("delivery", e));
+                    first_error.get_or_insert(inner.produce_error(&producer, "delivery", e));
                 }
                 Err(_) => {
                     first_error.get_or_insert(LogError::Closed);
