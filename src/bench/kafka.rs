@@ -11,8 +11,8 @@ use super::ingest::{self, IngestArgs};
 
 #[derive(Args)]
 pub struct KafkaArgs {
-    /// The cluster, `kafka://host:port[,…][?…]`. Against tansu 0.6 add `batch_max_records=1`
-    /// (see `KafkaLogConfig::batch_max_records`).
+    /// The cluster, `kafka://host:port[,…][?…]`, with an empty (or no) `actions` topic. Against
+    /// tansu 0.6 add `batch_max_records=1` (see `KafkaLogConfig::batch_max_records`).
     #[arg(long)]
     pub broker: String,
     /// Seconds per ingest phase.
@@ -43,10 +43,8 @@ pub async fn run(args: KafkaArgs) -> Result<()> {
         role: "ingest-api".into(),
         log: log.to_owned(),
     };
-    eprintln!("== ingest, embedded log");
-    let embedded = ingest::run(ingest_args("embedded")).await?;
-    eprintln!("== ingest, Kafka");
-    let kafka = ingest::run(ingest_args(&args.broker)).await?;
+    // Freshness first: its job must start on an empty `actions` topic, not behind the
+    // ingest phases' records.
     eprintln!("== freshness, Kafka");
     let fresh = feed::run(FeedArgs {
         skip_fanout: true,
@@ -56,6 +54,10 @@ pub async fn run(args: KafkaArgs) -> Result<()> {
         ..FeedArgs::defaults()
     })
     .await?;
+    eprintln!("== ingest, embedded log");
+    let embedded = ingest::run(ingest_args("embedded")).await?;
+    eprintln!("== ingest, Kafka");
+    let kafka = ingest::run(ingest_args(&args.broker)).await?;
 
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     println!();

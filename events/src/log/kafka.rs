@@ -242,12 +242,23 @@ impl Inner {
     /// for good: it is replaced by a new one (a new producer id), so the append that saw the
     /// error fails as `Unavailable` and a retry goes through the new producer.
     fn produce_error(&self, producer: &FutureProducer, what: &str, e: KafkaError) -> LogError {
-        let Some((code, why)) = producer.client().fatal_error() else {
+        // A fenced producer (the broker saw a newer epoch for its id, e.g. after librdkafka
+        // bumped the epoch past timed-out batches) is stuck too, even when librdkafka does not
+        // raise it as fatal for a non-transactional producer.
+        let fenced = matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+        );
+        let Some((code, why)) = producer
+            .client()
+            .fatal_error()
+            .or_else(|| fenced.then(|| (RDKafkaErrorCode::ProducerFenced, "fenced".to_owned())))
+        else {
             return kafka(what, e);
         };
         let mut current = self.producer.write().expect("producer lock");
         // Only the first caller that sees this producer's failure replaces it.
-        if current.client().fatal_error().is_some() {
+        if current.client().native_ptr() == producer.client().native_ptr() {
             match new_producer(&self.config) {
                 Ok(fresh) => {
                     tracing::warn!(%code, why, "the Kafka producer failed fatally; replaced it");
