@@ -341,9 +341,11 @@ impl<P: Processor> Job<P> {
         let started = Instant::now();
         let mut reads: Vec<PartitionRead> = Vec::with_capacity(self.positions.len());
         let mut caught_up = true;
-        // All partitions' watermarks at once: on Kafka each is a round trip to a leader.
+        // All partitions at once. A hint: on Kafka a query is a round trip to the leader, the
+        // hint what the partition's reader has already fetched (a step reads up to a sample of
+        // the high watermark anyway).
         let watermarks = futures::future::try_join_all(
-            (0..self.positions.len() as u32).map(|p| self.log.watermarks(ACTIONS_TOPIC, p)),
+            (0..self.positions.len() as u32).map(|p| self.log.watermarks_hint(ACTIONS_TOPIC, p)),
         )
         .await?;
         for (p, wm) in watermarks.into_iter().enumerate() {

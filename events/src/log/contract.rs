@@ -107,6 +107,38 @@ pub async fn read_ranges(log: Arc<dyn Log>) {
     assert_eq!(log.read(&t, 0, 25, 100).await.unwrap().len(), 5);
 }
 
+/// The watermark hint never passes the high watermark, and a consumer that keeps polling it
+/// sees new records arrive (then reads them).
+pub async fn watermark_hints(log: Arc<dyn Log>) {
+    let t = topic("hints");
+    log.create_topic(&t, 1).await.unwrap();
+    log.append(&t, (0..20).map(|i| rec("k", i.to_string())).collect())
+        .await
+        .unwrap();
+    let hint = log.watermarks_hint(&t, 0).await.unwrap();
+    assert!(hint.high <= 20, "{hint:?}");
+    assert_eq!(log.read(&t, 0, 0, 100).await.unwrap().len(), 20);
+    log.append(&t, (20..25).map(|i| rec("k", i.to_string())).collect())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let hint = log.watermarks_hint(&t, 0).await.unwrap();
+        assert!(hint.high <= 25, "{hint:?}");
+        if hint.high == 25 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hint never saw the new records: {hint:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let tail = log.read(&t, 0, 20, 100).await.unwrap();
+    let values: Vec<&[u8]> = tail.iter().map(|r| &r.value[..]).collect();
+    assert_eq!(values, [&b"20"[..], b"21", b"22", b"23", b"24"]);
+}
+
 /// Headers survive the trip.
 pub async fn headers_roundtrip(log: Arc<dyn Log>) {
     let t = topic("headers");
@@ -233,7 +265,7 @@ macro_rules! log_contract_suite {
     ($make:expr) => {
         $crate::log_contract_suite!(@tests $make;
             append_assigns_dense_offsets, same_key_keeps_order_and_content, read_ranges,
-            headers_roundtrip, concurrent_appends, committed_positions, errors);
+            headers_roundtrip, concurrent_appends, committed_positions, errors, watermark_hints);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

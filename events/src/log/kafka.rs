@@ -17,7 +17,7 @@
 //!
 //! Blocking librdkafka calls run on tokio's blocking pool.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -173,13 +173,67 @@ impl std::fmt::Debug for KafkaLog {
 
 type SharedReader = Arc<Mutex<Reader>>;
 
-/// One partition's consumer and where its next fetch starts.
+/// Most records a reader buffers ahead of its caller.
+const READ_AHEAD: usize = 16_384;
+
+/// One partition's consumer: a sequential cursor with the records it fetched ahead.
 struct Reader {
     consumer: BaseConsumer,
-    next: Option<u64>,
+    /// The offset the consumer delivers next (`None`: not positioned).
+    fetched: Option<u64>,
+    /// Records fetched but not yet read, consecutive, ending just before `fetched`.
+    buffer: VecDeque<StoredRecord>,
     /// The highest high watermark seen for this partition: offsets below it exist (or were
     /// dropped by retention, which the fetch reports), so reading there needs no query first.
     high_seen: u64,
+    /// The low watermark of the last query.
+    low_seen: u64,
+}
+
+impl Reader {
+    fn reset(&mut self) {
+        self.fetched = None;
+        self.buffer.clear();
+    }
+
+    /// Positions the cursor at `offset`: within what is buffered, or by re-assigning.
+    fn seek(&mut self, topic: &str, partition: u32, offset: u64) -> Result<(), LogError> {
+        let start = self.buffer.front().map(|r| r.offset).or(self.fetched);
+        if let (Some(start), Some(end)) = (start, self.fetched)
+            && (start..=end).contains(&offset)
+        {
+            while self.buffer.front().is_some_and(|r| r.offset < offset) {
+                self.buffer.pop_front();
+            }
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(offset as i64))
+            .map_err(|e| kafka("assign", e))?;
+        self.consumer.assign(&tpl).map_err(|e| kafka("assign", e))?;
+        self.buffer.clear();
+        self.fetched = Some(offset);
+        Ok(())
+    }
+
+    /// Moves what the consumer has already fetched into the buffer, without waiting.
+    fn drain(&mut self, partition: u32) {
+        while self.buffer.len() < READ_AHEAD {
+            match self.consumer.poll(Duration::ZERO) {
+                Some(Ok(m)) => {
+                    let at = m.offset() as u64;
+                    if self.fetched.is_some_and(|f| at < f) {
+                        continue;
+                    }
+                    self.fetched = Some(at + 1);
+                    self.buffer.push_back(stored(partition, &m));
+                }
+                // Errors are reports here; a read that needs the records sees them again.
+                Some(Err(_)) => continue,
+                None => break,
+            }
+        }
+    }
 }
 
 impl KafkaLog {
@@ -349,8 +403,10 @@ impl Inner {
         }
         let reader = Arc::new(Mutex::new(Reader {
             consumer: self.consumer("philo-log-reader")?,
-            next: None,
+            fetched: None,
+            buffer: VecDeque::new(),
             high_seen: 0,
+            low_seen: 0,
         }));
         readers.insert(key, reader.clone());
         Ok(reader)
@@ -379,6 +435,25 @@ impl Inner {
         })
     }
 
+    /// A lower bound of the high watermark, from the partition's reader alone when it is
+    /// positioned (records it has buffered prove they exist), without a round trip; `None`
+    /// when only a query can tell.
+    fn watermarks_hint(&self, topic: &str, partition: u32) -> Option<Watermarks> {
+        let reader = self
+            .readers
+            .lock()
+            .expect("readers lock")
+            .get(&(topic.to_owned(), partition))
+            .cloned()?;
+        let mut reader = reader.lock().expect("reader lock");
+        let fetched = reader.fetched?;
+        reader.drain(partition);
+        Some(Watermarks {
+            low: reader.low_seen,
+            high: reader.high_seen.max(reader.fetched.unwrap_or(fetched)),
+        })
+    }
+
     fn read_blocking(
         &self,
         topic: &str,
@@ -387,12 +462,14 @@ impl Inner {
         max_records: usize,
     ) -> Result<Vec<StoredRecord>, LogError> {
         let reader = self.reader(topic, partition)?;
-        let mut reader = reader.lock().expect("reader lock");
-        // Sequential reads below a high watermark seen before skip the watermark query (a
-        // round trip to the partition leader).
-        let high = if offset < reader.high_seen {
+        let mut guard = reader.lock().expect("reader lock");
+        let reader = &mut *guard;
+        // Reads below a high watermark seen before (or records already fetched) skip the
+        // watermark query, a round trip to the partition leader.
+        let known = reader.high_seen.max(reader.fetched.unwrap_or(0));
+        let high = if offset < known {
             self.check_partition(topic, partition)?;
-            reader.high_seen
+            known
         } else {
             let wm = self.watermarks_blocking(topic, partition)?;
             if offset < wm.low || offset > wm.high {
@@ -403,24 +480,22 @@ impl Inner {
                 });
             }
             reader.high_seen = reader.high_seen.max(wm.high);
+            reader.low_seen = wm.low;
             wm.high
         };
         let want = max_records.min((high - offset) as usize);
         if want == 0 {
             return Ok(Vec::new());
         }
-        if reader.next != Some(offset) {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(topic, partition as i32, Offset::Offset(offset as i64))
-                .map_err(|e| kafka("assign", e))?;
-            reader
-                .consumer
-                .assign(&tpl)
-                .map_err(|e| kafka("assign", e))?;
-            reader.next = Some(offset);
+        reader.seek(topic, partition, offset)?;
+        let mut out = Vec::with_capacity(want);
+        while out.len() < want {
+            match reader.buffer.pop_front() {
+                Some(r) => out.push(r),
+                None => break,
+            }
         }
         let deadline = Instant::now() + self.config.request_timeout;
-        let mut out = Vec::with_capacity(want);
         let mut last_error = None;
         while out.len() < want {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -439,8 +514,7 @@ impl Inner {
                     }
                     // Retention dropped the offset since its watermark was seen; the consumer's
                     // position is unknown now: seek on the next read.
-                    reader.next = None;
-                    reader.high_seen = 0;
+                    reader.reset();
                     let wm = self.watermarks_blocking(topic, partition)?;
                     return Err(LogError::OffsetOutOfRange {
                         requested: offset,
@@ -450,16 +524,16 @@ impl Inner {
                 }
                 Some(Ok(m)) => {
                     let at = m.offset() as u64;
-                    if at < offset + out.len() as u64 {
-                        continue; // already returned (an older fetch of this consumer)
+                    if reader.fetched.is_some_and(|f| at < f) {
+                        continue; // an older fetch of this consumer
                     }
+                    reader.fetched = Some(at + 1);
                     out.push(stored(partition, &m));
                 }
             }
         }
-        reader.next = out.last().map(|r| r.offset + 1).or(reader.next);
         if out.is_empty() {
-            reader.next = None;
+            reader.reset();
             if let Some(e) = last_error {
                 return Err(kafka("fetch", e));
             }
@@ -736,6 +810,15 @@ impl Log for KafkaLog {
     async fn watermarks(&self, topic: &str, partition: u32) -> Result<Watermarks, LogError> {
         let (inner, topic) = (self.inner.clone(), topic.to_owned());
         blocking(move || inner.watermarks_blocking(&topic, partition)).await
+    }
+
+    async fn watermarks_hint(&self, topic: &str, partition: u32) -> Result<Watermarks, LogError> {
+        let (inner, topic) = (self.inner.clone(), topic.to_owned());
+        blocking(move || match inner.watermarks_hint(&topic, partition) {
+            Some(wm) => Ok(wm),
+            None => inner.watermarks_blocking(&topic, partition),
+        })
+        .await
     }
 
     async fn commit(

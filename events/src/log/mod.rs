@@ -199,6 +199,14 @@ pub trait Log: Send + Sync + 'static {
     /// The retained range of one partition.
     async fn watermarks(&self, topic: &str, partition: u32) -> Result<Watermarks, LogError>;
 
+    /// A cheap sample of the retained range for a consumer that polls in a loop: `high` may lag
+    /// the true high watermark but never passes it, `low` may be stale. The default asks
+    /// [`Log::watermarks`]; Kafka answers from what its partition reader has already fetched,
+    /// without a round trip to the leader.
+    async fn watermarks_hint(&self, topic: &str, partition: u32) -> Result<Watermarks, LogError> {
+        self.watermarks(topic, partition).await
+    }
+
     /// Commits, for consumer `group`, the next offset to read in each given partition.
     async fn commit(
         &self,
