@@ -78,6 +78,10 @@ pub struct FeedArgs {
     /// Actions per second appended during the freshness phase (open loop).
     #[arg(long, default_value_t = 5_000.0)]
     pub ingest_rate: f64,
+    /// Concurrent ingest senders of the freshness phase (each waits for its answers, so a
+    /// slow log needs more to offer the whole rate).
+    #[arg(long, default_value_t = 16)]
+    pub ingest_workers: usize,
     /// Actions per ingest request (1: single `POST /v1/actions`).
     #[arg(long, default_value_t = 10)]
     pub ingest_batch: usize,
@@ -117,7 +121,7 @@ impl FeedArgs {
 /// Runs the benchmark, prints its report, and returns the figures as JSON.
 pub async fn run(args: FeedArgs) -> Result<serde_json::Value> {
     ensure!(
-        args.chunk > 0 && args.ingest_batch > 0 && args.partitions > 0,
+        args.chunk > 0 && args.ingest_batch > 0 && args.partitions > 0 && args.ingest_workers > 0,
         "counts must be positive"
     );
     ensure!(
@@ -505,16 +509,20 @@ async fn freshness(args: &FeedArgs, dir: &Path) -> Result<Freshness> {
         );
         let per = args.ingest_batch;
         let seed = args.seed;
-        open_loop(16, args.ingest_rate / per as f64, secs, move |w, i| {
-            let (client, base) = (client.clone(), base.clone());
-            let mut rng = StdRng::seed_from_u64(seed ^ ((w as u64) << 32) ^ i);
-            let is_author = rng.random_bool(0.3);
-            let user = if is_author {
-                authors[rng.random_range(0..authors.len())].clone()
-            } else {
-                readers[rng.random_range(0..readers.len())].clone()
-            };
-            let actions: Vec<Value> = (0..per)
+        open_loop(
+            args.ingest_workers,
+            args.ingest_rate / per as f64,
+            secs,
+            move |w, i| {
+                let (client, base) = (client.clone(), base.clone());
+                let mut rng = StdRng::seed_from_u64(seed ^ ((w as u64) << 32) ^ i);
+                let is_author = rng.random_bool(0.3);
+                let user = if is_author {
+                    authors[rng.random_range(0..authors.len())].clone()
+                } else {
+                    readers[rng.random_range(0..readers.len())].clone()
+                };
+                let actions: Vec<Value> = (0..per)
                 .map(|k| {
                     let target = &posts[rng.random_range(0..posts.len())];
                     match rng.random_range(0..10) {
@@ -524,15 +532,16 @@ async fn freshness(args: &FeedArgs, dir: &Path) -> Result<Freshness> {
                     }
                 })
                 .collect();
-            async move {
-                if actions.len() == 1 {
-                    single(&client, &base, &user, &actions[0]).await?;
-                    Ok(1)
-                } else {
-                    Ok(batch(&client, &base, &user, &actions).await?.0.len() as u64)
+                async move {
+                    if actions.len() == 1 {
+                        single(&client, &base, &user, &actions[0]).await?;
+                        Ok(1)
+                    } else {
+                        Ok(batch(&client, &base, &user, &actions).await?.0.len() as u64)
+                    }
                 }
-            }
-        })
+            },
+        )
     };
     let reads = {
         let (client, base, readers) = (client.clone(), base.clone(), readers.clone());

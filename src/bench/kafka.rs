@@ -50,6 +50,7 @@ pub async fn run(args: KafkaArgs) -> Result<()> {
         skip_fanout: true,
         seconds: args.freshness_seconds,
         ingest_rate: args.ingest_rate,
+        ingest_workers: 64,
         log: args.broker.clone(),
         ..FeedArgs::defaults()
     })
