@@ -1,0 +1,1 @@
+//! Free-text scrubbing (filled in by the scrubber work).
