@@ -1449,6 +1449,7 @@ impl Workload {
                     text::paragraphs(rng, 1, 2)
                 }
             }),
+            sale_opt_out: None,
         };
         (actor, action.into())
     }

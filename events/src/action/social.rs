@@ -64,12 +64,19 @@ pub struct ProfileUpdated {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = PROFILE_DESCRIPTION_MAX_CHARS))]
     pub description: Option<String>,
+    /// `true`: the user's data must never reach a data procurer from now on (the lake keeps
+    /// it out of every procurer view, old rows included); `false` opts back in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sale_opt_out: Option<bool>,
 }
 
 impl Payload for ProfileUpdated {
     fn validate(&self, _now: DateTime<Utc>) -> Check {
-        if self.display_name.is_none() && self.description.is_none() {
-            return Err(rule::no_changes("display_name or description"));
+        if self.display_name.is_none() && self.description.is_none() && self.sale_opt_out.is_none()
+        {
+            return Err(rule::no_changes(
+                "display_name, description or sale_opt_out",
+            ));
         }
         let name = self.display_name.as_ref();
         rule::opt_text("display_name", name, DISPLAY_NAME_MAX_CHARS, Lines::Single)?;

@@ -263,12 +263,16 @@ fn valid_action() -> impl Strategy<Value = Action> {
     let profile = (
         proptest::option::of(line(64)),
         proptest::option::of(multiline(200)),
+        proptest::option::of(proptest::bool::ANY),
     )
-        .prop_filter("at least one change", |(n, d)| n.is_some() || d.is_some())
-        .prop_map(|(display_name, description)| {
+        .prop_filter("at least one change", |(n, d, o)| {
+            n.is_some() || d.is_some() || o.is_some()
+        })
+        .prop_map(|(display_name, description, sale_opt_out)| {
             ProfileUpdated {
                 display_name,
                 description,
+                sale_opt_out,
             }
             .into()
         });
