@@ -7,5 +7,6 @@
 //!   card numbers (Luhn-checked), IBANs (mod-97-checked) and `@mentions` (replaced by the
 //!   mentioned user's pseudonym).
 
+pub mod anonymize;
 pub mod pseudonym;
 pub mod scrub;

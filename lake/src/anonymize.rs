@@ -1,0 +1,487 @@
+//! Turns actions into the rows of the lake's fact tables, anonymized: identifiers become keyed
+//! pseudonyms, free text is scrubbed, times are truncated to the hour, and what a procurer
+//! must never see (payment references, image ids, event locations, raw ids, usernames) is not
+//! carried at all. The tables and their columns are listed in [`TABLES`] and `docs/lake.md`.
+//!
+//! The [`Anonymizer`] keeps the little state the mapping needs: usernames (to turn `@mentions`
+//! into pseudonyms), who opted out of data sale (their later actions produce no fact rows, only
+//! the `opt_outs` row that the query API anti-joins on), and who was erased (nothing of theirs
+//! is written again). Writing the rows as Delta tables is the next layer.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Utc};
+use philo_events::{Action, Envelope};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::pseudonym::{Domain, Pseudonymizer};
+use crate::scrub::Scrubber;
+
+/// The anonymization policy rows are written under (recorded in every row and commit). Bump it
+/// whenever what reaches the lake changes.
+pub const POLICY_VERSION: i64 = 1;
+
+/// A column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColType {
+    Str,
+    I64,
+    Bool,
+    /// A list of strings.
+    Strs,
+    /// A UTC timestamp truncated to the hour.
+    Hour,
+    Day,
+}
+
+/// A cell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Str(String),
+    I64(i64),
+    Bool(bool),
+    Strs(Vec<String>),
+    Hour(DateTime<Utc>),
+    Day(NaiveDate),
+}
+
+impl Value {
+    /// Whether the value fits a column of `ty` (null only where `nullable`).
+    pub fn fits(&self, ty: ColType, nullable: bool) -> bool {
+        matches!(
+            (self, ty),
+            (Value::Str(_), ColType::Str)
+                | (Value::I64(_), ColType::I64)
+                | (Value::Bool(_), ColType::Bool)
+                | (Value::Strs(_), ColType::Strs)
+                | (Value::Hour(_), ColType::Hour)
+                | (Value::Day(_), ColType::Day)
+        ) || (nullable && *self == Value::Null)
+    }
+}
+
+/// A table: its name and columns `(name, type, nullable)`, the common ones first.
+#[derive(Debug)]
+pub struct TableSchema {
+    pub name: &'static str,
+    pub columns: &'static [(&'static str, ColType, bool)],
+    /// Columns holding user pseudonyms: what erasure deletes by and opt-outs filter on.
+    pub user_columns: &'static [&'static str],
+}
+
+macro_rules! table {
+    ($name:literal, users: [$($u:literal),*], $($col:literal: $ty:ident $null:tt),* $(,)?) => {
+        TableSchema {
+            name: $name,
+            columns: &[
+                ("day", ColType::Day, false),
+                ("hour", ColType::Hour, false),
+                ("key_id", ColType::Str, false),
+                ("policy_version", ColType::I64, false),
+                $(($col, ColType::$ty, table!(@null $null))),*
+            ],
+            user_columns: &[$($u),*],
+        }
+    };
+    (@null !) => { false };
+    (@null ?) => { true };
+}
+
+/// Every fact table the anonymizer writes. `?` marks a nullable column, `!` a required one.
+pub const TABLES: &[TableSchema] = &[
+    table!("posts", users: ["author"], "post": Str !, "author": Str !, "event": Str !, "title": Str ?, "body": Str ?, "tags": Strs ?),
+    table!("approaches", users: ["author"], "approach": Str !, "post": Str ?, "author": Str !, "event": Str !, "title": Str ?, "body": Str ?),
+    table!("comments", users: ["author"], "comment": Str !, "target": Str ?, "parent": Str ?, "author": Str !, "event": Str !, "body": Str ?),
+    table!("reactions", users: ["user"], "target": Str !, "user": Str !, "kind": Str !, "removed": Bool !),
+    table!("donations", users: ["donor"], "donation": Str !, "target": Str !, "donor": Str !, "amount_minor": I64 !, "currency": Str !),
+    table!("campaigns", users: ["owner"], "campaign": Str !, "target": Str ?, "owner": Str !, "event": Str !, "goal_minor": I64 ?, "currency": Str ?, "ends_day": Day ?),
+    table!("events", users: ["organizer"], "event_id": Str !, "organizer": Str !, "event": Str !, "title": Str ?, "description": Str ?, "starts_hour": Hour ?, "ends_hour": Hour ?, "online": Bool ?, "capacity": I64 ?),
+    table!("event_rsvps", users: ["user"], "event_id": Str !, "user": Str !, "status": Str !),
+    table!("job_offers", users: ["sender", "recipient"], "offer": Str !, "sender": Str !, "recipient": Str ?, "event": Str !, "title": Str ?, "description": Str ?, "skills": Strs ?, "salary_band": Str ?),
+    table!("follows", users: ["follower", "followee"], "follower": Str !, "followee": Str !, "kind": Str !),
+    table!("explore_interactions", users: ["user"], "user": Str !, "item": Str !, "kind": Str !, "rank": I64 ?),
+    table!("resumes", users: ["user"], "user": Str !, "text": Str !, "skills": Strs !),
+    table!("opt_outs", users: ["user"], "user": Str !, "opted_out": Bool !),
+];
+
+/// The schema of `table`.
+pub fn schema(table: &str) -> Option<&'static TableSchema> {
+    TABLES.iter().find(|t| t.name == table)
+}
+
+/// One row of one table, its values in the schema's column order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub table: &'static str,
+    pub values: Vec<Value>,
+}
+
+impl Row {
+    /// The value of `column`.
+    pub fn get(&self, column: &str) -> Option<&Value> {
+        let schema = schema(self.table)?;
+        let i = schema.columns.iter().position(|(c, _, _)| *c == column)?;
+        self.values.get(i)
+    }
+}
+
+/// Actions in, anonymized rows out. See the module docs.
+#[derive(Debug)]
+pub struct Anonymizer {
+    pseudo: Pseudonymizer,
+    scrub: Scrubber,
+    /// Lower-cased username → user id, for mentions.
+    usernames: HashMap<String, Uuid>,
+    opted_out: HashSet<Uuid>,
+    erased: HashSet<Uuid>,
+}
+
+/// Builds one row: the common columns, then the table's own in order.
+struct RowBuilder {
+    table: &'static TableSchema,
+    values: Vec<Value>,
+}
+
+impl RowBuilder {
+    fn set(mut self, column: &str, value: Value) -> Self {
+        let i = self
+            .table
+            .columns
+            .iter()
+            .position(|(c, _, _)| *c == column)
+            .unwrap_or_else(|| panic!("{} has no column {column}", self.table.name));
+        self.values[i] = value;
+        self
+    }
+
+    fn done(self) -> Row {
+        Row {
+            table: self.table.name,
+            values: self.values,
+        }
+    }
+}
+
+/// The wire name of a vocabulary enum (`"insightful"`, `"EUR"`, …).
+fn wire<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+fn hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t)
+}
+
+impl Anonymizer {
+    pub fn new(pseudo: Pseudonymizer) -> Self {
+        Self {
+            pseudo,
+            scrub: Scrubber::new(),
+            usernames: HashMap::new(),
+            opted_out: HashSet::new(),
+            erased: HashSet::new(),
+        }
+    }
+
+    fn user(&self, id: Uuid) -> Value {
+        Value::Str(self.pseudo.pseudonym(Domain::User, id))
+    }
+
+    fn item(&self, id: Uuid) -> Value {
+        Value::Str(self.pseudo.pseudonym(Domain::Item, id))
+    }
+
+    fn opt_item(&self, id: Option<Uuid>) -> Value {
+        id.map_or(Value::Null, |id| self.item(id))
+    }
+
+    fn text(&self, text: &str) -> Value {
+        let mention = |name: &str| {
+            self.usernames
+                .get(&name.to_lowercase())
+                .map(|id| self.pseudo.pseudonym(Domain::User, *id))
+        };
+        Value::Str(self.scrub.scrub(text, &mention).text)
+    }
+
+    fn opt_text(&self, text: Option<&str>) -> Value {
+        text.map_or(Value::Null, |t| self.text(t))
+    }
+
+    fn row(&self, table: &'static str, env: &Envelope) -> RowBuilder {
+        let table = schema(table).expect("a known table");
+        let mut values = vec![Value::Null; table.columns.len()];
+        values[0] = Value::Day(env.received_at.date_naive());
+        values[1] = Value::Hour(hour(env.received_at));
+        values[2] = Value::Str(self.pseudo.key_id().to_owned());
+        values[3] = Value::I64(POLICY_VERSION);
+        RowBuilder { table, values }
+    }
+
+    /// The rows `env` adds to the lake (often one, none for actions the lake does not keep).
+    pub fn anonymize(&mut self, env: &Envelope) -> Vec<Row> {
+        let actor = env.actor_id;
+        if self.erased.contains(&actor) {
+            return Vec::new();
+        }
+        // Bookkeeping first: it applies even to users who opted out.
+        match &env.action {
+            Action::UserRegistered(a) => {
+                self.usernames.insert(a.username.to_lowercase(), actor);
+                return Vec::new();
+            }
+            Action::AccountErased(_) => {
+                self.erased.insert(actor);
+                self.opted_out.remove(&actor);
+                self.usernames.retain(|_, id| *id != actor);
+                return Vec::new();
+            }
+            Action::ProfileUpdated(a) => {
+                let Some(out) = a.sale_opt_out else {
+                    return Vec::new();
+                };
+                if out {
+                    self.opted_out.insert(actor);
+                } else {
+                    self.opted_out.remove(&actor);
+                }
+                return vec![
+                    self.row("opt_outs", env)
+                        .set("user", self.user(actor))
+                        .set("opted_out", Value::Bool(out))
+                        .done(),
+                ];
+            }
+            _ => {}
+        }
+        if self.opted_out.contains(&actor) {
+            return Vec::new();
+        }
+        let me = self.user(actor);
+        let id = self.item(env.id);
+        let row = match &env.action {
+            Action::PostCreated(a) => self
+                .row("posts", env)
+                .set("post", id)
+                .set("author", me)
+                .set("event", Value::Str("created".into()))
+                .set("title", self.text(&a.title))
+                .set("body", self.text(&a.body))
+                .set("tags", Value::Strs(a.tags.clone())),
+            Action::PostEdited(a) => self
+                .row("posts", env)
+                .set("post", self.item(a.post_id))
+                .set("author", me)
+                .set("event", Value::Str("edited".into()))
+                .set("title", self.opt_text(a.title.as_deref()))
+                .set("body", self.opt_text(a.body.as_deref()))
+                .set("tags", a.tags.clone().map_or(Value::Null, Value::Strs)),
+            Action::PostDeleted(a) => self
+                .row("posts", env)
+                .set("post", self.item(a.post_id))
+                .set("author", me)
+                .set("event", Value::Str("deleted".into())),
+            Action::ApproachCreated(a) => self
+                .row("approaches", env)
+                .set("approach", id)
+                .set("post", self.opt_item(a.post_id))
+                .set("author", me)
+                .set("event", Value::Str("created".into()))
+                .set("title", self.text(&a.title))
+                .set("body", self.text(&a.body)),
+            Action::ApproachEdited(a) => self
+                .row("approaches", env)
+                .set("approach", self.item(a.approach_id))
+                .set("author", me)
+                .set("event", Value::Str("edited".into()))
+                .set("title", self.opt_text(a.title.as_deref()))
+                .set("body", self.opt_text(a.body.as_deref())),
+            Action::ApproachDeleted(a) => self
+                .row("approaches", env)
+                .set("approach", self.item(a.approach_id))
+                .set("author", me)
+                .set("event", Value::Str("deleted".into())),
+            Action::CommentCreated(a) => self
+                .row("comments", env)
+                .set("comment", id)
+                .set("target", self.item(a.target_id))
+                .set("parent", self.opt_item(a.parent_id))
+                .set("author", me)
+                .set("event", Value::Str("created".into()))
+                .set("body", self.text(&a.body)),
+            Action::CommentDeleted(a) => self
+                .row("comments", env)
+                .set("comment", self.item(a.comment_id))
+                .set("author", me)
+                .set("event", Value::Str("deleted".into())),
+            Action::ReactionAdded(a) => self
+                .row("reactions", env)
+                .set("target", self.item(a.target_id))
+                .set("user", me)
+                .set("kind", Value::Str(wire(&a.kind)))
+                .set("removed", Value::Bool(false)),
+            Action::ReactionRemoved(a) => self
+                .row("reactions", env)
+                .set("target", self.item(a.target_id))
+                .set("user", me)
+                .set("kind", Value::Str(wire(&a.kind)))
+                .set("removed", Value::Bool(true)),
+            Action::DonationMade(a) => self
+                .row("donations", env)
+                .set("donation", id)
+                .set("target", self.item(a.target_id))
+                .set("donor", me)
+                .set("amount_minor", Value::I64(a.amount_minor))
+                .set("currency", Value::Str(wire(&a.currency))),
+            Action::CampaignCreated(a) => self
+                .row("campaigns", env)
+                .set("campaign", id)
+                .set("target", self.item(a.target_id))
+                .set("owner", me)
+                .set("event", Value::Str("created".into()))
+                .set("goal_minor", Value::I64(a.goal_minor))
+                .set("currency", Value::Str(wire(&a.currency)))
+                .set("ends_day", Value::Day(a.ends_at.date_naive())),
+            Action::CampaignClosed(a) => self
+                .row("campaigns", env)
+                .set("campaign", self.item(a.campaign_id))
+                .set("owner", me)
+                .set("event", Value::Str("closed".into())),
+            Action::EventCreated(a) => self
+                .row("events", env)
+                .set("event_id", id)
+                .set("organizer", me)
+                .set("event", Value::Str("created".into()))
+                .set("title", self.text(&a.title))
+                .set("description", self.text(&a.description))
+                .set("starts_hour", Value::Hour(hour(a.starts_at)))
+                .set("ends_hour", Value::Hour(hour(a.ends_at)))
+                .set("online", Value::Bool(a.online_url.is_some()))
+                .set(
+                    "capacity",
+                    a.capacity.map_or(Value::Null, |c| Value::I64(c.into())),
+                ),
+            Action::EventUpdated(a) => self
+                .row("events", env)
+                .set("event_id", self.item(a.event_id))
+                .set("organizer", me)
+                .set("event", Value::Str("updated".into()))
+                .set("title", self.opt_text(a.title.as_deref()))
+                .set("description", self.opt_text(a.description.as_deref()))
+                .set(
+                    "starts_hour",
+                    a.starts_at.map_or(Value::Null, |t| Value::Hour(hour(t))),
+                )
+                .set(
+                    "ends_hour",
+                    a.ends_at.map_or(Value::Null, |t| Value::Hour(hour(t))),
+                )
+                .set(
+                    "online",
+                    match (&a.online_url, &a.location) {
+                        (Some(_), _) => Value::Bool(true),
+                        (None, Some(_)) => Value::Bool(false),
+                        (None, None) => Value::Null,
+                    },
+                )
+                .set(
+                    "capacity",
+                    a.capacity.map_or(Value::Null, |c| Value::I64(c.into())),
+                ),
+            Action::EventCancelled(a) => self
+                .row("events", env)
+                .set("event_id", self.item(a.event_id))
+                .set("organizer", me)
+                .set("event", Value::Str("cancelled".into())),
+            Action::EventRsvp(a) => self
+                .row("event_rsvps", env)
+                .set("event_id", self.item(a.event_id))
+                .set("user", me)
+                .set("status", Value::Str(wire(&a.status))),
+            Action::JobOfferCreated(a) => self
+                .row("job_offers", env)
+                .set("offer", id)
+                .set("sender", me)
+                .set(
+                    "recipient",
+                    a.to_user_id.map_or(Value::Null, |u| self.user(u)),
+                )
+                .set("event", Value::Str("created".into()))
+                .set("title", self.text(&a.title))
+                .set("description", self.text(&a.description))
+                .set("skills", Value::Strs(a.skills.clone()))
+                .set(
+                    "salary_band",
+                    a.salary_band
+                        .as_ref()
+                        .map_or(Value::Null, |b| Value::Str(wire(b))),
+                ),
+            Action::JobOfferAnswered(a) => self
+                .row("job_offers", env)
+                .set("offer", self.item(a.offer_id))
+                .set("sender", me)
+                .set("event", Value::Str(format!("answered:{}", wire(&a.answer)))),
+            Action::JobOfferWithdrawn(a) => self
+                .row("job_offers", env)
+                .set("offer", self.item(a.offer_id))
+                .set("sender", me)
+                .set("event", Value::Str("withdrawn".into())),
+            Action::FollowCreated(a) => self.edge(env, me, a.user_id, "follow"),
+            Action::FollowRemoved(a) => self.edge(env, me, a.user_id, "unfollow"),
+            Action::BlockCreated(a) => self.edge(env, me, a.user_id, "block"),
+            Action::BlockRemoved(a) => self.edge(env, me, a.user_id, "unblock"),
+            Action::ResumeUpdated(a) => self
+                .row("resumes", env)
+                .set("user", me)
+                .set("text", self.text(&a.text))
+                .set("skills", Value::Strs(a.skills.clone())),
+            Action::ExploreViewed(a) => {
+                return a
+                    .item_ids
+                    .iter()
+                    .enumerate()
+                    .map(|(rank, item)| {
+                        self.row("explore_interactions", env)
+                            .set("user", me.clone())
+                            .set("item", self.item(*item))
+                            .set("kind", Value::Str("viewed".into()))
+                            .set("rank", Value::I64(rank as i64))
+                            .done()
+                    })
+                    .collect();
+            }
+            Action::ExploreClicked(a) => self.interaction(env, me, a.item_id, "clicked"),
+            Action::ExploreDismissed(a) => self.interaction(env, me, a.item_id, "dismissed"),
+            // Sessions, notification settings and image storage say nothing a procurer buys;
+            // registrations and profiles feed the `users` dimension, built separately.
+            Action::UserRegistered(_)
+            | Action::UserLoggedIn(_)
+            | Action::UserLoggedOut(_)
+            | Action::AccountErased(_)
+            | Action::ProfileUpdated(_)
+            | Action::ImageUploaded(_)
+            | Action::NotificationsRead(_)
+            | Action::NotificationPreferencesUpdated(_) => return Vec::new(),
+        };
+        vec![row.done()]
+    }
+
+    fn edge(&self, env: &Envelope, me: Value, other: Uuid, kind: &str) -> RowBuilder {
+        self.row("follows", env)
+            .set("follower", me)
+            .set("followee", self.user(other))
+            .set("kind", Value::Str(kind.into()))
+    }
+
+    fn interaction(&self, env: &Envelope, me: Value, item: Uuid, kind: &str) -> RowBuilder {
+        self.row("explore_interactions", env)
+            .set("user", me)
+            .set("item", self.item(item))
+            .set("kind", Value::Str(kind.into()))
+    }
+}

@@ -1,1 +1,0 @@
-//! Free-text scrubbing (filled in by the scrubber work).
