@@ -8,12 +8,16 @@
 //!   [`LogError::Unavailable`] (ingest answers 503 with `Retry-After`). A batch that fails part
 //!   way may have landed in part: Kafka has no multi-partition atomic append without
 //!   transactions, and consumers dedupe on the action id.
-//! - **Read** keeps one assign-only consumer per partition, positioned where the last read
-//!   ended, so sequential reads are plain fetches; a read elsewhere seeks. Reads never pass the
-//!   high watermark, which under `acks=all` only covers replicated records.
+//! - **Read** keeps one assign-only consumer per partition as a buffered cursor: it keeps
+//!   fetching ahead, sequential reads are served from what it fetched, a read elsewhere seeks.
+//!   [`Log::watermarks_hint`] answers from those fetched records without a round trip (the
+//!   stream job's steps use it); reads never pass the high watermark, which under `acks=all`
+//!   only covers replicated records.
+//! - **Fatal producer errors** (a sequence gap, a fenced producer): the producer is replaced;
+//!   the append that met the error fails as `Unavailable`, its retry goes through the new one.
 //! - **Consumer-group positions** are committed and fetched with a consumer of that group that
-//!   never joins it (Kafka's "simple consumer" commit). Members of a running group commit
-//!   through their own consumer instead (see `philo_streams`).
+//!   never joins it (Kafka's "simple consumer" commit), so Kafka tooling shows the jobs' lag.
+//!   The jobs' authoritative positions live in their state stores (DESIGN invariant 3).
 //!
 //! Blocking librdkafka calls run on tokio's blocking pool.
 
