@@ -40,9 +40,8 @@ async fn up_admin_tail_and_graceful_shutdown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_kafka_up_admin_tail_and_graceful_shutdown() {
     let broker = tansu::Broker::start();
-    let env = common::kafka_env(&broker.bootstrap);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    up_admin_tail_and_shutdown(&env).await;
+    let url = common::kafka_url(&broker.bootstrap);
+    up_admin_tail_and_shutdown(&[("PHILO__LOG__BACKEND", &url)]).await;
 }
 
 async fn up_admin_tail_and_shutdown(env: &[(&str, &str)]) {

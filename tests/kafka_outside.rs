@@ -10,23 +10,8 @@ mod tansu;
 use std::collections::HashSet;
 use std::process::Command;
 
+use common::register_user as register;
 use serde_json::{Value, json};
-
-async fn register(http: &reqwest::Client, base: &str, name: &str) -> (String, String) {
-    let r: Value = http
-        .post(format!("{base}/v1/auth/register"))
-        .json(&json!({"username": name, "email": format!("{name}@example.com"), "password": "a long passphrase"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        r["user_id"].as_str().expect("registered").to_owned(),
-        r["access_token"].as_str().unwrap().to_owned(),
-    )
-}
 
 /// `PHILO_PYTHON` (the venv `scripts/python-tools.sh` makes), or that venv's default place.
 fn python() -> String {
@@ -41,8 +26,8 @@ fn python() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confluent_kafka_reads_records_that_match_the_published_schemas() {
     let broker = tansu::Broker::start();
-    let env = common::kafka_env(&broker.bootstrap);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let url = common::kafka_url(&broker.bootstrap);
+    let env = [("PHILO__LOG__BACKEND", url.as_str())];
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (server, base) = common::start(dir.path(), &env);
     let server = common::Guard::new(server);

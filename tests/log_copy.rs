@@ -10,34 +10,16 @@ mod tansu;
 
 use serde_json::{Value, json};
 
-use common::{philo, philo_with};
-
-async fn register(http: &reqwest::Client, base: &str, name: &str) -> (String, String) {
-    let r: Value = http
-        .post(format!("{base}/v1/auth/register"))
-        .json(&json!({"username": name, "email": format!("{name}@example.com"), "password": "a long passphrase"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        r["user_id"].as_str().expect("registered").to_owned(),
-        r["access_token"].as_str().unwrap().to_owned(),
-    )
-}
+use common::{act, philo, philo_with, register_user as register};
 
 async fn post(http: &reqwest::Client, base: &str, token: &str, title: &str) -> Value {
-    let r = http
-        .post(format!("{base}/v1/actions"))
-        .bearer_auth(token)
-        .json(&json!({"type": "post.created", "title": title, "body": "b", "tags": []}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    r.json().await.unwrap()
+    act(
+        http,
+        base,
+        token,
+        json!({"type": "post.created", "title": title, "body": "b", "tags": []}),
+    )
+    .await
 }
 
 fn tail(env: &[(&str, &str)], data: &std::path::Path) -> Vec<Value> {
@@ -82,7 +64,7 @@ fn copy(data: &std::path::Path, to: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_log_moves_to_kafka_and_the_platform_carries_on() {
     let broker = tansu::Broker::start();
-    let kafka = format!("kafka://{}?batch_max_records=1", broker.bootstrap);
+    let kafka = common::kafka_url(&broker.bootstrap);
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let data = dir.path();
     let http = reqwest::Client::new();

@@ -10,36 +10,8 @@ mod tansu;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::philo_with;
+use common::{act, philo_with, register_user as register};
 use serde_json::{Value, json};
-
-async fn register(http: &reqwest::Client, base: &str, name: &str) -> (String, String) {
-    let r: Value = http
-        .post(format!("{base}/v1/auth/register"))
-        .json(&json!({"username": name, "email": format!("{name}@example.com"), "password": "a long passphrase"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        r["user_id"].as_str().expect("registered").to_owned(),
-        r["access_token"].as_str().unwrap().to_owned(),
-    )
-}
-
-async fn act(http: &reqwest::Client, base: &str, token: &str, action: Value) -> Value {
-    let r = http
-        .post(format!("{base}/v1/actions"))
-        .bearer_auth(token)
-        .json(&action)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    r.json().await.unwrap()
-}
 
 fn rebuild(env: &[(&str, &str)], data: &std::path::Path, extra: &[&str]) -> Value {
     let out = philo_with(env)
@@ -62,9 +34,8 @@ async fn reads_see_own_writes_and_rebuilds_equal_live_views() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_kafka_reads_see_own_writes_and_rebuilds_equal_live_views() {
     let broker = tansu::Broker::start();
-    let env = common::kafka_env(&broker.bootstrap);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    reads_rebuilds_and_roles(&env).await;
+    let url = common::kafka_url(&broker.bootstrap);
+    reads_rebuilds_and_roles(&[("PHILO__LOG__BACKEND", &url)]).await;
 }
 
 async fn reads_rebuilds_and_roles(env: &[(&str, &str)]) {

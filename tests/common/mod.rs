@@ -20,13 +20,37 @@ pub fn philo_with(env: &[(&str, &str)]) -> Command {
     c
 }
 
-/// The environment that puts a run's log on the Kafka broker at `bootstrap` (tansu batches
-/// must hold one record: see `KafkaLogConfig::batch_max_records`).
-pub fn kafka_env(bootstrap: &str) -> Vec<(&'static str, String)> {
-    vec![(
-        "PHILO__LOG__BACKEND",
-        format!("kafka://{bootstrap}?batch_max_records=1"),
-    )]
+/// The `log.backend` URL of the Kafka broker at `bootstrap` (tansu batches must hold one
+/// record: see `KafkaLogConfig::batch_max_records`).
+pub fn kafka_url(bootstrap: &str) -> String {
+    format!("kafka://{bootstrap}?batch_max_records=1")
+}
+
+/// Registers `name` (password "a long passphrase"); returns its user id and access token.
+pub async fn register_user(client: &reqwest::Client, base: &str, name: &str) -> (String, String) {
+    let r = register_body(client, base, name, "a long passphrase").await;
+    (
+        r["user_id"].as_str().expect("registered").to_owned(),
+        r["access_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Submits `action` as the owner of `token`; asserts 202 and returns the answer.
+pub async fn act(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    action: serde_json::Value,
+) -> serde_json::Value {
+    let r = client
+        .post(format!("{base}/v1/actions"))
+        .bearer_auth(token)
+        .json(&action)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json().await.unwrap()
 }
 
 /// Starts `philo up` on `data_dir` and loopback port 0 with `env` added; returns the child and
@@ -65,7 +89,17 @@ pub async fn register(
     username: &str,
     password: &str,
 ) -> String {
-    let r: serde_json::Value = client
+    let r = register_body(client, base, username, password).await;
+    r["access_token"].as_str().expect("registered").to_owned()
+}
+
+async fn register_body(
+    client: &reqwest::Client,
+    base: &str,
+    username: &str,
+    password: &str,
+) -> serde_json::Value {
+    client
         .post(format!("{base}/v1/auth/register"))
         .json(&serde_json::json!({"username": username, "email": format!("{username}@example.com"), "password": password}))
         .send()
@@ -73,8 +107,7 @@ pub async fn register(
         .unwrap()
         .json()
         .await
-        .unwrap();
-    r["access_token"].as_str().expect("registered").to_owned()
+        .unwrap()
 }
 
 /// SIGTERM, then waits (at most 20 s) for the process to exit; returns its status.
