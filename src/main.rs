@@ -142,6 +142,22 @@ fn load(cli_config: Option<&std::path::Path>, common: &Common) -> Result<PhiloCo
     )
 }
 
+/// The configuration of a `philo log …` command: its data directory and log flags.
+fn load_log(
+    cli_config: Option<&std::path::Path>,
+    data_dir: &Option<PathBuf>,
+    log: &Option<String>,
+) -> Result<PhiloConfig> {
+    load(
+        cli_config,
+        &Common {
+            data_dir: data_dir.clone(),
+            listen: None,
+            log: log.clone(),
+        },
+    )
+}
+
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Up(common) => {
@@ -204,40 +220,20 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Log {
             command: LogCommand::Tail(args),
         } => {
-            let config = load(
-                cli.config.as_deref(),
-                &Common {
-                    data_dir: args.data_dir.clone(),
-                    listen: None,
-                    log: args.log.clone(),
-                },
-            )?;
+            let config = load_log(cli.config.as_deref(), &args.data_dir, &args.log)?;
             log_tail::tail(&config, &args).await
         }
         Command::Log {
             command: LogCommand::Copy(args),
         } => {
-            let config = load(
-                cli.config.as_deref(),
-                &Common {
-                    data_dir: args.data_dir.clone(),
-                    ..Default::default()
-                },
-            )?;
+            let config = load_log(cli.config.as_deref(), &args.data_dir, &None)?;
             telemetry::init_logging(&config.telemetry)?;
             log_copy::copy(&config, &args).await
         }
         Command::Log {
             command: LogCommand::Replay(args),
         } => {
-            let config = load(
-                cli.config.as_deref(),
-                &Common {
-                    data_dir: args.data_dir.clone(),
-                    log: args.log.clone(),
-                    ..Default::default()
-                },
-            )?;
+            let config = load_log(cli.config.as_deref(), &args.data_dir, &args.log)?;
             telemetry::init_logging(&config.telemetry)?;
             log_replay::run(&config, &args).await
         }

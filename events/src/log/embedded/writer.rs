@@ -77,16 +77,16 @@ impl Writer {
             }
             answers.push(positions);
         }
-        let result = batch.commit().and_then(|()| match self.durability {
-            Durability::Fsync => {
+        let mode = match self.durability {
+            Durability::Fsync => PersistMode::SyncAll,
+            Durability::Fdatasync => PersistMode::SyncData,
+            Durability::Buffered => PersistMode::Buffer,
+        };
+        let result = batch.commit().and_then(|()| {
+            if mode != PersistMode::Buffer {
                 self.fsyncs.fetch_add(1, Ordering::Relaxed);
-                self.db.persist(PersistMode::SyncAll)
             }
-            Durability::Fdatasync => {
-                self.fsyncs.fetch_add(1, Ordering::Relaxed);
-                self.db.persist(PersistMode::SyncData)
-            }
-            Durability::Buffered => self.db.persist(PersistMode::Buffer),
+            self.db.persist(mode)
         });
         match result {
             Ok(()) => {
