@@ -15,6 +15,7 @@ use philo_events::{Action, Envelope};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::kanon::{Dimension, UserFacts, generalise};
 use crate::pseudonym::{Domain, Pseudonymizer};
 use crate::scrub::Scrubber;
 
@@ -106,9 +107,34 @@ pub const TABLES: &[TableSchema] = &[
     table!("opt_outs", users: ["user"], "user": Str !, "opted_out": Bool !),
 ];
 
-/// The schema of `table`.
+/// The `users` dimension: one row per user who may be sold, generalised to k-anonymity and
+/// rewritten as a whole (so it has no `day`/`hour` and is not partitioned).
+pub static USERS: TableSchema = TableSchema {
+    name: "users",
+    columns: &[
+        ("key_id", ColType::Str, false),
+        ("policy_version", ColType::I64, false),
+        ("user", ColType::Str, false),
+        ("signup_period", ColType::Str, false),
+        ("role", ColType::Str, false),
+        ("has_display_name", ColType::Bool, false),
+        ("description", ColType::Str, true),
+        ("skills", ColType::Strs, false),
+    ],
+    user_columns: &["user"],
+};
+
+/// The schema of `table` (a fact table or `users`).
 pub fn schema(table: &str) -> Option<&'static TableSchema> {
+    if table == USERS.name {
+        return Some(&USERS);
+    }
     TABLES.iter().find(|t| t.name == table)
+}
+
+/// The index of fact table `table` in [`TABLES`].
+pub fn table_index(table: &str) -> Option<usize> {
+    TABLES.iter().position(|t| t.name == table)
 }
 
 /// One row of one table, its values in the schema's column order.
@@ -136,6 +162,10 @@ pub struct Anonymizer {
     usernames: HashMap<String, Uuid>,
     opted_out: HashSet<Uuid>,
     erased: HashSet<Uuid>,
+    /// Pseudonyms of the erased users, to drop rows that name them in any user column.
+    erased_pseudonyms: HashSet<String>,
+    /// What the `users` dimension is built from.
+    facts: HashMap<Uuid, UserFacts>,
 }
 
 /// Builds one row: the common columns, then the table's own in order.
@@ -185,6 +215,8 @@ impl Anonymizer {
             usernames: HashMap::new(),
             opted_out: HashSet::new(),
             erased: HashSet::new(),
+            erased_pseudonyms: HashSet::new(),
+            facts: HashMap::new(),
         }
     }
 
@@ -223,42 +255,162 @@ impl Anonymizer {
         RowBuilder { table, values }
     }
 
-    /// The rows `env` adds to the lake (often one, none for actions the lake does not keep).
-    pub fn anonymize(&mut self, env: &Envelope) -> Vec<Row> {
+    /// A new anonymizer under the same key, knowing nothing yet.
+    pub fn fresh(&self) -> Self {
+        Self::new(self.pseudo.clone())
+    }
+
+    /// Updates what the anonymizer knows (usernames, opt-outs, erasures, the `users` facts)
+    /// from `env` without producing rows: how a restarted job catches up on the log before the
+    /// point it resumes writing from.
+    pub fn observe(&mut self, env: &Envelope) {
+        let _ = self.bookkeep(env);
+    }
+
+    /// Records that `user` is erased before their `account.erased` is reached (a replay knows
+    /// every erasure in the log up front, so nothing of theirs is written even once).
+    pub fn mark_erased(&mut self, user: Uuid) {
+        self.erased.insert(user);
+        self.erased_pseudonyms
+            .insert(self.pseudo.pseudonym(Domain::User, user));
+        self.opted_out.remove(&user);
+        self.facts.remove(&user);
+    }
+
+    /// Whether `user` is erased.
+    pub fn is_erased(&self, user: &Uuid) -> bool {
+        self.erased.contains(user)
+    }
+
+    /// The pseudonym of `user` (what erasure deletes by).
+    pub fn user_pseudonym(&self, user: Uuid) -> String {
+        self.pseudo.pseudonym(Domain::User, user)
+    }
+
+    /// The pseudonym key's id.
+    pub fn key_id(&self) -> &str {
+        self.pseudo.key_id()
+    }
+
+    /// Whether `row` names an erased user in any of its user columns (a follow of an erased
+    /// user from another partition, say): such rows are never written.
+    pub fn names_erased(&self, row: &Row) -> bool {
+        if self.erased_pseudonyms.is_empty() {
+            return false;
+        }
+        let Some(schema) = schema(row.table) else {
+            return false;
+        };
+        schema.user_columns.iter().any(
+            |c| matches!(row.get(c), Some(Value::Str(p)) if self.erased_pseudonyms.contains(p)),
+        )
+    }
+
+    /// The facts of every user who may appear in the `users` dimension: registered, not
+    /// erased, not opted out of data sale.
+    pub fn user_facts(&self) -> Vec<UserFacts> {
+        let mut facts: Vec<UserFacts> = self
+            .facts
+            .values()
+            .filter(|f| !self.opted_out.contains(&f.user))
+            .cloned()
+            .collect();
+        facts.sort_by_key(|f| f.user);
+        facts
+    }
+
+    /// The `users` dimension, generalised to `k`-anonymity (see [`crate::kanon`]).
+    pub fn users_dimension(&self, k: usize) -> (Vec<Row>, Dimension) {
+        let dimension = generalise(&self.user_facts(), k);
+        let table = &USERS;
+        let rows = dimension
+            .rows
+            .iter()
+            .map(|r| {
+                let mut values = vec![Value::Null; table.columns.len()];
+                values[0] = Value::Str(self.pseudo.key_id().to_owned());
+                values[1] = Value::I64(POLICY_VERSION);
+                values[2] = Value::Str(self.pseudo.pseudonym(Domain::User, r.user));
+                values[3] = Value::Str(r.signup_period.clone());
+                values[4] = Value::Str(r.role.clone());
+                values[5] = Value::Bool(r.has_display_name);
+                values[6] = r.description.clone().map_or(Value::Null, Value::Str);
+                values[7] = Value::Strs(r.skills.clone());
+                Row {
+                    table: table.name,
+                    values,
+                }
+            })
+            .collect();
+        (rows, dimension)
+    }
+
+    /// Bookkeeping: what every action teaches the anonymizer, rows or not. `Some(rows)` when
+    /// the action is fully handled here.
+    fn bookkeep(&mut self, env: &Envelope) -> Option<Vec<Row>> {
         let actor = env.actor_id;
         if self.erased.contains(&actor) {
-            return Vec::new();
+            return Some(Vec::new());
         }
-        // Bookkeeping first: it applies even to users who opted out.
         match &env.action {
             Action::UserRegistered(a) => {
                 self.usernames.insert(a.username.to_lowercase(), actor);
-                return Vec::new();
+                self.facts.insert(
+                    actor,
+                    UserFacts {
+                        user: actor,
+                        signed_up: env.received_at,
+                        role: wire(&a.role),
+                        has_display_name: false,
+                        description_chars: 0,
+                        skills: Vec::new(),
+                    },
+                );
+                Some(Vec::new())
             }
             Action::AccountErased(_) => {
-                self.erased.insert(actor);
-                self.opted_out.remove(&actor);
+                self.mark_erased(actor);
                 self.usernames.retain(|_, id| *id != actor);
-                return Vec::new();
+                Some(Vec::new())
             }
             Action::ProfileUpdated(a) => {
-                let Some(out) = a.sale_opt_out else {
-                    return Vec::new();
-                };
+                if let Some(f) = self.facts.get_mut(&actor) {
+                    if a.display_name.is_some() {
+                        f.has_display_name = true;
+                    }
+                    if let Some(d) = &a.description {
+                        f.description_chars = d.chars().count();
+                    }
+                }
+                let out = a.sale_opt_out?;
                 if out {
                     self.opted_out.insert(actor);
                 } else {
                     self.opted_out.remove(&actor);
                 }
-                return vec![
+                Some(vec![
                     self.row("opt_outs", env)
                         .set("user", self.user(actor))
                         .set("opted_out", Value::Bool(out))
                         .done(),
-                ];
+                ])
             }
-            _ => {}
+            Action::ResumeUpdated(a) => {
+                if let Some(f) = self.facts.get_mut(&actor) {
+                    f.skills = a.skills.clone();
+                }
+                None
+            }
+            _ => None,
         }
+    }
+
+    /// The rows `env` adds to the lake (often one, none for actions the lake does not keep).
+    pub fn anonymize(&mut self, env: &Envelope) -> Vec<Row> {
+        if let Some(rows) = self.bookkeep(env) {
+            return rows;
+        }
+        let actor = env.actor_id;
         if self.opted_out.contains(&actor) {
             return Vec::new();
         }

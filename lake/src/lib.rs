@@ -10,8 +10,19 @@
 //!   sale and erasures stop a user's rows.
 //! - [`kanon`]: the `users` dimension generalised until every quasi-identifier combination
 //!   occurs at least `k` times.
+//! - [`columnar`], [`table`], [`storage`]: the rows as Arrow batches in Delta tables on local
+//!   disk or S3, each commit recording the log positions it holds.
+//! - [`job`]: the anonymizer stream job (exactly once, micro-batched), erasure, compaction and
+//!   vacuum.
 
 pub mod anonymize;
+pub mod columnar;
+pub mod job;
 pub mod kanon;
 pub mod pseudonym;
 pub mod scrub;
+pub mod storage;
+pub mod table;
+
+/// The Delta Lake stack the lake is written with (Arrow, DataFusion), for readers of it.
+pub use deltalake;

@@ -1,0 +1,798 @@
+//! The anonymizer job: reads the `actions` log, anonymizes every action, and lands the rows in
+//! the lake's Delta tables in micro-batches, each action exactly once.
+//!
+//! ## Exactly once
+//! Each table commit records, per log partition, the next offset the table has taken (a Delta
+//! application transaction, see [`crate::table`]). On start the job reads those positions back,
+//! resumes every partition from the smallest of them, and writes a row into a table only if its
+//! action's offset is at or past that table's own position. A batch whose commit landed before
+//! a crash is therefore skipped table by table; one that did not is written again.
+//!
+//! ## Catching up
+//! What the anonymizer knows (usernames for mentions, opt-outs, erasures, the `users` facts) is
+//! rebuilt on start by observing the log from its beginning to the resume point, and **every**
+//! `account.erased` in the retained log is applied up front: a replay never writes an erased
+//! user's rows, not even the ones logged before their erasure.
+//!
+//! ## Erasure
+//! When the job reaches an `account.erased`, it drops the user's pending rows, commits the
+//! batch, then deletes the user's rows from every table (by every user column), vacuums the
+//! touched tables with zero retention so the files are physically gone, and writes a receipt
+//! to `_philo/erasures/<action id>.json` beside the tables. An erasure whose receipt is missing
+//! (a crash between the batch and the delete) is redone on the next start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use philo_events::log::{Log, LogError};
+use philo_events::{Action, Envelope};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::anonymize::{Anonymizer, Row, TABLES, USERS, table_index};
+use crate::columnar;
+use crate::storage::Location;
+use crate::table::{LakeError, LakeTable, TableSettings, commit_metadata};
+
+/// How the job batches and maintains the lake.
+#[derive(Debug, Clone)]
+pub struct LakeJobConfig {
+    /// The topic of actions.
+    pub topic: String,
+    /// A batch commits once it holds this many actions…
+    pub batch_max_actions: usize,
+    /// …or once its first action has waited this long.
+    pub batch_max_wait: Duration,
+    /// Records per log read.
+    pub read_chunk: usize,
+    /// A table that got no rows records its progress anyway after this many batches (bounds
+    /// what a restart re-reads).
+    pub progress_every: u32,
+    /// k of the `users` dimension's k-anonymity.
+    pub k: usize,
+    /// How often the `users` dimension is rewritten (when it changed).
+    pub users_every: Duration,
+    /// How often tables are compacted (`None`: only by `philo lake optimize`).
+    pub optimize_every: Option<Duration>,
+    /// How often unreferenced files older than `vacuum_retention` are deleted.
+    pub vacuum_every: Option<Duration>,
+    pub vacuum_retention: Duration,
+    /// Target size of compacted files.
+    pub target_file_bytes: u64,
+    /// Sleep between polls when caught up.
+    pub idle_poll: Duration,
+    pub settings: TableSettings,
+}
+
+impl Default for LakeJobConfig {
+    fn default() -> Self {
+        Self {
+            topic: "actions".into(),
+            batch_max_actions: 50_000,
+            batch_max_wait: Duration::from_secs(1),
+            read_chunk: 8_192,
+            progress_every: 20,
+            k: 5,
+            users_every: Duration::from_secs(60),
+            optimize_every: Some(Duration::from_secs(15 * 60)),
+            vacuum_every: Some(Duration::from_secs(6 * 3600)),
+            vacuum_retention: Duration::from_secs(7 * 24 * 3600),
+            target_file_bytes: 128 * 1024 * 1024,
+            idle_poll: Duration::from_millis(100),
+            settings: TableSettings::default(),
+        }
+    }
+}
+
+/// Errors that stop the job.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("erasure receipts: {0}")]
+    Receipts(#[from] object_store::Error),
+}
+
+/// What one step did.
+#[derive(Debug, Default, Clone)]
+pub struct StepReport {
+    /// Actions read (including ones that produced no rows or were skipped as already landed).
+    pub actions: usize,
+    /// Rows committed.
+    pub rows: usize,
+    /// Table commits made.
+    pub commits: usize,
+    /// Actions whose record did not decode (counted, never written).
+    pub undecodable: usize,
+    /// Receive times (unix ms) of the actions this step committed, for lag figures.
+    pub received_ms: Vec<i64>,
+    /// When the step's commits finished.
+    pub committed_at: Option<DateTime<Utc>>,
+    /// Erasures this step carried out.
+    pub erasures: Vec<ErasureReceipt>,
+}
+
+/// What erasing one user removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasureReceipt {
+    /// The `account.erased` action (its actor is the user; the receipt names no one, so it
+    /// can sit beside the tables).
+    pub action_id: Uuid,
+    pub tables: Vec<TableErasure>,
+    pub completed_at: DateTime<Utc>,
+}
+
+/// One table's part of an erasure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableErasure {
+    pub table: String,
+    /// The Delta version of the delete commit (`None`: nothing to delete).
+    pub version: Option<u64>,
+    pub rows_removed: u64,
+    /// Data files physically deleted by the zero-retention vacuum.
+    pub files_deleted: u64,
+    /// `_delta_log` entries (commits and checkpoints, whose file statistics and delete
+    /// predicate could still hold the pseudonym) removed behind a fresh checkpoint.
+    pub log_entries_removed: u64,
+}
+
+/// The lake's tables, open.
+pub struct Lake {
+    pub location: Location,
+    pub tables: Vec<LakeTable>,
+    pub users: LakeTable,
+    receipts: (Arc<dyn ObjectStore>, StorePath),
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lake")
+            .field("location", &self.location)
+            .field("tables", &self.tables)
+            .finish()
+    }
+}
+
+impl Lake {
+    /// Opens every table under `location`, creating the missing ones.
+    pub async fn open(location: &Location, settings: &TableSettings) -> Result<Self, JobError> {
+        let mut tables = Vec::with_capacity(TABLES.len());
+        for schema in TABLES {
+            tables.push(LakeTable::open(location, schema, settings).await?);
+        }
+        let users = LakeTable::open(location, &USERS, settings).await?;
+        let (store, prefix) = object_store::parse_url_opts(&location.url, &location.options)?;
+        let receipts = prefix.clone().join("_philo").join("erasures");
+        Ok(Self {
+            location: location.clone(),
+            tables,
+            users,
+            receipts: (Arc::from(store), receipts),
+        })
+    }
+
+    /// The table named `name` (fact tables and `users`).
+    pub fn table(&self, name: &str) -> Option<&LakeTable> {
+        if name == USERS.name {
+            return Some(&self.users);
+        }
+        self.tables.iter().find(|t| t.name() == name)
+    }
+
+    /// Every table, fact tables first.
+    pub fn all_mut(&mut self) -> impl Iterator<Item = &mut LakeTable> {
+        self.tables
+            .iter_mut()
+            .chain(std::iter::once(&mut self.users))
+    }
+
+    /// A DataFusion session with every table registered under its name (after a refresh, so
+    /// it sees what other writers committed).
+    pub async fn session(
+        &mut self,
+    ) -> Result<deltalake::datafusion::prelude::SessionContext, JobError> {
+        let ctx = deltalake::datafusion::prelude::SessionContext::new();
+        for table in self.all_mut() {
+            table.refresh().await?;
+            let name = table.name();
+            let delta = table.delta();
+            delta
+                .update_datafusion_session(&ctx.state())
+                .map_err(LakeError::delta(name))?;
+            let provider = delta
+                .table_provider()
+                .await
+                .map_err(|e| LakeError::delta(name)(e.into()))?;
+            ctx.register_table(name, provider)
+                .map_err(|e| LakeError::delta(name)(e.into()))?;
+        }
+        Ok(ctx)
+    }
+
+    /// The stored receipt of erasure `action_id`, if it completed.
+    pub async fn receipt(&self, action_id: Uuid) -> Result<Option<ErasureReceipt>, JobError> {
+        let (store, dir) = &self.receipts;
+        match store
+            .get(&dir.clone().join(format!("{action_id}.json").as_str()))
+            .await
+        {
+            Ok(got) => {
+                let bytes = got.bytes().await?;
+                Ok(serde_json::from_slice(&bytes).ok())
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn store_receipt(&self, receipt: &ErasureReceipt) -> Result<(), JobError> {
+        let (store, dir) = &self.receipts;
+        let body = serde_json::to_vec_pretty(receipt).expect("a receipt serializes");
+        store
+            .put(
+                &dir.clone()
+                    .join(format!("{}.json", receipt.action_id).as_str()),
+                body.into(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes every row naming `pseudonym` in a user column of any table, vacuums the touched
+    /// tables with zero retention so the deleted rows' files are physically gone, and removes
+    /// the `_delta_log` entries before a fresh checkpoint (they hold the old files' statistics).
+    pub async fn erase(
+        &mut self,
+        action_id: Uuid,
+        pseudonym: &str,
+        key_id: &str,
+    ) -> Result<ErasureReceipt, JobError> {
+        // Pseudonyms are 32 hex digits; anything else never reaches a predicate.
+        assert!(
+            pseudonym.len() == 32 && pseudonym.bytes().all(|b| b.is_ascii_hexdigit()),
+            "a pseudonym is 32 hex digits"
+        );
+        let mut tables = Vec::new();
+        for table in self.all_mut() {
+            let predicate = table
+                .schema
+                .user_columns
+                .iter()
+                .map(|c| format!("\"{c}\" = '{pseudonym}'"))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let name = table.name();
+            let (deleted, metrics) = table
+                .delta()
+                .clone()
+                .delete()
+                .with_predicate(predicate)
+                .with_commit_properties(
+                    CommitProperties::default().with_metadata(commit_metadata(key_id)),
+                )
+                .await
+                .map_err(LakeError::delta(name))?;
+            // delta-rs leaves the count unknown only for whole-file deletes without row
+            // statistics; the lake's files always carry statistics.
+            let rows = metrics.num_deleted_rows.unwrap_or(0) as u64;
+            let touched = rows > 0 || metrics.num_removed_files > 0;
+            let mut entry = TableErasure {
+                table: name.to_string(),
+                version: None,
+                rows_removed: rows,
+                files_deleted: 0,
+                log_entries_removed: 0,
+            };
+            if touched {
+                entry.version = deleted.version();
+                let (vacuumed, vm) = deleted
+                    .vacuum()
+                    .with_retention_period(chrono::Duration::zero())
+                    .with_enforce_retention_duration(false)
+                    .await
+                    .map_err(LakeError::delta(name))?;
+                entry.files_deleted = vm.files_deleted.len() as u64;
+                // Older log entries hold the deleted files' statistics (min/max pseudonyms)
+                // and the delete's predicate: checkpoint now, then drop everything before it.
+                // Time travel to versions before the erasure ends here, by design.
+                deltalake::checkpoints::create_checkpoint(&vacuumed, None)
+                    .await
+                    .map_err(LakeError::delta(name))?;
+                let checkpoint = vacuumed.version().unwrap_or_default();
+                entry.log_entries_removed = deltalake::checkpoints::cleanup_expired_logs_for(
+                    checkpoint,
+                    vacuumed.log_store().as_ref(),
+                    Utc::now().timestamp_millis() + 1_000,
+                    None,
+                )
+                .await
+                .map_err(LakeError::delta(name))?
+                    as u64;
+                table.replace(vacuumed);
+            } else {
+                table.replace(deleted);
+            }
+            tables.push(entry);
+        }
+        let receipt = ErasureReceipt {
+            action_id,
+            tables,
+            completed_at: Utc::now(),
+        };
+        self.store_receipt(&receipt).await?;
+        Ok(receipt)
+    }
+
+    /// Compacts every table's small files (per partition) toward `target_file_bytes`.
+    /// Returns `(table, files removed, files added)`.
+    pub async fn optimize(
+        &mut self,
+        target_file_bytes: u64,
+        key_id: &str,
+    ) -> Result<Vec<(String, u64, u64)>, JobError> {
+        let mut out = Vec::new();
+        for table in self.all_mut() {
+            table.refresh().await?;
+            let name = table.name();
+            let (optimized, metrics) = table
+                .delta()
+                .clone()
+                .optimize()
+                .with_target_size(
+                    std::num::NonZeroU64::new(target_file_bytes)
+                        .unwrap_or(std::num::NonZeroU64::MIN),
+                )
+                .with_writer_properties(table.writer_properties())
+                .with_commit_properties(
+                    CommitProperties::default().with_metadata(commit_metadata(key_id)),
+                )
+                .await
+                .map_err(LakeError::delta(name))?;
+            out.push((
+                name.to_string(),
+                metrics.num_files_removed,
+                metrics.num_files_added,
+            ));
+            table.replace(optimized);
+        }
+        Ok(out)
+    }
+
+    /// Deletes files no version newer than `retention` refers to. Returns `(table, files)`.
+    pub async fn vacuum(&mut self, retention: Duration) -> Result<Vec<(String, u64)>, JobError> {
+        let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let mut out = Vec::new();
+        for table in self.all_mut() {
+            table.refresh().await?;
+            let name = table.name();
+            let (vacuumed, metrics) = table
+                .delta()
+                .clone()
+                .vacuum()
+                .with_retention_period(retention)
+                .with_enforce_retention_duration(false)
+                .await
+                .map_err(LakeError::delta(name))?;
+            out.push((name.to_string(), metrics.files_deleted.len() as u64));
+            table.replace(vacuumed);
+        }
+        Ok(out)
+    }
+
+    /// Replaces the `users` dimension with `rows`.
+    pub async fn write_users(&mut self, rows: &[Row], key_id: &str) -> Result<u64, JobError> {
+        let schema = columnar::arrow_schema(&USERS);
+        let batch = columnar::record_batch(&USERS, &schema, rows.iter()).map_err(|source| {
+            LakeError::Arrow {
+                table: USERS.name.into(),
+                source,
+            }
+        })?;
+        let written = self
+            .users
+            .delta()
+            .clone()
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Overwrite)
+            .with_writer_properties(self.users.writer_properties())
+            .with_commit_properties(
+                CommitProperties::default().with_metadata(commit_metadata(key_id)),
+            )
+            .await
+            .map_err(LakeError::delta(USERS.name))?;
+        let version = written.version().unwrap_or_default();
+        self.users.replace(written);
+        Ok(version)
+    }
+}
+
+/// The anonymizer job over one log and one lake.
+pub struct LakeJob {
+    log: Arc<dyn Log>,
+    config: LakeJobConfig,
+    lake: Lake,
+    anon: Anonymizer,
+    partitions: u32,
+    /// Next offset to read, per partition.
+    next: Vec<u64>,
+    /// Per fact table, per partition: the next offset the table has taken.
+    taken: Vec<Vec<u64>>,
+    /// Per fact table: batches since it last recorded progress.
+    idle_batches: Vec<u32>,
+    /// Erasures in the log that have no receipt yet.
+    pending_erasures: Vec<(Uuid, Uuid)>,
+    users_dirty: bool,
+    last_users: Instant,
+    last_optimize: Instant,
+    last_vacuum: Instant,
+}
+
+impl std::fmt::Debug for LakeJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LakeJob")
+            .field("lake", &self.lake)
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LakeJob {
+    /// Opens the lake, reads how far each table got, and catches the anonymizer up.
+    pub async fn start(
+        log: Arc<dyn Log>,
+        location: &Location,
+        anon: Anonymizer,
+        config: LakeJobConfig,
+    ) -> Result<Self, JobError> {
+        let lake = Lake::open(location, &config.settings).await?;
+        let partitions = log.partitions(&config.topic).await?;
+        let mut taken = Vec::with_capacity(lake.tables.len());
+        for table in &lake.tables {
+            taken.push(table.positions(partitions).await?);
+        }
+        let mut job = Self {
+            log,
+            lake,
+            anon,
+            partitions,
+            next: vec![0; partitions as usize],
+            idle_batches: vec![0; taken.len()],
+            taken,
+            pending_erasures: Vec::new(),
+            users_dirty: true,
+            last_users: Instant::now(),
+            last_optimize: Instant::now(),
+            last_vacuum: Instant::now(),
+            config,
+        };
+        job.catch_up().await?;
+        Ok(job)
+    }
+
+    /// The open lake.
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// The open lake, for maintenance between steps.
+    pub fn lake_mut(&mut self) -> &mut Lake {
+        &mut self.lake
+    }
+
+    /// The next offset to read, per partition.
+    pub fn positions(&self) -> &[u64] {
+        &self.next
+    }
+
+    /// Rebuilds the anonymizer's knowledge from the log: everything before the resume point is
+    /// observed; every erasure anywhere in the retained log is applied up front.
+    async fn catch_up(&mut self) -> Result<(), JobError> {
+        let topic = self.config.topic.clone();
+        for p in 0..self.partitions {
+            let resume = self.taken.iter().map(|t| t[p as usize]).min().unwrap_or(0);
+            let wm = self.log.watermarks(&topic, p).await?;
+            let mut offset = wm.low;
+            while offset < wm.high {
+                let records = self
+                    .log
+                    .read(&topic, p, offset, self.config.read_chunk)
+                    .await?;
+                let Some(last) = records.last() else { break };
+                offset = last.offset + 1;
+                for record in &records {
+                    let Ok(env) = Envelope::from_json(&record.value) else {
+                        continue;
+                    };
+                    if record.offset < resume {
+                        self.anon.observe(&env);
+                    }
+                    if matches!(env.action, Action::AccountErased(_)) {
+                        self.anon.mark_erased(env.actor_id);
+                        // Behind the resume point or ahead of it, an erasure without a receipt
+                        // may have rows in the lake from before: carry it out now.
+                        self.pending_erasures.push((env.id, env.actor_id));
+                    }
+                }
+            }
+            self.next[p as usize] = resume.max(wm.low);
+        }
+        // Erasures whose receipt never got written: carry them out (deleting is idempotent).
+        let pending = std::mem::take(&mut self.pending_erasures);
+        for (action_id, user) in pending {
+            if self.lake.receipt(action_id).await?.is_none() {
+                let pseudonym = self.anon.user_pseudonym(user);
+                let key_id = self.anon.key_id().to_owned();
+                self.lake.erase(action_id, &pseudonym, &key_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads up to one batch, anonymizes it, and commits it. Waits (up to `batch_max_wait`
+    /// after the first action) for a batch to fill while the log is quiet.
+    pub async fn step(&mut self) -> Result<StepReport, JobError> {
+        let topic = self.config.topic.clone();
+        let max = self.config.batch_max_actions;
+        let mut report = StepReport::default();
+        let mut pending: Vec<Vec<Row>> = vec![Vec::new(); TABLES.len()];
+        let mut erasures: Vec<(Uuid, Uuid)> = Vec::new();
+        let started = Instant::now();
+        loop {
+            let mut read_any = false;
+            for p in 0..self.partitions {
+                let pi = p as usize;
+                if report.actions >= max {
+                    break;
+                }
+                let wm = self.log.watermarks_hint(&topic, p).await?;
+                if self.next[pi] < wm.low {
+                    tracing::warn!(
+                        partition = p,
+                        from = self.next[pi],
+                        to = wm.low,
+                        "log retention removed records the lake had not taken"
+                    );
+                    self.next[pi] = wm.low;
+                }
+                if self.next[pi] >= wm.high {
+                    continue;
+                }
+                let want = self.config.read_chunk.min(max - report.actions);
+                let records = self.log.read(&topic, p, self.next[pi], want).await?;
+                let Some(last) = records.last() else { continue };
+                self.next[pi] = last.offset + 1;
+                read_any = true;
+                report.actions += records.len();
+                for record in &records {
+                    let Ok(env) = Envelope::from_json(&record.value) else {
+                        report.undecodable += 1;
+                        continue;
+                    };
+                    if matches!(env.action, Action::AccountErased(_))
+                        && !self.anon.is_erased(&env.actor_id)
+                    {
+                        erasures.push((env.id, env.actor_id));
+                    }
+                    let rows = self.anon.anonymize(&env);
+                    if matches!(
+                        env.action,
+                        Action::UserRegistered(_)
+                            | Action::ProfileUpdated(_)
+                            | Action::ResumeUpdated(_)
+                            | Action::AccountErased(_)
+                    ) {
+                        self.users_dirty = true;
+                    }
+                    let mut landed = false;
+                    for row in rows {
+                        let t = table_index(row.table).expect("the anonymizer writes fact tables");
+                        if record.offset >= self.taken[t][pi] && !self.anon.names_erased(&row) {
+                            pending[t].push(row);
+                            landed = true;
+                        }
+                    }
+                    if landed {
+                        report.received_ms.push(env.received_at.timestamp_millis());
+                    }
+                }
+            }
+            if report.actions >= max || started.elapsed() >= self.config.batch_max_wait {
+                break;
+            }
+            if !read_any {
+                if report.actions == 0 {
+                    return Ok(report);
+                }
+                tokio::time::sleep(self.config.idle_poll.min(self.config.batch_max_wait)).await;
+            }
+        }
+        // An erased user's rows read earlier in this very batch never land.
+        if !erasures.is_empty() {
+            for rows in &mut pending {
+                rows.retain(|row| !self.anon.names_erased(row));
+            }
+        }
+        self.commit(pending, &mut report).await?;
+        for (action_id, user) in erasures {
+            let pseudonym = self.anon.user_pseudonym(user);
+            let key_id = self.anon.key_id().to_owned();
+            let receipt = self.lake.erase(action_id, &pseudonym, &key_id).await?;
+            tracing::info!(%action_id, "erased a user from the lake");
+            report.erasures.push(receipt);
+        }
+        Ok(report)
+    }
+
+    /// Commits the pending rows of every table, concurrently, each with the progress it
+    /// covers.
+    async fn commit(
+        &mut self,
+        mut pending: Vec<Vec<Row>>,
+        report: &mut StepReport,
+    ) -> Result<(), JobError> {
+        let key_id = self.anon.key_id().to_owned();
+        let next = self.next.clone();
+        let every = self.config.progress_every;
+        let mut work = Vec::new();
+        for (t, table) in self.lake.tables.iter_mut().enumerate() {
+            let progress: HashMap<u32, u64> = next
+                .iter()
+                .enumerate()
+                .filter(|(p, n)| **n > self.taken[t][*p])
+                .map(|(p, n)| (p as u32, *n))
+                .collect();
+            let rows = std::mem::take(&mut pending[t]);
+            if rows.is_empty() {
+                self.idle_batches[t] += 1;
+                if progress.is_empty() || self.idle_batches[t] < every {
+                    continue;
+                }
+            }
+            self.idle_batches[t] = 0;
+            let key_id = key_id.clone();
+            work.push(async move {
+                let result = append_with_retry(table, rows, progress.clone(), &key_id).await;
+                (t, progress, result)
+            });
+        }
+        let results = futures::future::join_all(work).await;
+        let mut first_error = None;
+        for (t, progress, result) in results {
+            match result {
+                Ok(rows) => {
+                    report.commits += 1;
+                    report.rows += rows;
+                    for (p, n) in progress {
+                        self.taken[t][p as usize] = n;
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        report.committed_at = Some(Utc::now());
+        if let Some(e) = first_error {
+            return Err(e.into());
+        }
+        metrics::counter!("philo_lake_actions_total").increment(report.actions as u64);
+        metrics::counter!("philo_lake_rows_total").increment(report.rows as u64);
+        metrics::counter!("philo_lake_commits_total").increment(report.commits as u64);
+        Ok(())
+    }
+
+    /// Rewrites the `users` dimension if anything it is built from changed.
+    pub async fn write_users(&mut self) -> Result<Option<u64>, JobError> {
+        if !self.users_dirty {
+            return Ok(None);
+        }
+        let (rows, dimension) = self.anon.users_dimension(self.config.k);
+        let key_id = self.anon.key_id().to_owned();
+        let version = self.lake.write_users(&rows, &key_id).await?;
+        tracing::debug!(
+            users = rows.len(),
+            level = dimension.level,
+            suppressed = dimension.suppressed,
+            "users dimension rewritten"
+        );
+        self.users_dirty = false;
+        self.last_users = Instant::now();
+        Ok(Some(version))
+    }
+
+    /// Scheduled maintenance: the `users` dimension, compaction and vacuum when due.
+    pub async fn maintain(&mut self) -> Result<(), JobError> {
+        if self.users_dirty && self.last_users.elapsed() >= self.config.users_every {
+            self.write_users().await?;
+        }
+        let key_id = self.anon.key_id().to_owned();
+        if let Some(every) = self.config.optimize_every
+            && self.last_optimize.elapsed() >= every
+        {
+            self.lake
+                .optimize(self.config.target_file_bytes, &key_id)
+                .await?;
+            self.last_optimize = Instant::now();
+        }
+        if let Some(every) = self.config.vacuum_every
+            && self.last_vacuum.elapsed() >= every
+        {
+            self.lake.vacuum(self.config.vacuum_retention).await?;
+            self.last_vacuum = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Runs until `stop` is cancelled (finishing the batch in hand) or an error stops it.
+    pub async fn run(mut self, stop: CancellationToken) -> Result<(), JobError> {
+        loop {
+            if stop.is_cancelled() {
+                break;
+            }
+            let report = match self.step().await {
+                Ok(report) => report,
+                Err(JobError::Lake(LakeError::Raced(table))) => {
+                    // Another writer landed some of this batch first: start over from what the
+                    // tables record, so nothing lands twice.
+                    tracing::warn!(%table, "another lake writer raced this one; resuming from the tables");
+                    let location = self.lake.location.clone();
+                    let anon = self.anon.fresh();
+                    self = LakeJob::start(self.log.clone(), &location, anon, self.config.clone())
+                        .await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            self.maintain().await?;
+            if report.actions == 0 {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(self.config.idle_poll) => {}
+                }
+            }
+        }
+        if self.users_dirty {
+            self.write_users().await?;
+        }
+        Ok(())
+    }
+
+    /// How far behind the log head the lake is: records not yet taken, per partition.
+    pub async fn lag(&self) -> Result<BTreeMap<u32, u64>, JobError> {
+        let mut out = BTreeMap::new();
+        for p in 0..self.partitions {
+            let wm = self.log.watermarks(&self.config.topic, p).await?;
+            out.insert(p, wm.high.saturating_sub(self.next[p as usize]));
+        }
+        Ok(out)
+    }
+}
+
+/// Appends `rows` to `table`; if another writer committed some of these log positions first,
+/// reloads, drops what that writer already landed, and tries again. Returns the rows written.
+async fn append_with_retry(
+    table: &mut LakeTable,
+    rows: Vec<Row>,
+    progress: HashMap<u32, u64>,
+    key_id: &str,
+) -> Result<usize, LakeError> {
+    match table.append(&rows, &progress, key_id).await {
+        Ok(_) => Ok(rows.len()),
+        Err(LakeError::Raced(name)) => {
+            // The rows carry no offsets, so a partial overlap cannot be split here: the job
+            // restarts from the table's recorded positions instead.
+            table.refresh().await?;
+            Err(LakeError::Raced(name))
+        }
+        Err(e) => Err(e),
+    }
+}
