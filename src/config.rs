@@ -25,6 +25,7 @@ pub struct PhiloConfig {
     pub images: ImagesSection,
     pub ingest: IngestConfig,
     pub streams: StreamsSection,
+    pub lake: LakeSection,
     pub telemetry: TelemetryConfig,
 }
 
@@ -38,6 +39,7 @@ impl Default for PhiloConfig {
             images: ImagesSection::default(),
             ingest: IngestConfig::default(),
             streams: StreamsSection::default(),
+            lake: LakeSection::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -119,6 +121,113 @@ impl PhiloConfig {
         c.social.backfill = self.streams.backfill;
         c.job.max_batch_records = self.streams.max_batch_records.max(1);
         c.job.failed_topic = Some(philo_events::log::FAILED_TOPIC.to_owned());
+        c
+    }
+}
+
+/// The anonymizer and the Delta tables it lands (`docs/lake.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeSection {
+    /// Whether `philo up` runs the anonymizer in-process.
+    pub enabled: bool,
+    /// Empty: `<data_dir>/lake` on local disk. Or `s3://bucket/prefix`.
+    pub url: String,
+    /// Options of the lake's store, as `object_store` names them (for S3: `endpoint`,
+    /// `region`, `access_key_id`, `secret_access_key`, `allow_http`, …). Values never print.
+    #[serde(serialize_with = "redact_map", deserialize_with = "scalar_map")]
+    pub storage: BTreeMap<String, SecretString>,
+    /// HMAC key of the pseudonyms (≥ 32 bytes); never enters the lake. Empty: generated once
+    /// into `<data_dir>/secrets/lake.key`.
+    #[serde(serialize_with = "redact")]
+    pub pseudonym_key: Option<SecretString>,
+    /// Id of that key, recorded in every row (rotate by changing both).
+    pub pseudonym_key_id: String,
+    /// k of the `users` dimension's k-anonymity.
+    pub k_anonymity: usize,
+    /// A micro-batch commits at this many actions…
+    pub batch_max_actions: usize,
+    /// …or this many milliseconds after its first action.
+    pub batch_max_wait_ms: u64,
+    /// A Delta checkpoint every this many commits.
+    pub checkpoint_interval: u32,
+    /// Parquet compression: `zstd` (default), `snappy`, `lz4` or `none`.
+    pub compression: String,
+    /// Compaction every this many minutes (0: only `philo lake optimize`).
+    pub optimize_every_minutes: u64,
+    /// Vacuum every this many hours (0: only `philo lake vacuum`).
+    pub vacuum_every_hours: u64,
+    /// Files unreferenced for this long are deleted by vacuum.
+    pub vacuum_retention_hours: u64,
+    /// Address of the `philo lake` role's `/metrics` and `/healthz`.
+    pub listen: SocketAddr,
+}
+
+impl Default for LakeSection {
+    fn default() -> Self {
+        let job = philo_lake::job::LakeJobConfig::default();
+        Self {
+            enabled: true,
+            url: String::new(),
+            storage: BTreeMap::new(),
+            pseudonym_key: None,
+            pseudonym_key_id: "k1".into(),
+            k_anonymity: job.k,
+            batch_max_actions: job.batch_max_actions,
+            batch_max_wait_ms: job.batch_max_wait.as_millis() as u64,
+            checkpoint_interval: job.settings.checkpoint_interval,
+            compression: "zstd".into(),
+            optimize_every_minutes: 15,
+            vacuum_every_hours: 6,
+            vacuum_retention_hours: 7 * 24,
+            listen: "127.0.0.1:9092".parse().expect("valid address"),
+        }
+    }
+}
+
+impl PhiloConfig {
+    /// Where the lake lives.
+    pub fn lake_location(&self) -> Result<philo_lake::storage::Location> {
+        let options = self
+            .lake
+            .storage
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    secrecy::ExposeSecret::expose_secret(v).to_owned(),
+                )
+            })
+            .collect();
+        let location = if self.lake.url.is_empty() {
+            std::fs::create_dir_all(self.data_dir.join("lake"))?;
+            let dir = std::path::absolute(self.data_dir.join("lake"))?;
+            philo_lake::storage::Location::parse(&dir.to_string_lossy(), options)?
+        } else {
+            philo_lake::storage::Location::parse(&self.lake.url, options)?
+        };
+        Ok(location)
+    }
+
+    /// The anonymizer job's settings (`lake.compression` checked by [`PhiloConfig::load`]).
+    pub fn lake_job_config(&self) -> philo_lake::job::LakeJobConfig {
+        use std::time::Duration;
+        let l = &self.lake;
+        let mut c = philo_lake::job::LakeJobConfig {
+            k: l.k_anonymity.max(1),
+            batch_max_actions: l.batch_max_actions.max(1),
+            batch_max_wait: Duration::from_millis(l.batch_max_wait_ms),
+            optimize_every: (l.optimize_every_minutes > 0)
+                .then(|| Duration::from_secs(l.optimize_every_minutes * 60)),
+            vacuum_every: (l.vacuum_every_hours > 0)
+                .then(|| Duration::from_secs(l.vacuum_every_hours * 3600)),
+            vacuum_retention: Duration::from_secs(l.vacuum_retention_hours * 3600),
+            ..Default::default()
+        };
+        c.settings.checkpoint_interval = l.checkpoint_interval.max(1);
+        if let Some(compression) = philo_lake::table::parse_compression(&l.compression) {
+            c.settings.compression = compression;
+        }
         c
     }
 }
@@ -259,6 +368,11 @@ impl PhiloConfig {
         if let Some(log) = &overrides.log {
             config.log.backend = log.clone();
         }
+        anyhow::ensure!(
+            philo_lake::table::parse_compression(&config.lake.compression).is_some(),
+            "invalid configuration: lake.compression `{}` is not zstd, snappy, lz4 or none",
+            config.lake.compression
+        );
         Ok(config)
     }
 

@@ -4,6 +4,7 @@
 mod app;
 mod bench;
 mod config;
+mod lake_cmd;
 mod log_copy;
 mod log_replay;
 mod log_tail;
@@ -40,7 +41,7 @@ struct Cli {
 }
 
 #[derive(Args, Default)]
-struct Common {
+pub(crate) struct Common {
     /// Data directory of the embedded backends.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -64,6 +65,13 @@ enum Command {
         common: Common,
         #[command(subcommand)]
         command: Option<StreamsCommand>,
+    },
+    /// Run the anonymizer alone (landing the lake), or maintain the lake.
+    Lake {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        command: Option<lake_cmd::LakeCommand>,
     },
     /// Inspect the action log.
     Log {
@@ -121,6 +129,14 @@ enum AdminCommand {
         #[arg(long)]
         email: String,
     },
+    /// Erase an account: credentials, sessions, views, and every lake row (prints the lake's
+    /// receipt once the anonymizer has carried it out).
+    EraseUser {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: lake_cmd::EraseArgs,
+    },
 }
 
 fn main() -> Result<()> {
@@ -167,15 +183,27 @@ async fn run(cli: Cli) -> Result<()> {
             tracing::info!(data_dir = %config.data_dir.display(), "starting");
             let log = app::open_log(&config).await?;
             let state = app::ingest_state(&config, log.clone(), Some(metrics)).await?;
-            let streams = app::start_streams(&config, log).await?;
-            let state = state.with_reads(philo_ingest_api::ReadSide {
+            let streams = app::start_streams(&config, log.clone()).await?;
+            let lake = if config.lake.enabled {
+                Some(app::start_lake(&config, log).await?)
+            } else {
+                None
+            };
+            let mut state = state.with_reads(philo_ingest_api::ReadSide {
                 views: streams.views(),
                 progress: streams.progress(),
             });
+            if config.lake.enabled {
+                let receipts = app::LakeReceipts(app::open_lake(&config).await?);
+                state = state.with_erasures(std::sync::Arc::new(receipts));
+            }
             let shutdown = CancellationToken::new();
             app::cancel_on_signals(shutdown.clone());
             let served = app::serve_ingest(&config, state, shutdown).await;
             tokio::task::spawn_blocking(move || streams.stop()).await?;
+            if let Some(lake) = lake {
+                lake.stop().await?;
+            }
             served
         }
         Command::IngestApi(common) => {
@@ -216,6 +244,29 @@ async fn run(cli: Cli) -> Result<()> {
             let config = load(cli.config.as_deref(), &common)?;
             telemetry::init_logging(&config.telemetry)?;
             app::rebuild_streams(&config, &views, check).await
+        }
+        Command::Lake {
+            common,
+            command: None,
+        } => {
+            let config = load(cli.config.as_deref(), &common)?;
+            telemetry::init_logging(&config.telemetry)?;
+            let metrics = telemetry::init_metrics()?;
+            let log = app::open_log(&config).await?;
+            let lake = app::start_lake(&config, log).await?;
+            let shutdown = CancellationToken::new();
+            app::cancel_on_signals(shutdown.clone());
+            let served = app::serve_ops(config.lake.listen, metrics, shutdown).await;
+            lake.stop().await?;
+            served
+        }
+        Command::Lake {
+            command: Some(command),
+            ..
+        } => {
+            let config = load(cli.config.as_deref(), command.common())?;
+            telemetry::init_logging(&config.telemetry)?;
+            lake_cmd::run(&config, command).await
         }
         Command::Log {
             command: LogCommand::Tail(args),
@@ -268,6 +319,13 @@ async fn run(cli: Cli) -> Result<()> {
                 serde_json::json!({"user_id": user.id, "username": user.username, "role": "admin"})
             );
             Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::EraseUser { common, args },
+        } => {
+            let config = load(cli.config.as_deref(), &common)?;
+            telemetry::init_logging(&config.telemetry)?;
+            lake_cmd::erase_user(&config, &args).await
         }
         Command::Bench { command } => bench::run(command).await,
     }

@@ -27,6 +27,9 @@ pub enum AccountsError {
     /// A token was missing, malformed, expired, reused or belongs to a revoked session.
     #[error("{}", unauthorized_message(code))]
     Unauthorized { code: &'static str },
+    /// The addressed account does not exist (`unknown_user`).
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
     /// The caller is known but not allowed to do this.
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
@@ -48,7 +51,8 @@ impl AccountsError {
             Self::Invalid { code, .. }
             | Self::Conflict { code, .. }
             | Self::Unauthorized { code }
-            | Self::Forbidden { code, .. } => code,
+            | Self::Forbidden { code, .. }
+            | Self::NotFound { code, .. } => code,
             Self::InvalidCredentials => "invalid_credentials",
             Self::Config(_) => "config",
             Self::Unavailable(_) => "unavailable",

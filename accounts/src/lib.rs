@@ -50,7 +50,7 @@ mod verified;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{AccountsConfig, MIN_JWT_SECRET_BYTES};
 pub use error::AccountsError;
-pub use model::{NewUser, Role, User};
+pub use model::{Erasure, NewUser, Role, User};
 pub use outbox::OutboxEntry;
 pub use store::Accounts;
 pub use tokens::{Claims, TokenPair};

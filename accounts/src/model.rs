@@ -81,3 +81,11 @@ mod tests {
         assert!(serde_json::from_str::<Role>("\"root\"").is_err());
     }
 }
+
+/// The outcome of [`Accounts::erase`](crate::Accounts::erase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Erasure {
+    pub user_id: Uuid,
+    /// The `account.erased` action written; `None` when the account had been erased before.
+    pub action_id: Option<Uuid>,
+}

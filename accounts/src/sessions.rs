@@ -14,7 +14,8 @@ use uuid::Uuid;
 use crate::store::{USER_COLUMNS, insert_user, parse_uuid, user_from_row};
 use crate::tokens::{new_refresh_token, refresh_token_hash};
 use crate::{
-    Accounts, AccountsError, Claims, NewUser, Role, TokenPair, User, outbox, password, validate,
+    Accounts, AccountsError, Claims, Erasure, NewUser, Role, TokenPair, User, outbox, password,
+    validate,
 };
 
 /// Longest login (username or email) or password looked at; longer ones cannot match.
@@ -261,6 +262,80 @@ impl Accounts {
         tx.commit().await?;
         self.inner.revoked.insert(claims.sid, now_ms);
         Ok(())
+    }
+
+    /// Erases account `user_id` (GDPR art. 17): the username and e-mail are overwritten with
+    /// placeholders derived from the id (freeing them for others), the password stops working,
+    /// every session and refresh token is revoked, and the outbox action
+    /// `{"type":"account.erased"}` is written in the same transaction, so the log, the views and
+    /// the lake forget the user. Returns the id of that action; erasing an erased account
+    /// writes nothing and returns no action id.
+    ///
+    /// Errors: `NotFound{code:"unknown_user"}`.
+    pub async fn erase(&self, user_id: Uuid) -> Result<Erasure, AccountsError> {
+        let now = self.now();
+        let now_ms = now.timestamp_millis();
+        // `-` is not a username character, so no one can register a placeholder.
+        let placeholder = format!("erased-{}", user_id.simple());
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT username_key FROM users WHERE id = $1")
+            .bind(user_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(AccountsError::NotFound {
+                code: "unknown_user",
+                message: format!("no account {user_id}"),
+            });
+        };
+        let key: String = sqlx::Row::try_get(&row, 0)?;
+        if key == placeholder {
+            tx.rollback().await?;
+            return Ok(Erasure {
+                user_id,
+                action_id: None,
+            });
+        }
+        sqlx::query(
+            "UPDATE users SET username = $1, username_key = $1, email = $2, email_key = $2, \
+             password_hash = '!' WHERE id = $3",
+        )
+        .bind(&placeholder)
+        .bind(format!("{placeholder}@erased.invalid"))
+        .bind(user_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        let sessions: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL")
+                .bind(user_id.to_string())
+                .fetch_all(&mut *tx)
+                .await?;
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = 'erased' \
+             WHERE user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now_ms)
+        .bind(user_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        let mut revoked = Vec::new();
+        for sid in sessions {
+            if let Ok(sid) = Uuid::parse_str(&sid) {
+                revoke_tokens(&mut tx, sid, now_ms).await?;
+                revoked.push(sid);
+            }
+        }
+        let action_id =
+            outbox::insert(&mut tx, user_id, now, &json!({"type": "account.erased"})).await?;
+        tx.commit().await?;
+        for sid in revoked {
+            self.inner.revoked.insert(sid, now_ms);
+        }
+        tracing::info!(%user_id, "account erased");
+        Ok(Erasure {
+            user_id,
+            action_id: Some(action_id),
+        })
     }
 
     /// Checks an access token without touching the database: HS256 signature, issuer, expiry

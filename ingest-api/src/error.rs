@@ -68,6 +68,9 @@ impl ApiError {
     pub fn forbidden(code: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, code, message)
     }
+    pub fn not_found(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
     pub fn unprocessable(code: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
@@ -154,6 +157,7 @@ impl From<AccountsError> for ApiError {
                 ApiError::unauthorized(code, e.to_string())
             }
             AccountsError::Forbidden { message, .. } => ApiError::forbidden(code, message.clone()),
+            AccountsError::NotFound { message, .. } => ApiError::not_found(code, message.clone()),
             AccountsError::Unavailable(_) => {
                 ApiError::unavailable(code, "the accounts database is unavailable")
             }

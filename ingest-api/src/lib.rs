@@ -38,4 +38,4 @@ pub mod state;
 pub use config::{ImageConfig, IngestConfig};
 pub use error::{ApiError, ErrorBody};
 pub use routes::router;
-pub use state::{AppState, ReadSide};
+pub use state::{AppState, ErasureReceipts, ReadSide};

@@ -51,6 +51,19 @@ pub struct Shared {
     /// Changes whenever the read side's job has applied more of the log (its idle polls do not
     /// count); what open notification streams wait on. Started by the first stream.
     pub(crate) applied: OnceLock<watch::Receiver<()>>,
+    /// Where erasure receipts are looked up (the lake); `None` when this process has no lake,
+    /// and `GET /v1/admin/erasures/{id}` answers 503.
+    pub erasures: Option<Arc<dyn ErasureReceipts>>,
+}
+
+/// The lake's erasure receipts, as the admin API reads them. Implemented by the binary over
+/// `philo-lake`, so this crate stays free of the Delta stack.
+pub trait ErasureReceipts: Send + Sync {
+    /// The receipt of the erasure carried by action `action_id`, once the lake completed it.
+    fn receipt(
+        &self,
+        action_id: uuid::Uuid,
+    ) -> futures::future::BoxFuture<'_, anyhow::Result<Option<serde_json::Value>>>;
 }
 
 /// What the read endpoints need from the stream jobs: their views and how far they have applied
@@ -87,6 +100,7 @@ impl AppState {
             reads: None,
             shutdown: CancellationToken::new(),
             applied: OnceLock::new(),
+            erasures: None,
         }))
     }
 
@@ -97,6 +111,14 @@ impl AppState {
         let mut shared = Arc::unwrap_or_clone(self.0);
         shared.reads = Some(reads);
         shared.applied = OnceLock::new();
+        Self(Arc::new(shared))
+    }
+
+    /// Attaches the lake's erasure receipts. Call it before the state is shared, as
+    /// [`AppState::with_reads`].
+    pub fn with_erasures(self, erasures: Arc<dyn ErasureReceipts>) -> Self {
+        let mut shared = Arc::unwrap_or_clone(self.0);
+        shared.erasures = Some(erasures);
         Self(Arc::new(shared))
     }
 

@@ -286,6 +286,10 @@ pub(crate) async fn open_url(
     let mut table = deltalake::DeltaTableBuilder::from_url(url.clone())?
         .with_storage_options(options.clone())
         .build()?;
+    // Loading a location with no log makes delta-kernel log an error; look first.
+    if !table.log_store().is_delta_table_location().await? {
+        return Ok(table);
+    }
     match table.load().await {
         Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(table),
         Err(e) => Err(e),

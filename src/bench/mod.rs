@@ -4,6 +4,7 @@
 mod feed;
 mod ingest;
 mod kafka;
+mod lake;
 mod load;
 mod server;
 
@@ -24,6 +25,10 @@ pub enum BenchCommand {
     /// In one run against a Kafka-protocol broker: single and batch ingest with Kafka vs the
     /// embedded log, and post-to-feed freshness with the log on Kafka.
     Kafka(kafka::KafkaArgs),
+    /// The anonymizer in one run: throughput into Delta tables on local disk (against reading
+    /// and decoding the same log), files per table per day before and after compaction, lake
+    /// lag under paced arrivals, and the throughput against a local S3 server (moto).
+    Lake(lake::LakeArgs),
 }
 
 pub async fn run(command: BenchCommand) -> Result<()> {
@@ -32,5 +37,6 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Feed(args) => feed::run(args).await.map(drop),
         BenchCommand::Kafka(args) => kafka::run(args).await,
         BenchCommand::Load(args) => load::run(args).await,
+        BenchCommand::Lake(args) => lake::run(args).await,
     }
 }

@@ -156,3 +156,80 @@ pub async fn read_log(
         high: wm.high,
     }))
 }
+
+/// What `DELETE /v1/admin/users/{id}` started.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErasureAccepted {
+    pub user_id: uuid::Uuid,
+    /// `accepted` (erasure under way) or `already_erased`.
+    pub status: String,
+    /// The `account.erased` action; `None` when the account had been erased before.
+    pub action_id: Option<uuid::Uuid>,
+    /// Where the lake's receipt appears once the anonymizer has deleted and vacuumed the
+    /// user's rows.
+    pub receipt: Option<String>,
+}
+
+#[utoipa::path(delete, path = "/v1/admin/users/{id}", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The account to erase")),
+    responses((status = 202, body = ErasureAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, description = "No such account", body = ErrorBody),
+        (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+/// Erases an account: credentials and sessions now; `account.erased` goes to the log, so the
+/// views forget the user and the lake deletes (and vacuums) every row of theirs.
+pub async fn erase_user(
+    State(state): State<AppState>,
+    user: AuthUser,
+    id: Result<Path<uuid::Uuid>, PathRejection>,
+) -> Result<(axum::http::StatusCode, Json<ErasureAccepted>), ApiError> {
+    require_admin(&user)?;
+    let Path(id) =
+        id.map_err(|e| ApiError::bad_request("invalid_path", e.body_text()).field("id"))?;
+    let erasure = state.accounts.erase(id).await?;
+    crate::outbox::drain(&state).await;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(ErasureAccepted {
+            user_id: id,
+            status: if erasure.action_id.is_some() {
+                "accepted".into()
+            } else {
+                "already_erased".into()
+            },
+            action_id: erasure.action_id,
+            receipt: erasure.action_id.map(|a| format!("/v1/admin/erasures/{a}")),
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/admin/erasures/{action_id}", tag = "admin",
+    params(("action_id" = uuid::Uuid, Path, description = "The `account.erased` action")),
+    responses((status = 200, description = "The lake's receipt: tables, Delta versions, rows removed", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "No receipt (yet)", body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+/// The lake's receipt of an erasure, once the anonymizer completed it.
+pub async fn erasure_receipt(
+    State(state): State<AppState>,
+    user: AuthUser,
+    id: Result<Path<uuid::Uuid>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&user)?;
+    let Path(id) =
+        id.map_err(|e| ApiError::bad_request("invalid_path", e.body_text()).field("action_id"))?;
+    let Some(erasures) = &state.erasures else {
+        return Err(ApiError::unavailable(
+            "lake_unavailable",
+            "this process runs no lake; ask the one that does",
+        ));
+    };
+    match erasures.receipt(id).await {
+        Ok(Some(receipt)) => Ok(Json(receipt)),
+        Ok(None) => Err(ApiError::not_found(
+            "no_receipt",
+            "no erasure receipt for this action (yet): the lake writes it once the user's rows are gone",
+        )),
+        Err(e) => Err(ApiError::unavailable("lake_unavailable", e.to_string())),
+    }
+}

@@ -93,7 +93,9 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(meta::metrics))
         .routes(routes!(meta::schema))
         .routes(routes!(admin::log_info))
-        .routes(routes!(admin::read_log));
+        .routes(routes!(admin::read_log))
+        .routes(routes!(admin::erase_user))
+        .routes(routes!(admin::erasure_receipt));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(small)
         .merge(batch)
