@@ -7,7 +7,7 @@ EXPECT.json:
     {"lake": "/abs/dir" | "s3://bucket/prefix",
      "storage_options": {...},          # for s3 (deltalake's keys)
      "readers": ["deltalake", "polars", "duckdb"],
-     "tables": {"posts": {"rows": 123, "key": "post",
+     "tables": {"posts": {"rows": 123, "key": "post",        # "rows": null: only open it
                           "samples": [{"post": "…", "title": "…", "tags": ["a"]}, …]}, …},
      "absent": {"column": "author", "values": ["<pseudonym>", …]}}   # optional
 
@@ -76,7 +76,7 @@ def main():
                 print(json.dumps({"reader_failed": reader, "table": table, "error": repr(e)}))
                 sys.exit(2)
             report["counts"].setdefault(reader, {})[table] = len(rows)
-            if len(rows) != want["rows"]:
+            if want.get("rows") is not None and len(rows) != want["rows"]:
                 report["mismatches"].append(
                     f"{reader} {table}: {len(rows)} rows, Philo wrote {want['rows']}"
                 )

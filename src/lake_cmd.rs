@@ -144,10 +144,11 @@ async fn catch_up(config: &PhiloConfig) -> Result<()> {
         erasures += r.erasures.len();
     }
     let users = job.write_users().await?;
+    let daily = job.write_daily().await?;
     println!(
         "{}",
         json!({"actions": actions, "rows": rows, "table_commits": commits, "erasures": erasures,
-               "users_version": users, "positions": job.positions(),
+               "users_version": users, "daily_rows": daily, "positions": job.positions(),
                "seconds": started.elapsed().as_secs_f64()})
     );
     Ok(())

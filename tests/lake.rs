@@ -433,11 +433,19 @@ async fn the_lake_holds_what_users_did_scrubbed_erased_and_outside_readers_agree
             "resumes": {"rows": 50, "key": "user"},
             "follows": {"rows": 0, "key": "follower"},
             "users": {"rows": 101, "key": "user"},
+            "failed_actions": {"rows": null},
+            "daily_activity": {"rows": null},
+            "daily_donations": {"rows": 0},
         },
         "absent": {"values": [user(&leaver)]},
     });
     let report = check_lake(&python, dir.path(), &expect);
     assert_eq!(report["counts"]["duckdb"]["posts"], 250, "{report}");
+    // posts, comments, approaches and resumes, on one day or two (around midnight).
+    assert!(
+        report["counts"]["duckdb"]["daily_activity"].as_u64() >= Some(4),
+        "{report}"
+    );
 
     // Nothing planted survives anywhere under the lake; the control string does.
     let mut control = 0;

@@ -124,12 +124,45 @@ pub static USERS: TableSchema = TableSchema {
     user_columns: &["user"],
 };
 
-/// The schema of `table` (a fact table or `users`).
+/// Actions the stream jobs could not apply (from the `actions.failed` topic): what failed and
+/// why, never the action's content.
+pub static FAILED_ACTIONS: TableSchema = table!(
+    "failed_actions", users: ["actor"],
+    "action": Str !, "actor": Str !, "kind": Str !, "reason": Str !, "job": Str ?
+);
+
+/// Daily counts per table and kind of action, recomputed for the days that changed.
+pub static DAILY_ACTIVITY: TableSchema = TableSchema {
+    name: "daily_activity",
+    columns: &[
+        ("day", ColType::Day, false),
+        ("source", ColType::Str, true),
+        ("kind", ColType::Str, true),
+        ("actions", ColType::I64, true),
+        ("users", ColType::I64, true),
+    ],
+    user_columns: &[],
+};
+
+/// Daily donations per currency, recomputed for the days that changed.
+pub static DAILY_DONATIONS: TableSchema = TableSchema {
+    name: "daily_donations",
+    columns: &[
+        ("day", ColType::Day, false),
+        ("currency", ColType::Str, true),
+        ("donations", ColType::I64, true),
+        ("amount_minor", ColType::I64, true),
+        ("donors", ColType::I64, true),
+    ],
+    user_columns: &[],
+};
+
+/// The schema of `table` (a fact table, `failed_actions`, `users` or a daily aggregate).
 pub fn schema(table: &str) -> Option<&'static TableSchema> {
-    if table == USERS.name {
-        return Some(&USERS);
-    }
-    TABLES.iter().find(|t| t.name == table)
+    [&USERS, &FAILED_ACTIONS, &DAILY_ACTIVITY, &DAILY_DONATIONS]
+        .into_iter()
+        .find(|t| t.name == table)
+        .or_else(|| TABLES.iter().find(|t| t.name == table))
 }
 
 /// The index of fact table `table` in [`TABLES`].
@@ -280,6 +313,42 @@ impl Anonymizer {
     /// Whether `user` is erased.
     pub fn is_erased(&self, user: &Uuid) -> bool {
         self.erased.contains(user)
+    }
+
+    /// Whether `user` has opted out of data sale.
+    pub fn is_opted_out(&self, user: &Uuid) -> bool {
+        self.opted_out.contains(user)
+    }
+
+    /// The `failed_actions` row of a failure the stream jobs reported, or `None` when the
+    /// actor is erased or opted out.
+    pub fn failed_row(
+        &self,
+        action: Uuid,
+        actor: Uuid,
+        kind: &str,
+        reason: &str,
+        job: Option<&str>,
+        received: DateTime<Utc>,
+    ) -> Option<Row> {
+        if self.erased.contains(&actor) || self.opted_out.contains(&actor) {
+            return None;
+        }
+        let table = &FAILED_ACTIONS;
+        let mut values = vec![Value::Null; table.columns.len()];
+        values[0] = Value::Day(received.date_naive());
+        values[1] = Value::Hour(hour(received));
+        values[2] = Value::Str(self.pseudo.key_id().to_owned());
+        values[3] = Value::I64(POLICY_VERSION);
+        values[4] = Value::Str(self.pseudo.pseudonym(Domain::Item, action));
+        values[5] = Value::Str(self.pseudo.pseudonym(Domain::User, actor));
+        values[6] = Value::Str(kind.to_owned());
+        values[7] = Value::Str(reason.to_owned());
+        values[8] = job.map_or(Value::Null, |j| Value::Str(j.to_owned()));
+        Some(Row {
+            table: table.name,
+            values,
+        })
     }
 
     /// The pseudonym of `user` (what erasure deletes by).

@@ -21,11 +21,11 @@
 //! to `_philo/erasures/<action id>.json` beside the tables. An erasure whose receipt is missing
 //! (a crash between the batch and the delete) is redone on the next start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use object_store::path::Path as StorePath;
@@ -36,7 +36,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::anonymize::{Anonymizer, Row, TABLES, USERS, table_index};
+use crate::anonymize::{
+    Anonymizer, DAILY_ACTIVITY, DAILY_DONATIONS, FAILED_ACTIONS, Row, TABLES, USERS, table_index,
+};
 use crate::columnar;
 use crate::storage::Location;
 use crate::table::{LakeError, LakeTable, TableSettings, commit_metadata};
@@ -46,6 +48,9 @@ use crate::table::{LakeError, LakeTable, TableSettings, commit_metadata};
 pub struct LakeJobConfig {
     /// The topic of actions.
     pub topic: String,
+    /// The topic of actions the stream jobs could not apply (`failed_actions`); read when it
+    /// exists.
+    pub failed_topic: String,
     /// A batch commits once it holds this many actions…
     pub batch_max_actions: usize,
     /// …or once its first action has waited this long.
@@ -75,6 +80,7 @@ impl Default for LakeJobConfig {
     fn default() -> Self {
         Self {
             topic: "actions".into(),
+            failed_topic: "actions.failed".into(),
             batch_max_actions: 50_000,
             batch_max_wait: Duration::from_secs(1),
             read_chunk: 8_192,
@@ -148,8 +154,12 @@ pub struct TableErasure {
 /// The lake's tables, open.
 pub struct Lake {
     pub location: Location,
+    /// The fact tables, in [`TABLES`] order.
     pub tables: Vec<LakeTable>,
+    pub failed: LakeTable,
     pub users: LakeTable,
+    pub daily_activity: LakeTable,
+    pub daily_donations: LakeTable,
     receipts: (Arc<dyn ObjectStore>, StorePath),
 }
 
@@ -169,30 +179,102 @@ impl Lake {
         for schema in TABLES {
             tables.push(LakeTable::open(location, schema, settings).await?);
         }
+        let failed = LakeTable::open(location, &FAILED_ACTIONS, settings).await?;
         let users = LakeTable::open(location, &USERS, settings).await?;
+        let daily_activity = LakeTable::open(location, &DAILY_ACTIVITY, settings).await?;
+        let daily_donations = LakeTable::open(location, &DAILY_DONATIONS, settings).await?;
         let (store, prefix) = object_store::parse_url_opts(&location.url, &location.options)?;
         let receipts = prefix.clone().join("_philo").join("erasures");
         Ok(Self {
             location: location.clone(),
             tables,
+            failed,
             users,
+            daily_activity,
+            daily_donations,
             receipts: (Arc::from(store), receipts),
         })
     }
 
-    /// The table named `name` (fact tables and `users`).
+    /// The table named `name`.
     pub fn table(&self, name: &str) -> Option<&LakeTable> {
-        if name == USERS.name {
-            return Some(&self.users);
-        }
-        self.tables.iter().find(|t| t.name() == name)
+        self.all().find(|t| t.name() == name)
     }
 
-    /// Every table, fact tables first.
+    /// Every table: the fact tables, `failed_actions`, `users`, the daily aggregates.
+    pub fn all(&self) -> impl Iterator<Item = &LakeTable> {
+        self.tables.iter().chain([
+            &self.failed,
+            &self.users,
+            &self.daily_activity,
+            &self.daily_donations,
+        ])
+    }
+
+    /// Every table, mutably, in the order of [`Lake::all`].
     pub fn all_mut(&mut self) -> impl Iterator<Item = &mut LakeTable> {
-        self.tables
-            .iter_mut()
-            .chain(std::iter::once(&mut self.users))
+        self.tables.iter_mut().chain([
+            &mut self.failed,
+            &mut self.users,
+            &mut self.daily_activity,
+            &mut self.daily_donations,
+        ])
+    }
+
+    /// Recomputes the daily aggregates for `since` and every later day from the fact tables
+    /// (replacing those days' rows in one commit per table). Returns the rows written.
+    pub async fn write_daily(&mut self, since: NaiveDate, key_id: &str) -> Result<usize, JobError> {
+        let ctx = self.session().await?;
+        let day = since.format("%Y-%m-%d").to_string();
+        // Per fact table: its kind column (the action's `event`, a reaction's `kind`, …) and
+        // the user column that says who acted.
+        let mut parts = Vec::new();
+        for t in TABLES {
+            let has = |c: &str| t.columns.iter().any(|(n, _, _)| *n == c);
+            let kind = if has("event") {
+                "\"event\"".to_string()
+            } else if has("kind") {
+                "\"kind\"".to_string()
+            } else if has("status") {
+                "\"status\"".to_string()
+            } else {
+                format!("'{}'", t.name)
+            };
+            let actor = t.user_columns.first().copied().unwrap_or("key_id");
+            parts.push(format!(
+                "SELECT day, '{name}' AS source, CAST({kind} AS VARCHAR) AS kind, count(*) AS actions, \
+                 count(DISTINCT \"{actor}\") AS users FROM {name} WHERE day >= DATE '{day}' \
+                 GROUP BY day, {kind}",
+                name = t.name
+            ));
+        }
+        let activity = ctx
+            .sql(&parts.join(" UNION ALL "))
+            .await
+            .map_err(|e| LakeError::delta(DAILY_ACTIVITY.name)(e.into()))?
+            .collect()
+            .await
+            .map_err(|e| LakeError::delta(DAILY_ACTIVITY.name)(e.into()))?;
+        let donations = ctx
+            .sql(&format!(
+                "SELECT day, currency, count(*) AS donations, sum(amount_minor) AS amount_minor, \
+                 count(DISTINCT donor) AS donors FROM donations WHERE day >= DATE '{day}' \
+                 GROUP BY day, currency"
+            ))
+            .await
+            .map_err(|e| LakeError::delta(DAILY_DONATIONS.name)(e.into()))?
+            .collect()
+            .await
+            .map_err(|e| LakeError::delta(DAILY_DONATIONS.name)(e.into()))?;
+        let mut rows = 0;
+        for (table, batches) in [
+            (&mut self.daily_activity, activity),
+            (&mut self.daily_donations, donations),
+        ] {
+            rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
+            table.replace_days(batches, &day, key_id).await?;
+        }
+        Ok(rows)
     }
 
     /// A DataFusion session with every table registered under its name (after a refresh, so
@@ -263,6 +345,9 @@ impl Lake {
         );
         let mut tables = Vec::new();
         for table in self.all_mut() {
+            if table.schema.user_columns.is_empty() {
+                continue;
+            }
             let predicate = table
                 .schema
                 .user_columns
@@ -430,6 +515,14 @@ pub struct LakeJob {
     idle_batches: Vec<u32>,
     /// Erasures in the log that have no receipt yet.
     pending_erasures: Vec<(Uuid, Uuid)>,
+    /// The failed-actions topic: partitions (0 when it does not exist), next offset to read,
+    /// what `failed_actions` has taken, and the action ids landed (the topic is at least once).
+    failed_partitions: u32,
+    failed_next: Vec<u64>,
+    failed_taken: Vec<u64>,
+    failed_seen: HashSet<Uuid>,
+    /// The earliest day whose rows changed since the daily aggregates were last written.
+    daily_since: Option<NaiveDate>,
     users_dirty: bool,
     last_users: Instant,
     last_optimize: Instant,
@@ -459,6 +552,12 @@ impl LakeJob {
         for table in &lake.tables {
             taken.push(table.positions(partitions).await?);
         }
+        let failed_partitions = match log.partitions(&config.failed_topic).await {
+            Ok(n) => n,
+            Err(LogError::TopicNotFound(_)) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        let failed_taken = lake.failed.positions(failed_partitions).await?;
         let mut job = Self {
             log,
             lake,
@@ -468,6 +567,11 @@ impl LakeJob {
             idle_batches: vec![0; taken.len()],
             taken,
             pending_erasures: Vec::new(),
+            failed_partitions,
+            failed_next: failed_taken.clone(),
+            failed_taken,
+            failed_seen: HashSet::new(),
+            daily_since: None,
             users_dirty: true,
             last_users: Instant::now(),
             last_optimize: Instant::now(),
@@ -524,6 +628,27 @@ impl LakeJob {
                 }
             }
             self.next[p as usize] = resume.max(wm.low);
+        }
+        // The failures already landed, so duplicates in the (at least once) topic are skipped.
+        let failed_topic = self.config.failed_topic.clone();
+        for p in 0..self.failed_partitions {
+            let wm = self.log.watermarks(&failed_topic, p).await?;
+            let mut offset = wm.low;
+            let until = self.failed_taken[p as usize].min(wm.high);
+            while offset < until {
+                let records = self
+                    .log
+                    .read(&failed_topic, p, offset, self.config.read_chunk)
+                    .await?;
+                let Some(last) = records.last() else { break };
+                offset = last.offset + 1;
+                for r in records.iter().filter(|r| r.offset < until) {
+                    if let Ok(f) = serde_json::from_slice::<FailedRecord>(&r.value) {
+                        self.failed_seen.insert(f.action_id);
+                    }
+                }
+            }
+            self.failed_next[p as usize] = self.failed_taken[p as usize].max(wm.low);
         }
         // Erasures whose receipt never got written: carry them out (deleting is idempotent).
         let pending = std::mem::take(&mut self.pending_erasures);
@@ -615,19 +740,27 @@ impl LakeJob {
                 tokio::time::sleep(self.config.idle_poll.min(self.config.batch_max_wait)).await;
             }
         }
+        let mut failed = self.read_failed(&mut report).await?;
         // An erased user's rows read earlier in this very batch never land.
         if !erasures.is_empty() {
-            for rows in &mut pending {
+            for rows in pending.iter_mut().chain(std::iter::once(&mut failed)) {
                 rows.retain(|row| !self.anon.names_erased(row));
             }
         }
-        self.commit(pending, &mut report).await?;
+        for row in pending.iter().flatten().chain(&failed) {
+            if let Some(crate::anonymize::Value::Day(day)) = row.values.first() {
+                self.daily_since = Some(self.daily_since.map_or(*day, |d| d.min(*day)));
+            }
+        }
+        self.commit(pending, failed, &mut report).await?;
         for (action_id, user) in erasures {
             let pseudonym = self.anon.user_pseudonym(user);
             let key_id = self.anon.key_id().to_owned();
             let receipt = self.lake.erase(action_id, &pseudonym, &key_id).await?;
             tracing::info!(%action_id, "erased a user from the lake");
             report.erasures.push(receipt);
+            // The aggregates of every day may have counted the user.
+            self.daily_since = NaiveDate::from_ymd_opt(1970, 1, 1);
         }
         Ok(report)
     }
@@ -637,11 +770,26 @@ impl LakeJob {
     async fn commit(
         &mut self,
         mut pending: Vec<Vec<Row>>,
+        failed: Vec<Row>,
         report: &mut StepReport,
     ) -> Result<(), JobError> {
         let key_id = self.anon.key_id().to_owned();
         let next = self.next.clone();
         let every = self.config.progress_every;
+        let failed_progress: HashMap<u32, u64> = self
+            .failed_next
+            .iter()
+            .enumerate()
+            .filter(|(p, n)| **n > self.failed_taken[*p])
+            .map(|(p, n)| (p as u32, *n))
+            .collect();
+        // `failed_actions` commits whenever it got rows or its topic moved (it is small).
+        let failed_work = (!failed.is_empty() || !failed_progress.is_empty()).then(|| {
+            let table = &mut self.lake.failed;
+            let key_id = key_id.clone();
+            let progress = failed_progress.clone();
+            async move { append_with_retry(table, failed, progress, &key_id).await }
+        });
         let mut work = Vec::new();
         for (t, table) in self.lake.tables.iter_mut().enumerate() {
             let progress: HashMap<u32, u64> = next
@@ -664,8 +812,26 @@ impl LakeJob {
                 (t, progress, result)
             });
         }
-        let results = futures::future::join_all(work).await;
+        let (results, failed_result) =
+            futures::future::join(futures::future::join_all(work), async move {
+                match failed_work {
+                    Some(w) => Some(w.await),
+                    None => None,
+                }
+            })
+            .await;
         let mut first_error = None;
+        match failed_result {
+            Some(Ok(rows)) => {
+                report.commits += 1;
+                report.rows += rows;
+                for (p, n) in failed_progress {
+                    self.failed_taken[p as usize] = n;
+                }
+            }
+            Some(Err(e)) => first_error = Some(e),
+            None => {}
+        }
         for (t, progress, result) in results {
             match result {
                 Ok(rows) => {
@@ -690,6 +856,64 @@ impl LakeJob {
         Ok(())
     }
 
+    /// Reads what the failed-actions topic got since the last step (no waiting) and turns it
+    /// into `failed_actions` rows, skipping failures already landed.
+    async fn read_failed(&mut self, report: &mut StepReport) -> Result<Vec<Row>, JobError> {
+        let topic = self.config.failed_topic.clone();
+        let mut rows = Vec::new();
+        for p in 0..self.failed_partitions {
+            let pi = p as usize;
+            let wm = self.log.watermarks_hint(&topic, p).await?;
+            self.failed_next[pi] = self.failed_next[pi].max(wm.low);
+            if self.failed_next[pi] >= wm.high {
+                continue;
+            }
+            let records = self
+                .log
+                .read(&topic, p, self.failed_next[pi], self.config.read_chunk)
+                .await?;
+            let Some(last) = records.last() else { continue };
+            self.failed_next[pi] = last.offset + 1;
+            for r in &records {
+                let Ok(f) = serde_json::from_slice::<FailedRecord>(&r.value) else {
+                    report.undecodable += 1;
+                    continue;
+                };
+                if !self.failed_seen.insert(f.action_id) {
+                    continue;
+                }
+                let job = r
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == "philo-job")
+                    .and_then(|(_, v)| std::str::from_utf8(v).ok());
+                let received = DateTime::from_timestamp_millis(r.timestamp_ms).unwrap_or_default();
+                if let Some(row) =
+                    self.anon
+                        .failed_row(f.action_id, f.actor_id, &f.kind, &f.reason, job, received)
+                {
+                    rows.push(row);
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Recomputes the daily aggregates for the days that changed since the last time.
+    pub async fn write_daily(&mut self) -> Result<usize, JobError> {
+        let Some(since) = self.daily_since.take() else {
+            return Ok(0);
+        };
+        let key_id = self.anon.key_id().to_owned();
+        match self.lake.write_daily(since, &key_id).await {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
+                self.daily_since = Some(since);
+                Err(e)
+            }
+        }
+    }
+
     /// Rewrites the `users` dimension if anything it is built from changed.
     pub async fn write_users(&mut self) -> Result<Option<u64>, JobError> {
         if !self.users_dirty {
@@ -711,8 +935,12 @@ impl LakeJob {
 
     /// Scheduled maintenance: the `users` dimension, compaction and vacuum when due.
     pub async fn maintain(&mut self) -> Result<(), JobError> {
-        if self.users_dirty && self.last_users.elapsed() >= self.config.users_every {
-            self.write_users().await?;
+        if self.last_users.elapsed() >= self.config.users_every {
+            if self.users_dirty {
+                self.write_users().await?;
+            }
+            self.write_daily().await?;
+            self.last_users = Instant::now();
         }
         let key_id = self.anon.key_id().to_owned();
         if let Some(every) = self.config.optimize_every
@@ -763,6 +991,7 @@ impl LakeJob {
         if self.users_dirty {
             self.write_users().await?;
         }
+        self.write_daily().await?;
         Ok(())
     }
 
@@ -775,6 +1004,15 @@ impl LakeJob {
         }
         Ok(out)
     }
+}
+
+/// A record of the failed-actions topic (the stream jobs' `FailedAction`).
+#[derive(Debug, Deserialize)]
+struct FailedRecord {
+    action_id: Uuid,
+    actor_id: Uuid,
+    kind: String,
+    reason: String,
 }
 
 /// Appends `rows` to `table`; if another writer committed some of these log positions first,

@@ -24,9 +24,15 @@ use crate::anonymize::{POLICY_VERSION, Row, TableSchema};
 use crate::columnar;
 use crate::storage::Location;
 
-/// The app id of the txn recording progress through `partition`.
-pub fn app_id(partition: u32) -> String {
-    format!("philo-anonymizer/{partition}")
+/// The app id of the txn recording `table`'s progress through `partition` of its topic:
+/// `philo-anonymizer/<p>` for the `actions` topic, `philo-anonymizer/failed/<p>` for
+/// `failed_actions`, which is fed by `actions.failed`.
+pub fn app_id(table: &str, partition: u32) -> String {
+    if table == crate::anonymize::FAILED_ACTIONS.name {
+        format!("philo-anonymizer/failed/{partition}")
+    } else {
+        format!("philo-anonymizer/{partition}")
+    }
 }
 
 /// Commit metadata every lake commit carries.
@@ -220,6 +226,73 @@ impl LakeTable {
         writer_properties(self.compression)
     }
 
+    /// Replaces the rows of `day` and later with `batches` (cast to the table's schema) in
+    /// one commit.
+    pub async fn replace_days(
+        &mut self,
+        batches: Vec<deltalake::arrow::record_batch::RecordBatch>,
+        day: &str,
+        key_id: &str,
+    ) -> Result<(), LakeError> {
+        let name = self.schema.name;
+        let mut cast = Vec::with_capacity(batches.len());
+        for b in batches {
+            let columns = self
+                .arrow
+                .fields()
+                .iter()
+                .map(|f| {
+                    let column = b.column_by_name(f.name()).ok_or_else(|| LakeError::Arrow {
+                        table: name.into(),
+                        source: deltalake::arrow::error::ArrowError::SchemaError(format!(
+                            "no column {}",
+                            f.name()
+                        )),
+                    })?;
+                    deltalake::arrow::compute::cast(column, f.data_type()).map_err(|source| {
+                        LakeError::Arrow {
+                            table: name.into(),
+                            source,
+                        }
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            cast.push(
+                deltalake::arrow::record_batch::RecordBatch::try_new(self.arrow.clone(), columns)
+                    .map_err(|source| LakeError::Arrow {
+                    table: name.into(),
+                    source,
+                })?,
+            );
+        }
+        let metadata = CommitProperties::default().with_metadata(commit_metadata(key_id));
+        if cast.is_empty() {
+            // Nothing left for those days (an erasure emptied them): delete their rows.
+            let (deleted, _) = self
+                .delta
+                .clone()
+                .delete()
+                .with_predicate(format!("day >= DATE '{day}'"))
+                .with_commit_properties(metadata)
+                .await
+                .map_err(LakeError::delta(name))?;
+            self.delta = deleted;
+            return Ok(());
+        }
+        let written = self
+            .delta
+            .clone()
+            .write(cast)
+            .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
+            .with_replace_where(format!("day >= DATE '{day}'"))
+            .with_writer_properties(self.writer_properties())
+            .with_commit_properties(metadata)
+            .await
+            .map_err(LakeError::delta(name))?;
+        self.delta = written;
+        Ok(())
+    }
+
     /// The next log offset this table has not yet taken, per partition `0..partitions`.
     pub async fn positions(&self, partitions: u32) -> Result<Vec<u64>, LakeError> {
         let mut out = vec![0; partitions as usize];
@@ -228,7 +301,10 @@ impl LakeTable {
         };
         for (p, slot) in out.iter_mut().enumerate() {
             let version = state
-                .transaction_version(self.delta.log_store().as_ref(), app_id(p as u32))
+                .transaction_version(
+                    self.delta.log_store().as_ref(),
+                    app_id(self.schema.name, p as u32),
+                )
                 .await
                 .map_err(LakeError::delta(self.schema.name))?;
             *slot = version.map_or(0, |v| v.max(0) as u64);
@@ -251,7 +327,7 @@ impl LakeTable {
             .with_application_transactions(
                 progress
                     .iter()
-                    .map(|(p, next)| Transaction::new(app_id(*p), *next as i64))
+                    .map(|(p, next)| Transaction::new(app_id(name, *p), *next as i64))
                     .collect(),
             );
         // Lake commits are small and frequent; expired log entries go at checkpoints.

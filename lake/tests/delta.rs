@@ -399,3 +399,69 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_land_once_and_daily_aggregates_match_the_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_in(dir.path()).await;
+    log.create_topic("actions.failed", 2).await.unwrap();
+    let location = Location::local(&dir.path().join("lake")).unwrap();
+    let (envs, _) = workload(15, 20_000);
+    append(&log, &envs).await;
+    // Failures as the stream jobs publish them, at least once: every third one twice.
+    let failure = |e: &Envelope| {
+        Record::new(
+            e.key().to_vec(),
+            serde_json::to_vec(&serde_json::json!({
+                "action_id": e.id, "actor_id": e.actor_id, "kind": e.action.kind().as_str(),
+                "reason": "unknown_target", "position": "0:0"}))
+            .unwrap(),
+            e.received_at.timestamp_millis(),
+        )
+        .with_header("philo-job", "social")
+    };
+    let failed: Vec<&Envelope> = envs.iter().skip(6_000).step_by(37).take(40).collect();
+    let mut records: Vec<Record> = failed.iter().map(|e| failure(e)).collect();
+    records.extend(failed.iter().step_by(3).map(|e| failure(e)));
+    let (first, second) = records.split_at(30);
+    log.append("actions.failed", first.to_vec()).await.unwrap();
+
+    let mut job = LakeJob::start(log.clone(), &location, anonymizer(), config(1_000))
+        .await
+        .unwrap();
+    run_to_end(&mut job).await;
+    drop(job);
+    // The rest (with the duplicates) arrives while the job is down.
+    log.append("actions.failed", second.to_vec()).await.unwrap();
+    let mut job = LakeJob::start(log.clone(), &location, anonymizer(), config(1_000))
+        .await
+        .unwrap();
+    run_to_end(&mut job).await;
+    assert!(job.write_daily().await.unwrap() > 0);
+    let ctx = job.lake_mut().session().await.unwrap();
+    let one = |sql: String| {
+        let ctx = ctx.clone();
+        async move {
+            let b = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+            b[0].column(0).as_primitive::<Int64Type>().value(0)
+        }
+    };
+    assert_eq!(one("SELECT count(*) FROM failed_actions".into()).await, 40);
+    assert_eq!(
+        one("SELECT count(DISTINCT action) FROM failed_actions WHERE reason = 'unknown_target' AND job = 'social'".into()).await,
+        40
+    );
+    for t in ["posts", "comments", "follows", "reactions"] {
+        let facts = one(format!("SELECT count(*) FROM {t}")).await;
+        let daily = one(format!(
+            "SELECT CAST(sum(actions) AS BIGINT) FROM daily_activity WHERE source = '{t}'"
+        ))
+        .await;
+        assert_eq!(daily, facts, "{t}");
+        assert!(facts > 0, "the workload has no {t}");
+    }
+    let donated = one("SELECT CAST(sum(amount_minor) AS BIGINT) FROM donations".into()).await;
+    let daily = one("SELECT CAST(sum(amount_minor) AS BIGINT) FROM daily_donations".into()).await;
+    assert_eq!(daily, donated);
+    assert!(donated > 0);
+}
