@@ -91,6 +91,8 @@ macro_rules! table {
 }
 
 /// Every fact table the anonymizer writes. `?` marks a nullable column, `!` a required one.
+/// A column added after a table exists must be nullable: tables in the field gain it (see
+/// `LakeTable::open`) with older rows null.
 pub const TABLES: &[TableSchema] = &[
     table!("posts", users: ["author"], "post": Str !, "author": Str !, "event": Str !, "title": Str ?, "body": Str ?, "tags": Strs ?),
     table!("approaches", users: ["author"], "approach": Str !, "post": Str ?, "author": Str !, "event": Str !, "title": Str ?, "body": Str ?),

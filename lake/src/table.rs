@@ -186,12 +186,54 @@ impl LakeTable {
                 Err(e) => return Err(LakeError::delta(name)(e)),
             };
         }
-        Ok(Self {
+        let mut table = Self {
             schema,
             arrow: columnar::arrow_schema(schema),
             delta,
             compression: settings.compression,
-        })
+        };
+        table.evolve().await?;
+        Ok(table)
+    }
+
+    /// Schema evolution: columns the code knows and the table lacks are added (nullable, so
+    /// older rows read as null and existing readers keep working). Columns are never removed
+    /// or retyped; a table holding a column the code does not know is refused.
+    async fn evolve(&mut self) -> Result<(), LakeError> {
+        let name = self.schema.name;
+        let Ok(state) = self.delta.snapshot() else {
+            return Ok(());
+        };
+        let existing = state.schema();
+        let wanted = columnar::delta_schema(self.schema);
+        if let Some(unknown) = existing.fields().find(|f| wanted.field(f.name()).is_none()) {
+            return Err(LakeError::Delta {
+                table: name.into(),
+                source: DeltaTableError::Generic(format!(
+                    "the table has a column `{}` this version of Philo does not know; \
+                     run the newer version",
+                    unknown.name()
+                )),
+            });
+        }
+        let missing: Vec<_> = wanted
+            .fields()
+            .filter(|f| existing.field(f.name()).is_none())
+            .map(|f| deltalake::kernel::StructField::new(f.name(), f.data_type().clone(), true))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(table = name, columns = missing.len(), "adding new columns");
+        let added = self
+            .delta
+            .clone()
+            .add_columns()
+            .with_fields(missing)
+            .await
+            .map_err(LakeError::delta(name))?;
+        self.delta = added;
+        Ok(())
     }
 
     pub fn name(&self) -> &'static str {

@@ -465,3 +465,69 @@ async fn failures_land_once_and_daily_aggregates_match_the_facts() {
     assert_eq!(daily, donated);
     assert!(donated > 0);
 }
+
+static EVOLVING_V1: philo_lake::anonymize::TableSchema = philo_lake::anonymize::TableSchema {
+    name: "evolving",
+    columns: &[
+        ("day", philo_lake::anonymize::ColType::Day, false),
+        ("user", philo_lake::anonymize::ColType::Str, false),
+    ],
+    user_columns: &["user"],
+};
+
+static EVOLVING_V2: philo_lake::anonymize::TableSchema = philo_lake::anonymize::TableSchema {
+    name: "evolving",
+    columns: &[
+        ("day", philo_lake::anonymize::ColType::Day, false),
+        ("user", philo_lake::anonymize::ColType::Str, false),
+        ("score", philo_lake::anonymize::ColType::I64, true),
+    ],
+    user_columns: &["user"],
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_column_is_added_and_older_rows_read_as_null() {
+    use philo_lake::anonymize::{Row, Value};
+    use philo_lake::table::LakeTable;
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let day = Value::Day(chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap());
+    let mut v1 = LakeTable::open(&location, &EVOLVING_V1, &Default::default())
+        .await
+        .unwrap();
+    let old = Row {
+        table: "evolving",
+        values: vec![day.clone(), Value::Str("a".into())],
+    };
+    v1.append(&[old.clone(), old], &Default::default(), "k1")
+        .await
+        .unwrap();
+    // The next version of the code knows one more column.
+    let mut v2 = LakeTable::open(&location, &EVOLVING_V2, &Default::default())
+        .await
+        .unwrap();
+    let new = Row {
+        table: "evolving",
+        values: vec![day, Value::Str("b".into()), Value::I64(7)],
+    };
+    v2.append(&[new], &Default::default(), "k1").await.unwrap();
+    let ctx = deltalake::datafusion::prelude::SessionContext::new();
+    v2.delta().update_datafusion_session(&ctx.state()).unwrap();
+    ctx.register_table("evolving", v2.delta().table_provider().await.unwrap())
+        .unwrap();
+    let b = ctx
+        .sql("SELECT count(*), count(score), sum(score) FROM evolving")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let col = |i: usize| b[0].column(i).as_primitive::<Int64Type>().value(0);
+    assert_eq!((col(0), col(1), col(2)), (3, 1, 7));
+    // The older code refuses a table that has a column it does not know.
+    assert!(
+        LakeTable::open(&location, &EVOLVING_V1, &Default::default())
+            .await
+            .is_err()
+    );
+}
