@@ -47,6 +47,7 @@ accounts_test_suite!(
     create_admin_works,
     reconnect_keeps_data_and_migrations_are_idempotent,
     ping_and_unknown_user,
+    erase_revokes_everything_frees_the_names_and_writes_account_erased,
 );
 
 #[tokio::test]

@@ -249,3 +249,42 @@ pub async fn outbox_rows_follow_their_transaction_and_ack_deletes_them(f: Fixtur
     f.accounts.ack_outbox(&[]).await.unwrap();
     assert!(f.accounts.pending_outbox(10).await.unwrap().is_empty());
 }
+
+pub async fn erase_revokes_everything_frees_the_names_and_writes_account_erased(f: Fixture) {
+    let (user, pair) = f.register("erin", "erin@example.com", PW).await;
+    let (_, other) = f.accounts.login("erin", &secret(PW)).await.unwrap();
+    let erasure = f.accounts.erase(user.id).await.unwrap();
+    let action_id = erasure.action_id.expect("a first erasure writes an action");
+    assert_eq!(erasure.user_id, user.id);
+
+    // Every session is gone, in this process at once.
+    for p in [&pair, &other] {
+        assert_eq!(
+            code(f.accounts.verify_access(&p.access_token)),
+            "session_revoked"
+        );
+        assert_eq!(
+            code(f.accounts.refresh(&p.refresh_token).await),
+            "session_revoked"
+        );
+    }
+    // The password stops working; the name and address are free for someone else.
+    assert_eq!(
+        code(f.accounts.login("erin", &secret(PW)).await),
+        "invalid_credentials"
+    );
+    let stored = f.accounts.user(user.id).await.unwrap().unwrap();
+    assert!(!stored.username.contains("erin") && !stored.email.contains("erin"));
+    f.register("Erin", "ERIN@example.com", PW).await;
+
+    // One `account.erased` with the erasure's id; erasing again writes nothing.
+    let outbox = f.accounts.pending_outbox(100).await.unwrap();
+    let erased: Vec<_> = outbox
+        .iter()
+        .filter(|e| e.action_json.contains("account.erased"))
+        .collect();
+    assert_eq!(erased.len(), 1);
+    assert_eq!((erased[0].id, erased[0].actor_id), (action_id, user.id));
+    assert_eq!(f.accounts.erase(user.id).await.unwrap().action_id, None);
+    assert_eq!(code(f.accounts.erase(Uuid::now_v7()).await), "unknown_user");
+}
