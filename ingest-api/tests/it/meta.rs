@@ -1,5 +1,6 @@
 //! Health, readiness, the OpenAPI document, `/v1/schema`, JSON 404/405, and the admin guard.
 
+use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use philo_accounts::{NewUser, Role};
 use philo_events::ActionKind;
@@ -49,6 +50,8 @@ async fn the_openapi_document_lists_every_route() {
         ("/metrics", "get"),
         ("/v1/admin/log", "get"),
         ("/v1/admin/log/{partition}", "get"),
+        ("/v1/admin/users/{id}", "delete"),
+        ("/v1/admin/erasures/{action_id}", "get"),
     ] {
         assert!(
             paths.get(path).is_some_and(|p| p.get(method).is_some()),
@@ -165,4 +168,94 @@ async fn admin_endpoints_need_the_admin_role() {
     app.get("/v1/admin/log/0?limit=0", Some(&admin.access))
         .await
         .expect_error(StatusCode::BAD_REQUEST, "invalid_limit");
+}
+
+#[tokio::test]
+async fn erasing_a_user_logs_account_erased_and_refuses_bad_calls() {
+    let app = TestApp::new().await;
+    let user = app.register("leaving").await;
+    app.state
+        .accounts
+        .create_admin(NewUser {
+            username: "root".into(),
+            email: "root@example.org".into(),
+            password: SecretString::from(PASSWORD),
+            role: Role::User,
+        })
+        .await
+        .unwrap();
+    let admin = app.login("root").await;
+    let path = format!("/v1/admin/users/{}", user.user_id);
+    app.call(
+        Method::DELETE,
+        &path,
+        Some(&user.access),
+        None,
+        &[],
+        Body::empty(),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "admin_only");
+    app.call(
+        Method::DELETE,
+        "/v1/admin/users/nope",
+        Some(&admin.access),
+        None,
+        &[],
+        Body::empty(),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "invalid_path");
+    let unknown = format!("/v1/admin/users/{}", uuid::Uuid::now_v7());
+    app.call(
+        Method::DELETE,
+        &unknown,
+        Some(&admin.access),
+        None,
+        &[],
+        Body::empty(),
+    )
+    .await
+    .expect_error(StatusCode::NOT_FOUND, "unknown_user");
+
+    let accepted = app
+        .call(
+            Method::DELETE,
+            &path,
+            Some(&admin.access),
+            None,
+            &[],
+            Body::empty(),
+        )
+        .await
+        .expect(StatusCode::ACCEPTED);
+    assert_eq!(accepted["status"], "accepted");
+    // The action is in the log when the call answers, keyed by the erased user.
+    let erased = app.records_of_kind("account.erased").await;
+    assert_eq!(erased.len(), 1);
+    assert_eq!(erased[0].envelope.actor_id, user.user_id);
+    assert_eq!(accepted["action_id"], erased[0].envelope.id.to_string());
+    // Their token no longer works.
+    app.post_action(&user.access, &post("after erasure"))
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "session_revoked");
+    let again = app
+        .call(
+            Method::DELETE,
+            &path,
+            Some(&admin.access),
+            None,
+            &[],
+            Body::empty(),
+        )
+        .await
+        .expect(StatusCode::ACCEPTED);
+    assert_eq!(again["status"], "already_erased");
+    // This process runs no lake: receipts are someone else's to give.
+    app.get(
+        &format!("/v1/admin/erasures/{}", erased[0].envelope.id),
+        Some(&admin.access),
+    )
+    .await
+    .expect_error(StatusCode::SERVICE_UNAVAILABLE, "lake_unavailable");
 }
