@@ -735,12 +735,15 @@ impl LakeJob {
             }
             if !read_any {
                 if report.actions == 0 {
-                    return Ok(report);
+                    break;
                 }
                 tokio::time::sleep(self.config.idle_poll.min(self.config.batch_max_wait)).await;
             }
         }
         let mut failed = self.read_failed(&mut report).await?;
+        if report.actions == 0 && failed.is_empty() && self.failed_next == self.failed_taken {
+            return Ok(report);
+        }
         // An erased user's rows read earlier in this very batch never land.
         if !erasures.is_empty() {
             for rows in pending.iter_mut().chain(std::iter::once(&mut failed)) {
