@@ -984,6 +984,16 @@ impl LakeJob {
                 Err(e) => return Err(e),
             };
             self.maintain().await?;
+            if report.commits > 0 {
+                metrics::gauge!("philo_lake_last_commit_timestamp_seconds")
+                    .set(Utc::now().timestamp() as f64);
+            }
+            let mut behind = 0u64;
+            for p in 0..self.partitions {
+                let wm = self.log.watermarks_hint(&self.config.topic, p).await?;
+                behind += wm.high.saturating_sub(self.next[p as usize]);
+            }
+            metrics::gauge!("philo_lake_lag_records").set(behind as f64);
             if report.actions == 0 {
                 tokio::select! {
                     () = stop.cancelled() => break,
