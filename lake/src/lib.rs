@@ -12,8 +12,9 @@
 //!   occurs at least `k` times.
 //! - [`columnar`], [`table`], [`storage`]: the rows as Arrow batches in Delta tables on local
 //!   disk or S3, each commit recording the log positions it holds.
-//! - [`job`]: the anonymizer stream job (exactly once, micro-batched), erasure, compaction and
-//!   vacuum.
+//! - [`job`]: the anonymizer stream job (exactly once, micro-batched).
+//! - [`tables`]: all tables open together — erasure, compaction, vacuum, the `users`
+//!   dimension, the daily aggregates, SQL over them.
 
 pub mod anonymize;
 pub mod columnar;
@@ -23,6 +24,7 @@ pub mod pseudonym;
 pub mod scrub;
 pub mod storage;
 pub mod table;
+pub mod tables;
 
 /// The Delta Lake stack the lake is written with (Arrow, DataFusion), for readers of it.
 pub use deltalake;
