@@ -28,11 +28,11 @@ use serde_json::{Value, json};
 
 #[derive(Args, Debug, Clone)]
 pub struct LakeArgs {
-    /// Actions in the throughput runs.
+    /// Content actions in the throughput runs (after the registrations and initial follows).
     #[arg(long, default_value_t = 300_000)]
     actions: usize,
-    /// Users of the workload.
-    #[arg(long, default_value_t = 20_000)]
+    /// Users of the workload (their registrations and initial follows come first).
+    #[arg(long, default_value_t = 2_000)]
     users: usize,
     /// Actions per micro-batch.
     #[arg(long, default_value_t = 50_000)]
@@ -76,16 +76,16 @@ async fn fresh_log(dir: &Path) -> Result<Arc<dyn Log>> {
     Ok(log)
 }
 
-async fn fill(log: &Arc<dyn Log>, args: &LakeArgs) -> Result<()> {
+/// Appends the whole workload (registrations, the initial follows, then `actions` content
+/// actions); returns how many envelopes.
+async fn fill(log: &Arc<dyn Log>, args: &LakeArgs) -> Result<usize> {
     let mut workload = Workload::new(WorkloadConfig::scaled(0x1a4e, args.users, args.actions));
-    // Registrations and the initial graph come first; take exactly `actions` envelopes.
-    let mut left = args.actions;
-    while left > 0 {
-        let take = left.min(20_000);
+    let mut total = 0;
+    loop {
         let (w, records) = tokio::task::spawn_blocking(move || {
             let records: Vec<Record> = workload
                 .by_ref()
-                .take(take)
+                .take(20_000)
                 .map(|e| record_of(&e))
                 .collect();
             (workload, records)
@@ -93,12 +93,11 @@ async fn fill(log: &Arc<dyn Log>, args: &LakeArgs) -> Result<()> {
         .await?;
         workload = w;
         if records.is_empty() {
-            break;
+            return Ok(total);
         }
-        left -= records.len();
+        total += records.len();
         log.append(ACTIONS_TOPIC, records).await?;
     }
-    Ok(())
 }
 
 /// Reads and decodes every record: the reference.
@@ -203,7 +202,7 @@ async fn lag(args: &LakeArgs, dir: &Path) -> Result<Value> {
     let mut workload = Workload::new(WorkloadConfig::scaled(
         0x1a9,
         args.users.min(5_000),
-        usize::MAX / 2,
+        (args.lag_rate * args.lag_seconds) as usize + 1,
     ));
     // The registrations and the initial graph land first, unpaced.
     let setup = workload.config().users + workload.initial_follows();
@@ -349,7 +348,7 @@ pub async fn run(args: LakeArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
 
     let log = fresh_log(&dir.join("log")).await?;
-    fill(&log, &args).await?;
+    let envelopes = fill(&log, &args).await?;
     let (decoded, took) = read_decode(&log).await?;
     let reference = decoded as f64 / took.as_secs_f64();
 
@@ -387,7 +386,7 @@ pub async fn run(args: LakeArgs) -> Result<()> {
     let actions_per_s = local["actions_per_s"].as_f64().unwrap_or_default();
     let report = json!({
         "bench": "lake",
-        "workload": {"actions": args.actions, "users": args.users, "batch": args.batch},
+        "workload": {"envelopes": envelopes, "content_actions": args.actions, "users": args.users, "batch": args.batch},
         "reference_read_decode_per_s": reference,
         "local": local,
         "ratio_local_vs_read_decode": actions_per_s / reference,
