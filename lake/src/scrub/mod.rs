@@ -242,6 +242,10 @@ impl Scrubber {
         let mut text = self.scrub_once(text, mention, &mut removed);
         // A replacement can free a neighbour that was glued to what it replaced (`@agA::0`
         // loses the mention, then `::0` is an address): scrub again until nothing changes.
+        // Text the first round left alone has nothing to free.
+        if removed.iter().all(|n| *n == 0) {
+            return Scrubbed { text, removed };
+        }
         for _ in 0..MAX_ROUNDS {
             let before = removed.iter().sum::<u32>();
             let again = self.scrub_once(&text, mention, &mut removed);
@@ -260,16 +264,33 @@ impl Scrubber {
         mention: &dyn Fn(&str) -> Option<String>,
         removed: &mut [u32; 7],
     ) -> String {
-        let mut text = self.pass(text, &self.url, removed, |t, s, e, out| {
-            let end = s + trim_url(&t[s..e]);
-            if end > s {
-                out.push(Edit::token(s, end, PiiKind::Url));
-            }
-        });
-        for re in [&self.email, &self.email_obfuscated] {
-            text = self.pass(&text, re, removed, |_, s, e, out| {
+        // Each pattern needs a character most text lacks; looking for it first skips the
+        // regex (Unicode word boundaries make it fall back to slow engines) for most text.
+        // The replacements never add `/ @ : .` or brackets, nor digits before the last pass.
+        let has = |t: &str, chars: &[char]| t.contains(chars);
+        let mut text = if has(text, &['/']) || text.contains("www.") {
+            self.pass(text, &self.url, removed, |t, s, e, out| {
+                let end = s + trim_url(&t[s..e]);
+                if end > s {
+                    out.push(Edit::token(s, end, PiiKind::Url));
+                }
+            })
+        } else {
+            text.to_owned()
+        };
+        if has(&text, &['@']) {
+            text = self.pass(&text, &self.email, removed, |_, s, e, out| {
                 out.push(Edit::token(s, e, PiiKind::Email));
             });
+        }
+        if has(&text, &['@', '[', '(', '{', '<']) {
+            text = self.pass(&text, &self.email_obfuscated, removed, |_, s, e, out| {
+                out.push(Edit::token(s, e, PiiKind::Email));
+            });
+        }
+        if !text.bytes().any(|b| b.is_ascii_digit()) {
+            // IBANs, IP addresses, cards and phones all have digits: only mentions are left.
+            return self.mentions(text, mention, removed);
         }
         text = self.pass(&text, &self.iban, removed, |t, s, e, out| {
             // `@ab12…` is a mention (or a pseudonym written by an earlier scrub), not an IBAN.
@@ -280,15 +301,17 @@ impl Scrubber {
                 out.push(Edit::token(s, s + len, PiiKind::Iban));
             }
         });
-        text = self.pass(&text, &self.ipv6, removed, |t, s, e, out| {
-            let cand = t[s..e].trim_end_matches(':');
-            let end = s + cand.len();
-            let glued = ends_with_word(&t[..s]) || starts_with_word(&t[end..]);
-            let parses = cand.parse::<Ipv6Addr>().is_ok();
-            if parses && !glued && cand.contains(|c: char| c.is_ascii_hexdigit()) {
-                out.push(Edit::token(s, end, PiiKind::IpAddress));
-            }
-        });
+        if has(&text, &[':']) {
+            text = self.pass(&text, &self.ipv6, removed, |t, s, e, out| {
+                let cand = t[s..e].trim_end_matches(':');
+                let end = s + cand.len();
+                let glued = ends_with_word(&t[..s]) || starts_with_word(&t[end..]);
+                let parses = cand.parse::<Ipv6Addr>().is_ok();
+                if parses && !glued && cand.contains(|c: char| c.is_ascii_hexdigit()) {
+                    out.push(Edit::token(s, end, PiiKind::IpAddress));
+                }
+            });
+        }
         text = self.pass(&text, &self.ipv4, removed, |t, s, e, out| {
             let dotted_before =
                 t[..s].ends_with('.') && t[..s.saturating_sub(1)].ends_with(is_digit);
@@ -299,7 +322,20 @@ impl Scrubber {
             }
         });
         text = self.pass(&text, &self.number, removed, checks::numbers);
-        text = self.pass(&text, &self.mention, removed, |t, s, e, out| {
+        self.mentions(text, mention, removed)
+    }
+
+    /// The mention pass (the last of a round).
+    fn mentions(
+        &self,
+        text: String,
+        mention: &dyn Fn(&str) -> Option<String>,
+        removed: &mut [u32; 7],
+    ) -> String {
+        if !text.contains('@') {
+            return text;
+        }
+        self.pass(&text, &self.mention, removed, |t, s, e, out| {
             // What precedes it in the output: a mention just replaced may end in `]`.
             let before = match out.last() {
                 Some(prev) if prev.end == s => prev.with.as_deref().unwrap_or_default(),
@@ -320,8 +356,7 @@ impl Scrubber {
                 kind: PiiKind::Mention,
                 with: Some(with),
             });
-        });
-        text
+        })
     }
 
     /// Runs `check` on every match of `re` in `text` (with the whole text, for context) and
