@@ -605,7 +605,14 @@ impl LakeJob {
                 }
                 Err(e) => return Err(e),
             };
-            self.maintain().await?;
+            match self.maintain().await {
+                Ok(()) => {}
+                // Another writer's maintenance won this round; ours runs again next time.
+                Err(JobError::Lake(LakeError::Raced(table))) => {
+                    tracing::warn!(%table, "lake maintenance raced another writer; retrying later");
+                }
+                Err(e) => return Err(e),
+            }
             if report.commits > 0 {
                 metrics::gauge!("philo_lake_last_commit_timestamp_seconds")
                     .set(Utc::now().timestamp() as f64);

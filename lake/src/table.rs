@@ -321,16 +321,27 @@ impl LakeTable {
             self.delta = deleted;
             return Ok(());
         }
-        let written = self
-            .delta
-            .clone()
-            .write(cast)
-            .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
-            .with_replace_where(format!("day >= DATE '{day}'"))
-            .with_writer_properties(self.writer_properties())
-            .with_commit_properties(metadata)
-            .await
-            .map_err(LakeError::delta(name))?;
+        let mut attempt = 0;
+        let written = loop {
+            let result = self
+                .delta
+                .clone()
+                .write(cast.clone())
+                .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
+                .with_replace_where(format!("day >= DATE '{day}'"))
+                .with_writer_properties(self.writer_properties())
+                .with_commit_properties(metadata.clone())
+                .await
+                .map_err(LakeError::delta(name));
+            match result {
+                // Another writer recomputed the same days first: reload and write again.
+                Err(LakeError::Raced(_)) if attempt < crate::tables::RACE_RETRIES => {
+                    attempt += 1;
+                    self.refresh().await?;
+                }
+                other => break other?,
+            }
+        };
         self.delta = written;
         Ok(())
     }

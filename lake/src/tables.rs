@@ -19,6 +19,9 @@ use crate::job::JobError;
 use crate::storage::Location;
 use crate::table::{LakeError, LakeTable, TableSettings, commit_metadata};
 
+/// How often a rewrite that lost a race with another writer is tried again.
+pub(crate) const RACE_RETRIES: u32 = 3;
+
 /// What erasing one user removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErasureReceipt {
@@ -374,18 +377,30 @@ impl Lake {
                 source,
             }
         })?;
-        let written = self
-            .users
-            .delta()
-            .clone()
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Overwrite)
-            .with_writer_properties(self.users.writer_properties())
-            .with_commit_properties(
-                CommitProperties::default().with_metadata(commit_metadata(key_id)),
-            )
-            .await
-            .map_err(LakeError::delta(USERS.name))?;
+        // Another writer may rewrite it at the same time (two anonymizers, or a maintenance
+        // command): the loser reloads and writes again; the last rewrite wins, as it should.
+        let mut attempt = 0;
+        let written = loop {
+            let result = self
+                .users
+                .delta()
+                .clone()
+                .write(vec![batch.clone()])
+                .with_save_mode(SaveMode::Overwrite)
+                .with_writer_properties(self.users.writer_properties())
+                .with_commit_properties(
+                    CommitProperties::default().with_metadata(commit_metadata(key_id)),
+                )
+                .await
+                .map_err(LakeError::delta(USERS.name));
+            match result {
+                Err(LakeError::Raced(_)) if attempt < RACE_RETRIES => {
+                    attempt += 1;
+                    self.users.refresh().await?;
+                }
+                other => break other?,
+            }
+        };
         let version = written.version().unwrap_or_default();
         self.users.replace(written);
         Ok(version)
