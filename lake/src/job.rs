@@ -415,8 +415,14 @@ impl LakeJob {
             let progress = failed_progress.clone();
             async move { append_with_retry(table, failed, progress, &key_id).await }
         });
-        let mut work = Vec::new();
-        for (t, table) in self.lake.tables.iter_mut().enumerate() {
+        // Each table's Parquet encoding and commit runs as its own task, so a batch's tables
+        // spread over the runtime's threads. The tables are moved into the tasks and back.
+        let mut tables: Vec<Option<LakeTable>> = std::mem::take(&mut self.lake.tables)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut tasks = Vec::new();
+        for t in 0..tables.len() {
             let progress: HashMap<u32, u64> = next
                 .iter()
                 .enumerate()
@@ -432,19 +438,37 @@ impl LakeJob {
             }
             self.idle_batches[t] = 0;
             let key_id = key_id.clone();
-            work.push(async move {
-                let result = append_with_retry(table, rows, progress.clone(), &key_id).await;
-                (t, progress, result)
-            });
+            let mut table = tables[t].take().expect("each table is taken once");
+            tasks.push(tokio::spawn(async move {
+                let result = append_with_retry(&mut table, rows, progress.clone(), &key_id).await;
+                (t, table, progress, result)
+            }));
         }
-        let (results, failed_result) =
-            futures::future::join(futures::future::join_all(work), async move {
+        let (joined, failed_result) =
+            futures::future::join(futures::future::join_all(tasks), async move {
                 match failed_work {
                     Some(w) => Some(w.await),
                     None => None,
                 }
             })
             .await;
+        let mut results = Vec::with_capacity(joined.len());
+        for j in joined {
+            // A panicked commit task took its table with it: this job cannot go on (its
+            // supervisor starts a fresh one from what the tables record).
+            let (t, table, progress, result) = j.map_err(|e| {
+                JobError::Lake(LakeError::Delta {
+                    table: "?".into(),
+                    source: deltalake::DeltaTableError::Generic(format!("commit task failed: {e}")),
+                })
+            })?;
+            tables[t] = Some(table);
+            results.push((t, progress, result));
+        }
+        self.lake.tables = tables
+            .into_iter()
+            .map(|t| t.expect("every table is back"))
+            .collect();
         let mut first_error = None;
         match failed_result {
             Some(Ok(rows)) => {
