@@ -8,7 +8,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::Common;
-use crate::app;
+use crate::app::{self, open_lake};
 use crate::config::PhiloConfig;
 
 #[derive(Subcommand)]
@@ -59,8 +59,6 @@ pub struct EraseArgs {
     #[arg(long, default_value_t = 60)]
     pub wait: u64,
 }
-
-use crate::app::open_lake;
 
 /// Runs one `philo lake` maintenance command.
 pub async fn run(config: &PhiloConfig, command: LakeCommand) -> Result<()> {
