@@ -189,7 +189,12 @@ impl Fanout {
 
 /// Appends the next `n` envelopes of `workload` in chunks, generating each chunk on the
 /// blocking pool. Returns the generator for the next call.
-async fn append(log: &dyn Log, mut workload: Workload, n: usize, chunk: usize) -> Result<Workload> {
+pub(super) async fn append(
+    log: &dyn Log,
+    mut workload: Workload,
+    n: usize,
+    chunk: usize,
+) -> Result<Workload> {
     let mut left = n;
     while left > 0 {
         let take = left.min(chunk);

@@ -23,6 +23,8 @@ use philo_lake::anonymize::Anonymizer;
 use philo_lake::job::{LakeJob, LakeJobConfig};
 use philo_lake::pseudonym::Pseudonymizer;
 use philo_lake::storage::Location;
+
+use super::load::record_of;
 use philo_streams::workload::{Workload, WorkloadConfig};
 use serde_json::{Value, json};
 
@@ -60,14 +62,6 @@ fn anonymizer() -> Result<Anonymizer> {
     Ok(Anonymizer::new(Pseudonymizer::new("bench", KEY)?))
 }
 
-fn record_of(e: &Envelope) -> Record {
-    Record::new(
-        e.key().to_vec(),
-        e.to_json(),
-        e.received_at.timestamp_millis(),
-    )
-}
-
 async fn fresh_log(dir: &Path) -> Result<Arc<dyn Log>> {
     let mut c = EmbeddedLogConfig::new(dir);
     c.durability = Durability::Buffered;
@@ -76,28 +70,12 @@ async fn fresh_log(dir: &Path) -> Result<Arc<dyn Log>> {
     Ok(log)
 }
 
-/// Appends the whole workload (registrations, the initial follows, then `actions` content
-/// actions); returns how many envelopes.
-async fn fill(log: &Arc<dyn Log>, args: &LakeArgs) -> Result<usize> {
-    let mut workload = Workload::new(WorkloadConfig::scaled(0x1a4e, args.users, args.actions));
-    let mut total = 0;
-    loop {
-        let (w, records) = tokio::task::spawn_blocking(move || {
-            let records: Vec<Record> = workload
-                .by_ref()
-                .take(20_000)
-                .map(|e| record_of(&e))
-                .collect();
-            (workload, records)
-        })
-        .await?;
-        workload = w;
-        if records.is_empty() {
-            return Ok(total);
-        }
-        total += records.len();
-        log.append(ACTIONS_TOPIC, records).await?;
-    }
+/// Appends the whole workload: registrations, the initial follows, then `actions` content
+/// actions.
+async fn fill(log: &Arc<dyn Log>, args: &LakeArgs) -> Result<()> {
+    let workload = Workload::new(WorkloadConfig::scaled(0x1a4e, args.users, args.actions));
+    super::feed::append(log.as_ref(), workload, usize::MAX, 20_000).await?;
+    Ok(())
 }
 
 /// Reads and decodes every record: the reference.
@@ -360,9 +338,10 @@ pub async fn run(args: LakeArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
 
     let log = fresh_log(&dir.join("log")).await?;
-    let envelopes = fill(&log, &args).await?;
-    let (decoded, took) = read_decode(&log).await?;
-    let reference = decoded as f64 / took.as_secs_f64();
+    fill(&log, &args).await?;
+    // Every envelope decodes: the reference's count is the workload's size.
+    let (envelopes, took) = read_decode(&log).await?;
+    let reference = envelopes as f64 / took.as_secs_f64();
 
     let location = Location::local(&dir.join("lake"))?;
     let (local, mut job) = land(&log, &location, args.batch).await?;
