@@ -6,7 +6,7 @@ mod common;
 #[path = "../events/tests/support/tansu.rs"]
 mod tansu;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use common::{philo, philo_with};
@@ -51,28 +51,7 @@ async fn up_admin_tail_and_shutdown(env: &[(&str, &str)]) {
     let http = reqwest::Client::new();
 
     // An admin comes only from the CLI; the password is read from stdin.
-    let mut admin = philo_with(env)
-        .args([
-            "admin",
-            "create-admin",
-            "--username",
-            "root",
-            "--email",
-            "root@example.com",
-            "--data-dir",
-        ])
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    admin
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"an admin passphrase\n")
-        .unwrap();
-    let out = admin.wait_with_output().unwrap();
+    let out = common::create_admin(data, env, "root", "an admin passphrase");
     assert!(out.status.success(), "create-admin failed");
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(created["role"], "admin");

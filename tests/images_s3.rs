@@ -5,73 +5,11 @@
 #[allow(dead_code)] // each test binary uses its own subset of the helpers
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use base64::Engine;
 use object_store::ObjectStoreExt;
 
 /// A valid 1×1 PNG.
 const PNG_1X1: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
-
-/// A child process killed when dropped.
-struct Moto(Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// moto's server, installed by `scripts/test.sh` into the cached venv. Missing it fails the
-/// test (in CI always; locally unless `PHILO_SKIP_MOTO=1`).
-fn moto_binary() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PHILO_MOTO_SERVER")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/philo/venv/bin/moto_server")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    let skip = std::env::var("PHILO_SKIP_MOTO").is_ok_and(|v| v == "1")
-        && std::env::var_os("CI").is_none();
-    assert!(
-        skip,
-        "moto_server not found at {} (run scripts/test.sh, or set PHILO_SKIP_MOTO=1 outside CI)",
-        path.display()
-    );
-    eprintln!("SKIPPING the S3 image test: moto_server not installed and PHILO_SKIP_MOTO=1");
-    None
-}
-
-async fn start_moto(client: &reqwest::Client) -> (Moto, String) {
-    let bin = moto_binary().expect("moto");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto_server");
-    let moto = Moto(child);
-    let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while client.get(format!("{base}/")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "moto did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (moto, base)
-}
 
 fn multipart(png: &[u8]) -> (String, Vec<u8>) {
     let boundary = "philo-test-boundary";
@@ -92,21 +30,11 @@ fn multipart(png: &[u8]) -> (String, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_land_in_a_real_s3_bucket() {
-    if moto_binary().is_none() {
+    let Some(moto) = common::moto_binary() else {
         return;
-    }
+    };
     let client = reqwest::Client::new();
-    let (_moto, s3) = start_moto(&client).await;
-    let created = client
-        .put(format!("{s3}/philo-images"))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        created.status().is_success(),
-        "create bucket: {}",
-        created.status()
-    );
+    let (_moto, s3) = common::start_moto(&moto, "philo-images").await;
 
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (server, base) = common::start(
@@ -123,7 +51,7 @@ async fn images_land_in_a_real_s3_bucket() {
             ("PHILO__IMAGES__STORE_OPTIONS__AWS_ALLOW_HTTP", "true"),
         ],
     );
-    let _server = Moto(server); // killed on drop, also when an assertion fails
+    let _server = common::Guard::new(server); // killed on drop, also when an assertion fails
     let token = common::register(&client, &base, "painter", "a picture is worth").await;
     let png = base64::engine::general_purpose::STANDARD
         .decode(PNG_1X1)

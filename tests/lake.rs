@@ -178,29 +178,8 @@ async fn post_json(client: &reqwest::Client, base: &str, token: &str, v: Value) 
 }
 
 async fn admin_token(client: &reqwest::Client, base: &str, data: &Path) -> String {
-    let mut child = common::philo()
-        .args([
-            "admin",
-            "create-admin",
-            "--username",
-            "lakeadmin",
-            "--email",
-            "lakeadmin@example.com",
-            "--data-dir",
-        ])
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"an admin passphrase\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let out = common::create_admin(data, &[], "lakeadmin", "an admin passphrase");
+    assert!(out.status.success());
     let r: Value = client
         .post(format!("{base}/v1/auth/login"))
         .json(&json!({"login": "lakeadmin", "password": "an admin passphrase"}))
@@ -318,33 +297,24 @@ async fn the_lake_holds_what_users_did_scrubbed_erased_and_outside_readers_agree
 
     // Erasure through the admin API; the receipt appears once the lake has deleted and vacuumed.
     let admin = admin_token(&client, &base, &data).await;
-    let bad = client
-        .delete(format!("{base}/v1/admin/users/not-a-uuid"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let erase = |id: String, token: String| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            client
+                .delete(format!("{base}/v1/admin/users/{id}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let bad = erase("not-a-uuid".into(), admin.clone()).await;
     assert_eq!(bad.status(), 400);
-    let not_admin = client
-        .delete(format!("{base}/v1/admin/users/{leaver}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let not_admin = erase(leaver.clone(), token.clone()).await;
     assert_eq!(not_admin.status(), 403);
-    let unknown = client
-        .delete(format!("{base}/v1/admin/users/{}", uuid::Uuid::now_v7()))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let unknown = erase(uuid::Uuid::now_v7().to_string(), admin.clone()).await;
     assert_eq!(unknown.status(), 404);
-    let accepted = client
-        .delete(format!("{base}/v1/admin/users/{leaver}"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let accepted = erase(leaver.clone(), admin.clone()).await;
     assert_eq!(accepted.status(), 202);
     let accepted: Value = accepted.json().await.unwrap();
     let receipt_url = format!("{base}{}", accepted["receipt"].as_str().unwrap());
@@ -381,12 +351,8 @@ async fn the_lake_holds_what_users_did_scrubbed_erased_and_outside_readers_agree
     // theirs is written afterwards (checked below by every reader).
     assert!(removed.values().sum::<u64>() <= 7, "{receipt}");
     // The erased account cannot log in and a second erasure says so.
-    let again: Value = client
-        .delete(format!("{base}/v1/admin/users/{leaver}"))
-        .bearer_auth(&admin)
-        .send()
+    let again: Value = erase(leaver.clone(), admin.clone())
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -470,44 +436,11 @@ async fn the_lake_holds_what_users_did_scrubbed_erased_and_outside_readers_agree
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lake_on_a_real_s3_api_commits_with_conditional_puts_and_reads_back() {
     let Some(python) = python() else { return };
-    let Some(moto) = std::env::var_os("PHILO_MOTO_SERVER")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/philo/venv/bin/moto_server");
-            p.exists().then_some(p)
-        })
-    else {
-        panic!("moto_server not installed (run scripts/test.sh)");
+    let Some(moto) = common::moto_binary() else {
+        return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let moto = Command::new(moto)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _moto = common::Guard::new(moto);
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let (_moto, endpoint) = common::start_moto(&moto, "philo-lake").await;
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{endpoint}/")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "moto did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let created = client
-        .put(format!("{endpoint}/philo-lake"))
-        .send()
-        .await
-        .unwrap();
-    assert!(created.status().is_success());
 
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let data = dir.path().join("data");

@@ -154,3 +154,87 @@ impl Drop for Guard {
         }
     }
 }
+
+/// moto's S3 server, installed by `scripts/test.sh` into the cached venv. Missing it fails the
+/// test (in CI always; locally unless `PHILO_SKIP_MOTO=1`, then `None`: skip).
+pub fn moto_binary() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PHILO_MOTO_SERVER")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/philo/venv/bin/moto_server")
+        });
+    if path.exists() {
+        return Some(path);
+    }
+    let skip = std::env::var("PHILO_SKIP_MOTO").is_ok_and(|v| v == "1")
+        && std::env::var_os("CI").is_none();
+    assert!(
+        skip,
+        "moto_server not found at {} (run scripts/test.sh, or set PHILO_SKIP_MOTO=1 outside CI)",
+        path.display()
+    );
+    eprintln!("SKIPPING an S3 test: moto_server not installed and PHILO_SKIP_MOTO=1");
+    None
+}
+
+/// Starts moto's server on a free loopback port with `bucket` created; returns it (killed when
+/// dropped) and its endpoint URL.
+pub async fn start_moto(bin: &Path, bucket: &str) -> (Guard, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    let moto = Guard::new(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "moto did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let created = client.put(format!("{base}/{bucket}")).send().await.unwrap();
+    assert!(
+        created.status().is_success(),
+        "create bucket: {}",
+        created.status()
+    );
+    (moto, base)
+}
+
+/// `philo admin create-admin` on `data` (password on stdin, as an operator would); returns
+/// the process's output.
+pub fn create_admin(
+    data: &Path,
+    env: &[(&str, &str)],
+    username: &str,
+    password: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut admin = philo_with(env)
+        .args(["admin", "create-admin", "--username", username, "--email"])
+        .arg(format!("{username}@example.com"))
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    admin
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    admin.wait_with_output().unwrap()
+}
