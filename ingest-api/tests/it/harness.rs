@@ -323,6 +323,11 @@ impl TestApp {
             .await
     }
 
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Resp {
+        self.call(Method::DELETE, path, token, None, &[], Body::empty())
+            .await
+    }
+
     /// POSTs raw bytes as `application/json`.
     pub async fn post_raw(
         &self,
@@ -365,6 +370,21 @@ impl TestApp {
             )
             .await;
         Session::from_json(&res.expect(StatusCode::CREATED))
+    }
+
+    /// Creates admin `username` (as the CLI does: admins never register) and logs it in.
+    pub async fn admin(&self, username: &str) -> Session {
+        self.state
+            .accounts
+            .create_admin(philo_accounts::NewUser {
+                username: username.into(),
+                email: format!("{username}@example.org"),
+                password: secrecy::SecretString::from(PASSWORD),
+                role: philo_accounts::Role::User,
+            })
+            .await
+            .unwrap();
+        self.login(username).await
     }
 
     pub async fn login(&self, login: &str) -> Session {

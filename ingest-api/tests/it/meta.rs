@@ -1,12 +1,9 @@
 //! Health, readiness, the OpenAPI document, `/v1/schema`, JSON 404/405, and the admin guard.
 
-use axum::body::Body;
 use axum::http::{Method, StatusCode};
-use philo_accounts::{NewUser, Role};
 use philo_events::ActionKind;
-use secrecy::SecretString;
 
-use crate::harness::{PASSWORD, TestApp, post};
+use crate::harness::{TestApp, post};
 
 #[tokio::test]
 async fn health_and_readiness() {
@@ -122,17 +119,7 @@ async fn admin_endpoints_need_the_admin_role() {
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "missing_token");
 
-    app.state
-        .accounts
-        .create_admin(NewUser {
-            username: "root".into(),
-            email: "root@example.org".into(),
-            password: SecretString::from(PASSWORD),
-            role: Role::User,
-        })
-        .await
-        .unwrap();
-    let admin = app.login("root").await;
+    let admin = app.admin("root").await;
     let info = app
         .get("/v1/admin/log", Some(&admin.access))
         .await
@@ -174,59 +161,21 @@ async fn admin_endpoints_need_the_admin_role() {
 async fn erasing_a_user_logs_account_erased_and_refuses_bad_calls() {
     let app = TestApp::new().await;
     let user = app.register("leaving").await;
-    app.state
-        .accounts
-        .create_admin(NewUser {
-            username: "root".into(),
-            email: "root@example.org".into(),
-            password: SecretString::from(PASSWORD),
-            role: Role::User,
-        })
-        .await
-        .unwrap();
-    let admin = app.login("root").await;
+    let admin = app.admin("root").await;
     let path = format!("/v1/admin/users/{}", user.user_id);
-    app.call(
-        Method::DELETE,
-        &path,
-        Some(&user.access),
-        None,
-        &[],
-        Body::empty(),
-    )
-    .await
-    .expect_error(StatusCode::FORBIDDEN, "admin_only");
-    app.call(
-        Method::DELETE,
-        "/v1/admin/users/nope",
-        Some(&admin.access),
-        None,
-        &[],
-        Body::empty(),
-    )
-    .await
-    .expect_error(StatusCode::BAD_REQUEST, "invalid_path");
+    app.delete(&path, Some(&user.access))
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "admin_only");
+    app.delete("/v1/admin/users/nope", Some(&admin.access))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_path");
     let unknown = format!("/v1/admin/users/{}", uuid::Uuid::now_v7());
-    app.call(
-        Method::DELETE,
-        &unknown,
-        Some(&admin.access),
-        None,
-        &[],
-        Body::empty(),
-    )
-    .await
-    .expect_error(StatusCode::NOT_FOUND, "unknown_user");
+    app.delete(&unknown, Some(&admin.access))
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "unknown_user");
 
     let accepted = app
-        .call(
-            Method::DELETE,
-            &path,
-            Some(&admin.access),
-            None,
-            &[],
-            Body::empty(),
-        )
+        .delete(&path, Some(&admin.access))
         .await
         .expect(StatusCode::ACCEPTED);
     assert_eq!(accepted["status"], "accepted");
@@ -240,14 +189,7 @@ async fn erasing_a_user_logs_account_erased_and_refuses_bad_calls() {
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "session_revoked");
     let again = app
-        .call(
-            Method::DELETE,
-            &path,
-            Some(&admin.access),
-            None,
-            &[],
-            Body::empty(),
-        )
+        .delete(&path, Some(&admin.access))
         .await
         .expect(StatusCode::ACCEPTED);
     assert_eq!(again["status"], "already_erased");
