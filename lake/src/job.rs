@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use philo_events::log::{Log, LogError};
+use philo_events::log::{Log, LogError, StoredRecord};
 use philo_events::{Action, Envelope};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -135,8 +135,6 @@ pub struct LakeJob {
     taken: Vec<Vec<u64>>,
     /// Per fact table: batches since it last recorded progress.
     idle_batches: Vec<u32>,
-    /// Erasures in the log that have no receipt yet.
-    pending_erasures: Vec<(Uuid, Uuid)>,
     /// The failed-actions topic: partitions (0 when it does not exist), next offset to read,
     /// what `failed_actions` has taken, and the action ids landed (the topic is at least once).
     failed_partitions: u32,
@@ -188,7 +186,6 @@ impl LakeJob {
             next: vec![0; partitions as usize],
             idle_batches: vec![0; taken.len()],
             taken,
-            pending_erasures: Vec::new(),
             failed_partitions,
             failed_next: failed_taken.clone(),
             failed_taken,
@@ -222,21 +219,21 @@ impl LakeJob {
     /// Rebuilds the anonymizer's knowledge from the log: everything before the resume point is
     /// observed; every erasure anywhere in the retained log is applied up front.
     async fn catch_up(&mut self) -> Result<(), JobError> {
-        let topic = self.config.topic.clone();
+        let (log, chunk) = (self.log.clone(), self.config.read_chunk);
+        let mut erasures = Vec::new();
         for p in 0..self.partitions {
             let resume = self.taken.iter().map(|t| t[p as usize]).min().unwrap_or(0);
-            let wm = self.log.watermarks(&topic, p).await?;
-            let mut offset = wm.low;
-            while offset < wm.high {
-                let records = self
-                    .log
-                    .read(&topic, p, offset, self.config.read_chunk)
-                    .await?;
-                let Some(last) = records.last() else { break };
-                offset = last.offset + 1;
-                for record in &records {
+            let wm = log.watermarks(&self.config.topic, p).await?;
+            read_range(
+                &*log,
+                &self.config.topic,
+                p,
+                wm.low,
+                wm.high,
+                chunk,
+                |record| {
                     let Ok(env) = Envelope::from_json(&record.value) else {
-                        continue;
+                        return;
                     };
                     if record.offset < resume {
                         self.anon.observe(&env);
@@ -245,36 +242,35 @@ impl LakeJob {
                         self.anon.mark_erased(env.actor_id);
                         // Behind the resume point or ahead of it, an erasure without a receipt
                         // may have rows in the lake from before: carry it out now.
-                        self.pending_erasures.push((env.id, env.actor_id));
+                        erasures.push((env.id, env.actor_id));
                     }
-                }
-            }
+                },
+            )
+            .await?;
             self.next[p as usize] = resume.max(wm.low);
         }
         // The failures already landed, so duplicates in the (at least once) topic are skipped.
-        let failed_topic = self.config.failed_topic.clone();
         for p in 0..self.failed_partitions {
-            let wm = self.log.watermarks(&failed_topic, p).await?;
-            let mut offset = wm.low;
+            let wm = log.watermarks(&self.config.failed_topic, p).await?;
             let until = self.failed_taken[p as usize].min(wm.high);
-            while offset < until {
-                let records = self
-                    .log
-                    .read(&failed_topic, p, offset, self.config.read_chunk)
-                    .await?;
-                let Some(last) = records.last() else { break };
-                offset = last.offset + 1;
-                for r in records.iter().filter(|r| r.offset < until) {
+            read_range(
+                &*log,
+                &self.config.failed_topic,
+                p,
+                wm.low,
+                until,
+                chunk,
+                |r| {
                     if let Ok(f) = serde_json::from_slice::<FailedRecord>(&r.value) {
                         self.failed_seen.insert(f.action_id);
                     }
-                }
-            }
+                },
+            )
+            .await?;
             self.failed_next[p as usize] = self.failed_taken[p as usize].max(wm.low);
         }
         // Erasures whose receipt never got written: carry them out (deleting is idempotent).
-        let pending = std::mem::take(&mut self.pending_erasures);
-        for (action_id, user) in pending {
+        for (action_id, user) in erasures {
             if self.lake.receipt(action_id).await?.is_none() {
                 let pseudonym = self.anon.user_pseudonym(user);
                 let key_id = self.anon.key_id().to_owned();
@@ -670,6 +666,26 @@ impl LakeJob {
         }
         Ok(out)
     }
+}
+
+/// Calls `f` on every record of `topic`'s partition `p` in `[from, until)`, read in chunks.
+async fn read_range(
+    log: &dyn Log,
+    topic: &str,
+    p: u32,
+    from: u64,
+    until: u64,
+    chunk: usize,
+    mut f: impl FnMut(&StoredRecord),
+) -> Result<(), JobError> {
+    let mut offset = from;
+    while offset < until {
+        let records = log.read(topic, p, offset, chunk).await?;
+        let Some(last) = records.last() else { break };
+        offset = last.offset + 1;
+        records.iter().filter(|r| r.offset < until).for_each(&mut f);
+    }
+    Ok(())
 }
 
 /// A record of the failed-actions topic (the stream jobs' `FailedAction`).
