@@ -9,9 +9,11 @@
 //! collide in Delta's conflict checker (`ConcurrentTransaction`) instead of both landing.
 
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use std::sync::Arc;
 
 use deltalake::arrow::datatypes::Schema as ArrowSchema;
+
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Transaction, transaction::TransactionError};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
@@ -76,6 +78,9 @@ impl LakeError {
         }
     }
 }
+
+/// How often a rewrite that lost a race with another writer is tried again.
+pub(crate) const RACE_RETRIES: u32 = 3;
 
 /// Table properties the lake's tables are created with.
 #[derive(Debug, Clone)]
@@ -321,29 +326,44 @@ impl LakeTable {
             self.delta = deleted;
             return Ok(());
         }
-        let mut attempt = 0;
-        let written = loop {
-            let result = self
-                .delta
-                .clone()
+        // Another writer recomputed the same days first: reload and write again.
+        let properties = self.writer_properties();
+        self.overwrite(|delta| {
+            delta
                 .write(cast.clone())
                 .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
                 .with_replace_where(format!("day >= DATE '{day}'"))
-                .with_writer_properties(self.writer_properties())
+                .with_writer_properties(properties.clone())
                 .with_commit_properties(metadata.clone())
+                .into_future()
+        })
+        .await
+    }
+
+    /// Runs `write` (an overwrite of some or all of the table) on the current table; if another
+    /// writer committed first, reloads and runs it again, at most [`RACE_RETRIES`] times. The
+    /// last rewrite wins, as it should for data recomputed from the same log.
+    pub(crate) async fn overwrite<F, Fut>(&mut self, mut write: F) -> Result<(), LakeError>
+    where
+        F: FnMut(DeltaTable) -> Fut,
+        Fut: std::future::Future<Output = Result<DeltaTable, DeltaTableError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match write(self.delta.clone())
                 .await
-                .map_err(LakeError::delta(name));
-            match result {
-                // Another writer recomputed the same days first: reload and write again.
-                Err(LakeError::Raced(_)) if attempt < crate::tables::RACE_RETRIES => {
+                .map_err(LakeError::delta(self.schema.name))
+            {
+                Err(LakeError::Raced(_)) if attempt < RACE_RETRIES => {
                     attempt += 1;
                     self.refresh().await?;
                 }
-                other => break other?,
+                other => {
+                    self.delta = other?;
+                    return Ok(());
+                }
             }
-        };
-        self.delta = written;
-        Ok(())
+        }
     }
 
     /// The next log offset this table has not yet taken, per partition `0..partitions`.

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use std::future::IntoFuture;
+
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use object_store::path::Path as StorePath;
@@ -18,9 +20,6 @@ use crate::columnar;
 use crate::job::JobError;
 use crate::storage::Location;
 use crate::table::{LakeError, LakeTable, TableSettings, commit_metadata};
-
-/// How often a rewrite that lost a race with another writer is tried again.
-pub(crate) const RACE_RETRIES: u32 = 3;
 
 /// What erasing one user removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -378,31 +377,20 @@ impl Lake {
             }
         })?;
         // Another writer may rewrite it at the same time (two anonymizers, or a maintenance
-        // command): the loser reloads and writes again; the last rewrite wins, as it should.
-        let mut attempt = 0;
-        let written = loop {
-            let result = self
-                .users
-                .delta()
-                .clone()
-                .write(vec![batch.clone()])
-                .with_save_mode(SaveMode::Overwrite)
-                .with_writer_properties(self.users.writer_properties())
-                .with_commit_properties(
-                    CommitProperties::default().with_metadata(commit_metadata(key_id)),
-                )
-                .await
-                .map_err(LakeError::delta(USERS.name));
-            match result {
-                Err(LakeError::Raced(_)) if attempt < RACE_RETRIES => {
-                    attempt += 1;
-                    self.users.refresh().await?;
-                }
-                other => break other?,
-            }
-        };
-        let version = written.version().unwrap_or_default();
-        self.users.replace(written);
-        Ok(version)
+        // command): the loser reloads and writes again.
+        let properties = self.users.writer_properties();
+        self.users
+            .overwrite(|delta| {
+                delta
+                    .write(vec![batch.clone()])
+                    .with_save_mode(SaveMode::Overwrite)
+                    .with_writer_properties(properties.clone())
+                    .with_commit_properties(
+                        CommitProperties::default().with_metadata(commit_metadata(key_id)),
+                    )
+                    .into_future()
+            })
+            .await?;
+        Ok(self.users.version().unwrap_or_default())
     }
 }
