@@ -13,7 +13,6 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 
 use deltalake::arrow::datatypes::Schema as ArrowSchema;
-
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Transaction, transaction::TransactionError};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
