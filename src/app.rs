@@ -111,14 +111,9 @@ pub fn anonymizer(config: &PhiloConfig) -> Result<philo_lake::anonymize::Anonymi
     Ok(philo_lake::anonymize::Anonymizer::new(pseudo))
 }
 
-/// The lake's erasure receipts for the admin API.
-pub struct LakeReceipts(pub philo_lake::job::Lake);
-
-impl std::fmt::Debug for LakeReceipts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("LakeReceipts").field(&self.0).finish()
-    }
-}
+/// The lake's erasure receipts for the admin API (reading them opens no table).
+#[derive(Debug)]
+pub struct LakeReceipts(pub philo_lake::job::Receipts);
 
 impl philo_ingest_api::ErasureReceipts for LakeReceipts {
     fn receipt(
@@ -126,13 +121,13 @@ impl philo_ingest_api::ErasureReceipts for LakeReceipts {
         action_id: uuid::Uuid,
     ) -> futures::future::BoxFuture<'_, Result<Option<serde_json::Value>>> {
         Box::pin(async move {
-            let receipt = self.0.receipt(action_id).await?;
+            let receipt = self.0.get(action_id).await?;
             Ok(receipt.map(|r| serde_json::to_value(r).expect("a receipt serializes")))
         })
     }
 }
 
-/// Opens the lake (creating missing tables) for receipts and maintenance.
+/// Opens the lake (creating missing tables) for maintenance.
 pub async fn open_lake(config: &PhiloConfig) -> Result<philo_lake::job::Lake> {
     let location = config.lake_location()?;
     philo_lake::job::Lake::open(&location, &config.lake_job_config().settings)

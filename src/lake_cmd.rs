@@ -165,10 +165,10 @@ pub async fn erase_user(config: &PhiloConfig, args: &EraseArgs) -> Result<()> {
         );
         return Ok(());
     };
-    let lake = open_lake(config).await?;
+    let receipts = philo_lake::job::Receipts::new(&config.lake_location()?)?;
     let deadline = Instant::now() + Duration::from_secs(args.wait);
     loop {
-        if let Some(receipt) = lake.receipt(action_id).await? {
+        if let Some(receipt) = receipts.get(action_id).await? {
             println!(
                 "{}",
                 json!({"user_id": args.user_id, "action_id": action_id, "status": "erased", "receipt": receipt})

@@ -194,7 +194,8 @@ async fn run(cli: Cli) -> Result<()> {
                 progress: streams.progress(),
             });
             if config.lake.enabled {
-                let receipts = app::LakeReceipts(app::open_lake(&config).await?);
+                let receipts =
+                    app::LakeReceipts(philo_lake::job::Receipts::new(&config.lake_location()?)?);
                 state = state.with_erasures(std::sync::Arc::new(receipts));
             }
             let shutdown = CancellationToken::new();

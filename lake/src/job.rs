@@ -36,7 +36,7 @@ use uuid::Uuid;
 use crate::anonymize::{Anonymizer, Row, TABLES, table_index};
 use crate::storage::Location;
 use crate::table::{LakeError, LakeTable, TableSettings};
-pub use crate::tables::{ErasureReceipt, Lake, TableErasure};
+pub use crate::tables::{ErasureReceipt, Lake, Receipts, TableErasure};
 
 /// How the job batches and maintains the lake.
 #[derive(Debug, Clone)]

@@ -45,6 +45,54 @@ pub struct TableErasure {
     pub log_entries_removed: u64,
 }
 
+/// Erasure receipts, under `_philo/erasures/` beside the tables. Reading them opens no table.
+#[derive(Clone)]
+pub struct Receipts {
+    store: Arc<dyn ObjectStore>,
+    dir: StorePath,
+}
+
+impl std::fmt::Debug for Receipts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receipts").field("dir", &self.dir).finish()
+    }
+}
+
+impl Receipts {
+    /// The receipts of the lake at `location`.
+    pub fn new(location: &Location) -> Result<Self, object_store::Error> {
+        let (store, prefix) = object_store::parse_url_opts(&location.url, &location.options)?;
+        Ok(Self {
+            store: Arc::from(store),
+            dir: prefix.join("_philo").join("erasures"),
+        })
+    }
+
+    /// The stored receipt of erasure `action_id`, if it completed.
+    pub async fn get(&self, action_id: Uuid) -> Result<Option<ErasureReceipt>, JobError> {
+        match self.store.get(&self.path(action_id)).await {
+            Ok(got) => {
+                let bytes = got.bytes().await?;
+                Ok(serde_json::from_slice(&bytes).ok())
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn put(&self, receipt: &ErasureReceipt) -> Result<(), JobError> {
+        let body = serde_json::to_vec_pretty(receipt).expect("a receipt serializes");
+        self.store
+            .put(&self.path(receipt.action_id), body.into())
+            .await?;
+        Ok(())
+    }
+
+    fn path(&self, action_id: Uuid) -> StorePath {
+        self.dir.clone().join(format!("{action_id}.json").as_str())
+    }
+}
+
 /// The lake's tables, open.
 pub struct Lake {
     pub location: Location,
@@ -54,7 +102,7 @@ pub struct Lake {
     pub users: LakeTable,
     pub daily_activity: LakeTable,
     pub daily_donations: LakeTable,
-    receipts: (Arc<dyn ObjectStore>, StorePath),
+    receipts: Receipts,
 }
 
 impl std::fmt::Debug for Lake {
@@ -77,8 +125,7 @@ impl Lake {
         let users = LakeTable::open(location, &USERS, settings).await?;
         let daily_activity = LakeTable::open(location, &DAILY_ACTIVITY, settings).await?;
         let daily_donations = LakeTable::open(location, &DAILY_DONATIONS, settings).await?;
-        let (store, prefix) = object_store::parse_url_opts(&location.url, &location.options)?;
-        let receipts = prefix.clone().join("_philo").join("erasures");
+        let receipts = Receipts::new(location)?;
         Ok(Self {
             location: location.clone(),
             tables,
@@ -86,7 +133,7 @@ impl Lake {
             users,
             daily_activity,
             daily_donations,
-            receipts: (Arc::from(store), receipts),
+            receipts,
         })
     }
 
@@ -196,31 +243,7 @@ impl Lake {
 
     /// The stored receipt of erasure `action_id`, if it completed.
     pub async fn receipt(&self, action_id: Uuid) -> Result<Option<ErasureReceipt>, JobError> {
-        let (store, dir) = &self.receipts;
-        match store
-            .get(&dir.clone().join(format!("{action_id}.json").as_str()))
-            .await
-        {
-            Ok(got) => {
-                let bytes = got.bytes().await?;
-                Ok(serde_json::from_slice(&bytes).ok())
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn store_receipt(&self, receipt: &ErasureReceipt) -> Result<(), JobError> {
-        let (store, dir) = &self.receipts;
-        let body = serde_json::to_vec_pretty(receipt).expect("a receipt serializes");
-        store
-            .put(
-                &dir.clone()
-                    .join(format!("{}.json", receipt.action_id).as_str()),
-                body.into(),
-            )
-            .await?;
-        Ok(())
+        self.receipts.get(action_id).await
     }
 
     /// Deletes every row naming `pseudonym` in a user column of any table, vacuums the touched
@@ -307,7 +330,7 @@ impl Lake {
             tables,
             completed_at: Utc::now(),
         };
-        self.store_receipt(&receipt).await?;
+        self.receipts.put(&receipt).await?;
         Ok(receipt)
     }
 
