@@ -8,8 +8,13 @@ use crate::config::TelemetryConfig;
 
 /// Installs the global tracing subscriber: JSON lines or pretty text to stderr.
 pub fn init_logging(config: &TelemetryConfig) -> Result<()> {
+    // The storage engines log every flush, and delta-rs and its kernel every snapshot and
+    // commit, at info: only their warnings reach Philo's log unless `PHILO_LOG` says otherwise.
     let filter = EnvFilter::try_from_env("PHILO_LOG").or_else(|_| {
-        EnvFilter::try_new(format!("{},fjall=warn,lsm_tree=warn", config.log_level))
+        EnvFilter::try_new(format!(
+            "{},fjall=warn,lsm_tree=warn,buoyant_kernel=warn,deltalake_core=warn",
+            config.log_level
+        ))
     })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
