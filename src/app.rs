@@ -1,6 +1,6 @@
 //! Composition: builds the backends named by the configuration and runs the roles.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -265,8 +265,13 @@ pub async fn ingest_state(
 }
 
 /// Starts the stream jobs on `log` with the embedded state store under the configured directory.
-pub async fn start_streams(config: &PhiloConfig, log: Arc<dyn Log>) -> Result<Streams> {
-    let sc = config.streams_config();
+pub async fn start_streams(
+    config: &PhiloConfig,
+    log: Arc<dyn Log>,
+    join_group: bool,
+) -> Result<Streams> {
+    let mut sc = config.streams_config();
+    sc.join_group = join_group;
     let dir = sc.state_dir.clone();
     let store = tokio::task::spawn_blocking(move || open_store(&dir))
         .await?
@@ -361,6 +366,45 @@ pub async fn serve_ops(
 /// `philo streams rebuild`: replays the log into a scratch store next to the live one, compares
 /// per-view digests with the live views (brought to the same log positions first), prints a
 /// JSON report, and unless `check` replaces the selected live views with the rebuilt ones.
+/// `philo streams digest`: per-view digests of a stopped store, over the rows it holds or that
+/// `partitions` would hold. Prints `{"partitions": [...], "views": {view: digest}}`.
+pub async fn digest_streams(
+    config: &PhiloConfig,
+    store: Option<PathBuf>,
+    partitions: Option<Vec<u32>>,
+) -> Result<()> {
+    let dir = store.unwrap_or_else(|| config.streams_config().state_dir);
+    anyhow::ensure!(
+        dir.is_dir(),
+        "{} is not a state store directory",
+        dir.display()
+    );
+    let count = config.log.partitions;
+    let out = tokio::task::spawn_blocking(move || -> Result<serde_json::Value> {
+        let store = open_store(&dir)?;
+        let shards = match partitions {
+            Some(p) => philo_streams::shards::Shards::of(count, &p.into_iter().collect()),
+            None => philo_streams::job::held_shards(&*store, philo_streams::social::JOB, count)?,
+        };
+        let views = philo_streams::runtime::view_digests_held(&*store, &[], &shards)?;
+        let tables = philo_streams::runtime::table_digests_held(&*store, &shards)?;
+        Ok(serde_json::json!({
+            "partitions": shards.set(),
+            "tables": tables
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect::<serde_json::Map<_, _>>(),
+            "views": views
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect::<serde_json::Map<_, _>>(),
+        }))
+    })
+    .await??;
+    println!("{out}");
+    Ok(())
+}
+
 pub async fn rebuild_streams(config: &PhiloConfig, views: &[String], check: bool) -> Result<()> {
     let log = open_log(config).await?;
     let sc = config.streams_config();

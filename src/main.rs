@@ -104,6 +104,20 @@ enum StreamsCommand {
         #[arg(long)]
         check: bool,
     },
+    /// Print per-view digests of a state store (stopped), restricted to the per-user rows of
+    /// the partitions it holds or of `--partitions`: equal digests mean equal views. Compares
+    /// the instances of a consumer group with one process's views (ADR 009).
+    Digest {
+        #[command(flatten)]
+        common: Common,
+        /// The store's directory (default: the configured state directory).
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Count only the per-user rows of these partitions, e.g. `0,2,5` (default: the
+        /// partitions the store holds).
+        #[arg(long, value_delimiter = ',')]
+        partitions: Option<Vec<u32>>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -183,7 +197,8 @@ async fn run(cli: Cli) -> Result<()> {
             tracing::info!(data_dir = %config.data_dir.display(), "starting");
             let log = app::open_log(&config).await?;
             let state = app::ingest_state(&config, log.clone(), Some(metrics)).await?;
-            let streams = app::start_streams(&config, log.clone()).await?;
+            // One process with the API: it holds every view the API reads.
+            let streams = app::start_streams(&config, log.clone(), false).await?;
             let lake = if config.lake.enabled {
                 Some(app::start_lake(&config, log).await?)
             } else {
@@ -226,7 +241,9 @@ async fn run(cli: Cli) -> Result<()> {
             telemetry::init_logging(&config.telemetry)?;
             let metrics = telemetry::init_metrics()?;
             let log = app::open_log(&config).await?;
-            let streams = app::start_streams(&config, log).await?;
+            // The streams role shares the work with the other `philo streams` of its consumer
+            // group (on Kafka; the embedded log has one consumer process).
+            let streams = app::start_streams(&config, log, true).await?;
             let shutdown = CancellationToken::new();
             app::cancel_on_signals(shutdown.clone());
             let served = app::serve_ops(config.streams.listen, metrics, shutdown).await;
@@ -245,6 +262,19 @@ async fn run(cli: Cli) -> Result<()> {
             let config = load(cli.config.as_deref(), &common)?;
             telemetry::init_logging(&config.telemetry)?;
             app::rebuild_streams(&config, &views, check).await
+        }
+        Command::Streams {
+            command:
+                Some(StreamsCommand::Digest {
+                    common,
+                    store,
+                    partitions,
+                }),
+            ..
+        } => {
+            let config = load(cli.config.as_deref(), &common)?;
+            telemetry::init_logging(&config.telemetry)?;
+            app::digest_streams(&config, store, partitions).await
         }
         Command::Lake {
             common,

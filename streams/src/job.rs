@@ -20,22 +20,28 @@
 //! After a crash the job resumes from the positions in the store. Everything after them is
 //! replayed; actions whose marker survived are skipped, the rest are applied once.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use philo_events::Envelope;
-use philo_events::log::{ACTIONS_TOPIC, Log, LogError, Position, Record, StoredRecord};
+use philo_events::log::{
+    ACTIONS_TOPIC, GroupMember, Log, LogError, Position, Record, StoredRecord,
+};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregator, Fact};
+use crate::shards::Shards;
 use crate::store::{Mutation, Staged, StateStore, StoreError, WriteBatch};
 
 /// Table of dedupe markers: pk = action id, ck = job name.
 pub const APPLIED_TABLE: &str = "job_applied";
 /// Table of job positions: pk = job name, ck = partition (u32 BE), value = next offset (u64 BE).
+/// Also pk = `<job>.shards`, ck = "": the partitions whose per-user rows the store holds
+/// ([`Shards::encode`]); absent = all of them.
 pub const POSITIONS_TABLE: &str = "job_positions";
 /// Table of failed actions: pk = job name, ck = action id, value = JSON [`FailedAction`].
 pub const FAILED_TABLE: &str = "failed_actions";
@@ -92,6 +98,25 @@ pub trait Processor: Send + 'static {
     /// Drops caches: a step's writes were discarded (a store error), so caches that followed
     /// them no longer match the store.
     fn reset(&mut self);
+
+    /// Tables that hold rows kept per user (see [`crate::shards`]); [`Processor::row_owner`]
+    /// names the user of each of their rows.
+    fn sharded_tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The user whose shard holds this row, for rows held per user (a feed, an inbox); `None`
+    /// for rows every instance holds (the state decisions read).
+    fn row_owner(&self, table: &str, pk: &[u8], ck: &[u8]) -> Option<Uuid> {
+        let _ = (table, pk, ck);
+        None
+    }
+
+    /// The shards this instance holds from now on: work for other users' rows may be skipped
+    /// (the runner drops such rows anyway).
+    fn set_shards(&mut self, shards: Arc<Shards>) {
+        let _ = shards;
+    }
 }
 
 /// Settings of a job.
@@ -253,6 +278,10 @@ pub struct Job<P: Processor> {
     positions: Vec<u64>,
     progress: Arc<Progress>,
     aggregator: Aggregator,
+    /// The per-user rows this store holds (see [`crate::shards`]).
+    shards: Arc<Shards>,
+    /// The consumer-group member the job commits through, when it shares the work.
+    member: Option<Arc<dyn GroupMember>>,
 }
 
 struct PartitionRead {
@@ -276,6 +305,43 @@ fn position_ck(partition: u32) -> [u8; 4] {
     partition.to_be_bytes()
 }
 
+fn shards_pk(job: &str) -> Bytes {
+    Bytes::from(format!("{job}.shards"))
+}
+
+/// The actor of a failed-action row: failures are held with the actor's shard (the record's
+/// partition is the actor's).
+pub fn failed_row_owner(value: &[u8]) -> Option<Uuid> {
+    serde_json::from_slice::<FailedAction>(value)
+        .ok()
+        .map(|f| f.actor_id)
+}
+
+/// The partitions whose per-user rows `store` holds for `job` (all when never resharded).
+pub fn held_shards(
+    store: &dyn StateStore,
+    job: &str,
+    partitions: u32,
+) -> Result<Shards, StoreError> {
+    Ok(match store.get(POSITIONS_TABLE, &shards_pk(job), b"")? {
+        Some(v) => Shards::decode(partitions, &v),
+        None => Shards::all(partitions),
+    })
+}
+
+/// What [`Job::reshard`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reshard {
+    pub gained: Vec<u32>,
+    pub lost: Vec<u32>,
+    /// Rows copied in from the replay of the gained partitions.
+    pub adopted_rows: u64,
+    /// Rows of the lost partitions deleted.
+    pub dropped_rows: u64,
+    /// Actions replayed to rebuild the gained partitions' rows.
+    pub replayed: usize,
+}
+
 impl<P: Processor> Job<P> {
     /// Loads the job's positions from the store (0 for partitions it never saw).
     pub async fn open(
@@ -295,6 +361,9 @@ impl<P: Processor> Job<P> {
                 *pos = decode_u64(&v);
             }
         }
+        let shards = Arc::new(held_shards(&*store, processor.name(), partitions)?);
+        let mut processor = processor;
+        processor.set_shards(shards.clone());
         let progress = Arc::new(Progress::new(partitions));
         progress.publish(&positions, false);
         let aggregator =
@@ -308,7 +377,161 @@ impl<P: Processor> Job<P> {
             config,
             positions,
             progress,
+            shards,
+            member: None,
         })
+    }
+
+    /// The per-user rows this job's store holds.
+    pub fn shards(&self) -> Arc<Shards> {
+        self.shards.clone()
+    }
+
+    /// Commits group positions through `member` (and only for the partitions it holds) from
+    /// now on.
+    pub fn set_member(&mut self, member: Arc<dyn GroupMember>) {
+        self.member = Some(member);
+    }
+
+    /// Makes the store hold the per-user rows of exactly `target`: rows of partitions no longer
+    /// held are deleted; rows of newly held partitions are rebuilt by replaying the log from its
+    /// start into `scratch` (an empty store) with `fresh` (a new processor) up to this job's
+    /// positions, then copied in. Both happen in one atomic batch with the new shard set, so a
+    /// crash leaves the old set or the new one. Like restoring a Kafka Streams task from its
+    /// changelog: the log is the changelog, so retention must keep it whole (else
+    /// [`JobError::Gap`]).
+    pub async fn reshard(
+        &mut self,
+        target: &BTreeSet<u32>,
+        scratch: Arc<dyn StateStore>,
+        fresh: P,
+    ) -> Result<Reshard, JobError> {
+        let held = self.shards.set();
+        let partitions = self.shards.partitions();
+        let target = Shards::of(partitions, target);
+        let gained: BTreeSet<u32> = target.set().difference(&held).copied().collect();
+        let lost: BTreeSet<u32> = held.difference(&target.set()).copied().collect();
+        let mut report = Reshard {
+            gained: gained.iter().copied().collect(),
+            lost: lost.iter().copied().collect(),
+            ..Reshard::default()
+        };
+        if gained.is_empty() && lost.is_empty() {
+            return Ok(report);
+        }
+        let name = self.processor.name();
+        let mut tables: Vec<&'static str> = self.processor.sharded_tables().to_vec();
+        tables.push(FAILED_TABLE);
+        let mut batch = WriteBatch::new();
+        if !gained.is_empty() {
+            for p in 0..partitions {
+                let low = self.log.watermarks(ACTIONS_TOPIC, p).await?.low;
+                if low > 0 {
+                    return Err(JobError::Gap {
+                        partition: p,
+                        position: 0,
+                        low,
+                    });
+                }
+            }
+            let mut replay = Job::open(
+                fresh,
+                self.log.clone(),
+                scratch.clone(),
+                JobConfig {
+                    failed_topic: None,
+                    ..self.config.clone()
+                },
+            )
+            .await?;
+            replay.set_shards(Arc::new(Shards::of(partitions, &gained)));
+            report.replayed = replay.run_to(&self.positions).await?.records;
+            let gained_shards = Shards::of(partitions, &gained);
+            for &table in &tables {
+                scratch.for_each(table, &mut |pk, ck, v| {
+                    if self
+                        .owner(table, pk, ck, v)
+                        .is_some_and(|u| gained_shards.owns_user(&u))
+                    {
+                        batch.put(
+                            table,
+                            Bytes::copy_from_slice(pk),
+                            Bytes::copy_from_slice(ck),
+                            Bytes::copy_from_slice(v),
+                        );
+                        report.adopted_rows += 1;
+                    }
+                    true
+                })?;
+            }
+        }
+        if !lost.is_empty() {
+            let lost_shards = Shards::of(partitions, &lost);
+            for &table in &tables {
+                self.store.for_each(table, &mut |pk, ck, v| {
+                    if self
+                        .owner(table, pk, ck, v)
+                        .is_some_and(|u| lost_shards.owns_user(&u))
+                    {
+                        batch.delete(
+                            table,
+                            Bytes::copy_from_slice(pk),
+                            Bytes::copy_from_slice(ck),
+                        );
+                        report.dropped_rows += 1;
+                    }
+                    true
+                })?;
+            }
+        }
+        batch.put(
+            POSITIONS_TABLE,
+            shards_pk(name),
+            Bytes::new(),
+            Bytes::from(target.encode()),
+        );
+        self.store.apply(batch)?;
+        self.store.sync()?;
+        self.set_shards(Arc::new(target));
+        // Caches may hold state of users whose rows were just dropped or adopted.
+        self.processor.reset();
+        tracing::info!(job = name, ?report, "shards changed");
+        Ok(report)
+    }
+
+    /// Holds `shards` from now on (without moving rows: for a fresh store, or after
+    /// [`Job::reshard`] moved them).
+    pub(crate) fn set_shards(&mut self, shards: Arc<Shards>) {
+        self.processor.set_shards(shards.clone());
+        crate::metrics::owned_partitions(self.processor.name(), shards.set().len());
+        self.shards = shards;
+    }
+
+    /// The user whose shard holds a row of `table`, if it is held per user.
+    fn owner(&self, table: &str, pk: &[u8], ck: &[u8], value: &[u8]) -> Option<Uuid> {
+        if table == FAILED_TABLE {
+            failed_row_owner(value)
+        } else {
+            self.processor.row_owner(table, pk, ck)
+        }
+    }
+
+    /// Drops the writes of `batch` to per-user rows of users this store does not hold.
+    fn retain_held(&self, batch: &mut WriteBatch) {
+        if self.shards.is_all() {
+            return;
+        }
+        batch.mutations.retain(|m| {
+            let (table, pk, ck): (&str, &[u8], &[u8]) = match m {
+                Mutation::Put { table, pk, ck, .. } | Mutation::Delete { table, pk, ck } => {
+                    (table, pk, ck)
+                }
+                Mutation::DeleteRange { table, pk, .. } => (table, pk, &[]),
+            };
+            self.processor
+                .row_owner(table, pk, ck)
+                .is_none_or(|u| self.shards.owns_user(&u))
+        });
     }
 
     /// Calls `observer` with every action this job handles from now on.
@@ -341,13 +564,23 @@ impl<P: Processor> Job<P> {
         let started = Instant::now();
         let mut reads: Vec<PartitionRead> = Vec::with_capacity(self.positions.len());
         let mut caught_up = true;
-        // All partitions at once. A hint: on Kafka a query is a round trip to the leader, the
-        // hint what the partition's reader has already fetched (a step reads up to a sample of
-        // the high watermark anyway).
-        let watermarks = futures::future::try_join_all(
-            (0..self.positions.len() as u32).map(|p| self.log.watermarks_hint(ACTIONS_TOPIC, p)),
-        )
-        .await?;
+        // Where partitions are sampled one by one (Kafka), a live step takes true watermarks
+        // and applies only what was received before it began sampling: a record received
+        // earlier was stamped after everything it refers to was durable, so that is inside
+        // every partition's sample (ADR 009). Later records wait for the next step. Elsewhere
+        // (one consistent cut: the embedded log) a cheap hint of the high watermark will do.
+        let strict = limit.is_none() && !self.log.consistent_sample();
+        let sampled_at = chrono::Utc::now();
+        let log = &*self.log;
+        let watermarks =
+            futures::future::try_join_all((0..self.positions.len() as u32).map(|p| async move {
+                if strict {
+                    log.watermarks(ACTIONS_TOPIC, p).await
+                } else {
+                    log.watermarks_hint(ACTIONS_TOPIC, p).await
+                }
+            }))
+            .await?;
         for (p, wm) in watermarks.into_iter().enumerate() {
             let mut high = wm.high;
             if let Some(limit) = limit {
@@ -387,7 +620,8 @@ impl<P: Processor> Job<P> {
         // The whole step is staged and committed as one atomic batch: a crash leaves the store
         // at a step boundary (outputs, markers and positions together), never inside a step.
         let staged = Staged::new(store.clone());
-        let (stats, next, failures) = match self.apply_records(&staged, reads) {
+        let received_before = strict.then_some(sampled_at);
+        let (stats, next, failures) = match self.apply_records(&staged, reads, received_before) {
             Ok(r) => r,
             Err(e) => {
                 // Processor caches may hold effects of the discarded writes.
@@ -431,9 +665,21 @@ impl<P: Processor> Job<P> {
             })
             .collect();
         self.positions = next;
+        crate::metrics::positions(name, &self.positions);
         // The store holds the authoritative positions; the group commit is for lag monitoring
-        // and for Kafka tooling, so a failure here is logged, not fatal.
-        if let Err(e) = self.log.commit(name, ACTIONS_TOPIC, &committed).await {
+        // and for Kafka tooling, so a failure here is logged, not fatal. A member of a shared
+        // group commits the partitions it holds.
+        let commit = match &self.member {
+            Some(member) => {
+                let held: Vec<Position> = committed
+                    .into_iter()
+                    .filter(|p| self.shards.owns_partition(p.partition))
+                    .collect();
+                member.commit(&held).await
+            }
+            None => self.log.commit(name, ACTIONS_TOPIC, &committed).await,
+        };
+        if let Err(e) = commit {
             tracing::warn!(job = name, error = %e, "committing the consumer-group position failed");
         }
         self.progress.publish(&self.positions, caught_up);
@@ -473,6 +719,7 @@ impl<P: Processor> Job<P> {
         &mut self,
         store: &dyn StateStore,
         reads: Vec<PartitionRead>,
+        received_before: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(StepStats, Vec<u64>, Vec<(FailedAction, i64)>), JobError> {
         let name = self.processor.name();
         let mut stats = StepStats::default();
@@ -514,6 +761,11 @@ impl<P: Processor> Job<P> {
                 {
                     break; // this partition continues next step, from here
                 }
+                if let (Some(b), Some(t)) = (received_before, rec.time())
+                    && t >= b
+                {
+                    break; // received after the sample began: next step
+                }
                 let p = rec.position.partition as usize;
                 next[p] = rec.position.offset + 1;
                 stats.records += 1;
@@ -553,6 +805,7 @@ impl<P: Processor> Job<P> {
                 position: *position,
             };
             let outcome = self.processor.apply(store, &delivery, &mut batch)?;
+            self.retain_held(&mut batch);
             if let Some(observe) = &mut self.observer {
                 let mut tables: Vec<&'static str> = batch
                     .mutations
@@ -579,6 +832,11 @@ impl<P: Processor> Job<P> {
             }
             match outcome {
                 Outcome::Applied => stats.applied += 1,
+                // Every instance decides the same; the one holding the actor's partition
+                // (the record's) records and publishes the failure.
+                Outcome::Failed(_) if !self.shards.owns_partition(position.partition) => {
+                    batch = WriteBatch::new();
+                }
                 Outcome::Failed(reason) => {
                     debug_assert!(batch.is_empty(), "a failed action writes nothing");
                     batch = WriteBatch::new();
@@ -690,12 +948,27 @@ impl<P: Processor> Job<P> {
 
 /// SHA-256 over every live row of `tables`, in key order, hex encoded.
 pub fn digest(store: &dyn StateStore, tables: &[&str]) -> Result<String, StoreError> {
+    digest_where(store, tables, &|_, _, _, _| true)
+}
+
+/// Which rows a digest counts: `keep(table, pk, ck, value)`.
+pub type RowFilter<'a> = &'a dyn Fn(&str, &[u8], &[u8], &[u8]) -> bool;
+
+/// Like [`digest`], over the rows `keep` accepts.
+pub fn digest_where(
+    store: &dyn StateStore,
+    tables: &[&str],
+    keep: RowFilter<'_>,
+) -> Result<String, StoreError> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for table in tables {
         h.update((table.len() as u32).to_be_bytes());
         h.update(table.as_bytes());
         store.for_each(table, &mut |pk, ck, v| {
+            if !keep(table, pk, ck, v) {
+                return true;
+            }
             for part in [pk, ck, v] {
                 h.update((part.len() as u32).to_be_bytes());
                 h.update(part);

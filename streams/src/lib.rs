@@ -8,6 +8,7 @@ pub mod job;
 mod metrics;
 pub mod read;
 pub mod runtime;
+pub mod shards;
 pub mod social;
 pub mod store;
 pub mod workload;

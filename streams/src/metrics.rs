@@ -30,3 +30,20 @@ pub(crate) fn deliveries(n: u64) {
 pub(crate) fn step_rows(job: &'static str, rows: usize) {
     metrics::histogram!("philo_streams_step_rows", "job" => job).record(rows as f64);
 }
+
+pub(crate) fn owned_partitions(job: &'static str, n: usize) {
+    metrics::gauge!("philo_streams_owned_partitions", "job" => job).set(n as f64);
+}
+
+pub(crate) fn reshard(job: &'static str, replayed: usize) {
+    metrics::counter!("philo_streams_reshards_total", "job" => job).increment(1);
+    metrics::counter!("philo_streams_reshard_replayed_records_total", "job" => job)
+        .increment(replayed as u64);
+}
+
+pub(crate) fn positions(job: &'static str, positions: &[u64]) {
+    for (p, offset) in positions.iter().enumerate() {
+        metrics::gauge!("philo_streams_position", "job" => job, "partition" => p.to_string())
+            .set(*offset as f64);
+    }
+}

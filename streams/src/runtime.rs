@@ -20,6 +20,10 @@ pub struct StreamsConfig {
     pub state_dir: PathBuf,
     pub job: JobConfig,
     pub social: SocialConfig,
+    /// Share the work with the other instances of the job's consumer group, where the log has
+    /// a group coordinator (Kafka): hold the per-user views of the partitions the group assigns
+    /// (ADR 009). Off, the instance holds every view (`philo up`, whose API reads them all).
+    pub join_group: bool,
 }
 
 impl StreamsConfig {
@@ -28,6 +32,7 @@ impl StreamsConfig {
             state_dir: state_dir.into(),
             job: JobConfig::default(),
             social: SocialConfig::default(),
+            join_group: false,
         }
     }
 }
@@ -144,7 +149,7 @@ fn run_forever(
                     }
                 }
             };
-            match current.run(stop.clone()).await {
+            match run_job(&mut current, &log, &config, &stop).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::error!(error = %e, "the social job failed; restarting from its durable position");
@@ -156,6 +161,93 @@ fn run_forever(
             }
         }
     });
+}
+
+/// Runs `job` until `stop` is set. With [`StreamsConfig::join_group`], where the log has a
+/// shared group coordinator (Kafka), the job joins the consumer group named after it and holds the per-user rows of the partitions the
+/// group assigns it, resharding at a step boundary whenever the assignment changes (ADR 009);
+/// otherwise it holds every partition.
+async fn run_job(
+    job: &mut Job<SocialProcessor>,
+    log: &Arc<dyn Log>,
+    config: &StreamsConfig,
+    stop: &AtomicBool,
+) -> Result<(), JobError> {
+    let member = if config.join_group {
+        log.join_group(crate::social::JOB, ACTIONS_TOPIC).await?
+    } else {
+        None
+    };
+    let mut assignment = match &member {
+        Some(m) => {
+            job.set_member(m.clone());
+            Some(m.assignment())
+        }
+        None => {
+            let all = (0..job.shards().partitions()).collect();
+            reshard(job, config, &all).await?;
+            None
+        }
+    };
+    let mut idle = config.job.idle_poll;
+    while !stop.load(Ordering::Acquire) {
+        if let Some(rx) = &mut assignment {
+            // Nothing is applied before the group's first assignment: the job does not yet
+            // know which users' rows to hold.
+            if !rx.borrow().assigned {
+                let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+                continue;
+            }
+            if rx.has_changed().unwrap_or(false) || rx.borrow().partitions != job.shards().set() {
+                let target = rx.borrow_and_update().partitions.clone();
+                reshard(job, config, &target).await?;
+            }
+        }
+        let s = job.step().await?;
+        if s.records == 0 {
+            tokio::time::sleep(idle).await;
+            idle = (idle * 2).min(config.job.idle_poll * 8);
+        } else {
+            idle = config.job.idle_poll;
+        }
+    }
+    Ok(())
+}
+
+/// Moves the job's per-user rows to `target`, replaying gained partitions into a scratch store
+/// beside the live one (removed afterwards).
+pub async fn reshard(
+    job: &mut Job<SocialProcessor>,
+    config: &StreamsConfig,
+    target: &std::collections::BTreeSet<u32>,
+) -> Result<crate::job::Reshard, JobError> {
+    if *target == job.shards().set() {
+        return Ok(crate::job::Reshard::default());
+    }
+    let dir = scratch_dir(&config.state_dir);
+    let io =
+        |e: std::io::Error| JobError::Store(StoreError::Storage(format!("{}: {e}", dir.display())));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io)?;
+    }
+    let report = {
+        let scratch: Arc<dyn StateStore> = open_store(&dir)?;
+        job.reshard(target, scratch, SocialProcessor::new(config.social.clone()))
+            .await?
+    };
+    std::fs::remove_dir_all(&dir).map_err(io)?;
+    crate::metrics::reshard(crate::social::JOB, report.replayed);
+    Ok(report)
+}
+
+/// Where [`reshard`] replays gained partitions: next to the live store.
+fn scratch_dir(state_dir: &Path) -> PathBuf {
+    let mut name = state_dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".reshard");
+    state_dir.with_file_name(name)
 }
 
 /// What a rebuild did.
@@ -231,6 +323,65 @@ pub fn view_digests(
     Ok(out)
 }
 
+/// Per-view digests of the rows of `store` that an instance holding `shards` holds: every row
+/// every instance holds, and the per-user rows of users in `shards`. Equal for a store that
+/// holds `shards` and for one process's store restricted to them (ADR 009).
+pub fn view_digests_held(
+    store: &dyn StateStore,
+    views: &[String],
+    shards: &crate::shards::Shards,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let keep = |table: &str, pk: &[u8], ck: &[u8], v: &[u8]| {
+        let owner = if table == crate::job::FAILED_TABLE {
+            crate::job::failed_row_owner(v)
+        } else {
+            crate::social::row_owner(table, pk, ck)
+        };
+        owner.is_none_or(|u| shards.owns_user(&u))
+    };
+    let mut out = Vec::new();
+    for (name, tables) in VIEWS {
+        if views.is_empty() || views.iter().any(|v| v == name) {
+            out.push((
+                name.to_string(),
+                crate::job::digest_where(store, tables, &keep)?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Like [`view_digests_held`], per table (to find which table of a view differs).
+pub fn table_digests_held(
+    store: &dyn StateStore,
+    shards: &crate::shards::Shards,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut out = Vec::new();
+    for (_, tables) in VIEWS {
+        for table in *tables {
+            let digest = view_digests_held_of(store, table, shards)?;
+            out.push((table.to_string(), digest));
+        }
+    }
+    Ok(out)
+}
+
+fn view_digests_held_of(
+    store: &dyn StateStore,
+    table: &str,
+    shards: &crate::shards::Shards,
+) -> Result<String, StoreError> {
+    let keep = |table: &str, pk: &[u8], ck: &[u8], v: &[u8]| {
+        let owner = if table == crate::job::FAILED_TABLE {
+            crate::job::failed_row_owner(v)
+        } else {
+            crate::social::row_owner(table, pk, ck)
+        };
+        owner.is_none_or(|u| shards.owns_user(&u))
+    };
+    crate::job::digest_where(store, &[table], &keep)
+}
+
 /// Rebuilds the social views from the log into a fresh store at `scratch_dir`, after bringing
 /// the live store (`live`) up to the same log positions, and compares per-view digests.
 ///
@@ -274,6 +425,7 @@ pub async fn rebuild(
     )
     .await?;
     live_job.run_to(&target).await?;
+    let held = live_job.shards();
     let mut fresh = Job::open(
         SocialProcessor::new(config.social.clone()),
         log,
@@ -284,6 +436,8 @@ pub async fn rebuild(
         },
     )
     .await?;
+    // The rebuilt store holds the same users' rows as the live one (ADR 009).
+    fresh.set_shards(held);
     let stats = fresh.run_to(&target).await?;
     Ok(RebuildReport {
         live: view_digests(&*live, views)?,

@@ -18,24 +18,33 @@
 //! - **Consumer-group positions** are committed and fetched with a consumer of that group that
 //!   never joins it (Kafka's "simple consumer" commit), so Kafka tooling shows the jobs' lag.
 //!   The jobs' authoritative positions live in their state stores (DESIGN invariant 3).
+//! - **Group membership** ([`Log::join_group`]): a consumer subscribed to the topic with the
+//!   cooperative-sticky assignor, so a rebalance moves only the partitions that change owner.
+//!   It takes part in the group protocol only: its partitions stay paused (the job reads
+//!   through the partition readers above), a thread polls it to serve rebalance callbacks, and
+//!   each rebalance publishes the member's new assignment. Its commits are the group's commits.
 //!
 //! Blocking librdkafka calls run on tokio's blocking pool.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::{Log, LogError, Position, Record, StoredRecord, Watermarks, partition_for_key};
+use super::{
+    Assignment, GroupMember, Log, LogError, Position, Record, StoredRecord, Watermarks,
+    partition_for_key,
+};
 
 /// How to reach and use a Kafka cluster.
 #[derive(Debug, Clone)]
@@ -60,6 +69,9 @@ pub struct KafkaLogConfig {
     /// 1: that broker reports a partition's high watermark as its last batch's base offset + 1,
     /// which is right only for one-record batches.
     pub batch_max_records: u32,
+    /// How long a consumer-group member may go without a heartbeat before the group moves its
+    /// partitions to the other members (`session.timeout.ms`).
+    pub session_timeout: Duration,
     /// Further librdkafka settings, applied last to every client (e.g. `security.protocol`).
     pub extra: Vec<(String, String)>,
 }
@@ -77,13 +89,14 @@ impl KafkaLogConfig {
             max_record_bytes: 1 << 20,
             compression: "lz4".into(),
             batch_max_records: 10_000,
+            session_timeout: Duration::from_secs(10),
             extra: Vec::new(),
         }
     }
 
     /// Parses `kafka://host:port[,host:port…][?setting=value&…]`; settings: `replication_factor`,
     /// `linger_ms`, `delivery_timeout_ms`, `request_timeout_ms`, `compression`,
-    /// `batch_max_records`.
+    /// `batch_max_records`, `session_timeout_ms`.
     pub fn from_url(url: &str) -> Result<Self, LogError> {
         let bad = |why: &str| LogError::InvalidConfig(format!("Kafka URL `{url}`: {why}"));
         let rest = url
@@ -118,6 +131,9 @@ impl KafkaLogConfig {
                 "compression" => config.compression = v.to_owned(),
                 "batch_max_records" => {
                     config.batch_max_records = num(v)?.clamp(1, 1_000_000) as u32
+                }
+                "session_timeout_ms" => {
+                    config.session_timeout = Duration::from_millis(num(v)?.max(1_000))
                 }
                 other => return Err(bad(&format!("unknown setting `{other}`"))),
             }
@@ -816,6 +832,10 @@ impl Log for KafkaLog {
         blocking(move || inner.watermarks_blocking(&topic, partition)).await
     }
 
+    fn consistent_sample(&self) -> bool {
+        false
+    }
+
     async fn watermarks_hint(&self, topic: &str, partition: u32) -> Result<Watermarks, LogError> {
         let (inner, topic) = (self.inner.clone(), topic.to_owned());
         blocking(move || match inner.watermarks_hint(&topic, partition) {
@@ -882,6 +902,187 @@ impl Log for KafkaLog {
             })
         })
         .await
+    }
+
+    async fn join_group(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<Option<Arc<dyn GroupMember>>, LogError> {
+        let inner = self.inner.clone();
+        let (group, topic) = (group.to_owned(), topic.to_owned());
+        let member = blocking(move || {
+            inner.check_partition(&topic, 0)?;
+            KafkaMember::join(&inner, &group, &topic)
+        })
+        .await?;
+        Ok(Some(Arc::new(member)))
+    }
+}
+
+/// Serves a member's rebalance callbacks: keeps its partitions paused and publishes them.
+struct MemberContext {
+    topic: String,
+    group: String,
+    assignment: tokio::sync::watch::Sender<Assignment>,
+}
+
+impl ClientContext for MemberContext {}
+
+impl ConsumerContext for MemberContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            // The member reads nothing itself: fetching its partitions would only buffer
+            // records the job reads through its partition readers anyway.
+            Rebalance::Assign(tpl) => {
+                if let Err(e) = consumer.pause(tpl) {
+                    tracing::warn!(group = %self.group, error = %e, "pausing assigned partitions failed");
+                }
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => {
+                tracing::warn!(group = %self.group, error = %e, "consumer-group rebalance failed");
+                return;
+            }
+        }
+        let partitions = match consumer.assignment() {
+            Ok(tpl) => tpl
+                .elements_for_topic(&self.topic)
+                .iter()
+                .filter_map(|e| u32::try_from(e.partition()).ok())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(group = %self.group, error = %e, "reading the assignment failed");
+                return;
+            }
+        };
+        let next = Assignment {
+            assigned: true,
+            partitions,
+        };
+        tracing::info!(
+            group = %self.group,
+            topic = %self.topic,
+            partitions = ?next.partitions,
+            lost = consumer.assignment_lost(),
+            "consumer-group assignment changed"
+        );
+        self.assignment.send_replace(next);
+    }
+}
+
+/// A consumer-group member (see the module docs). Leaves the group when dropped.
+struct KafkaMember {
+    group: String,
+    topic: String,
+    consumer: Arc<BaseConsumer<MemberContext>>,
+    assignment: tokio::sync::watch::Receiver<Assignment>,
+    stop: Arc<AtomicBool>,
+    poller: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for KafkaMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaMember")
+            .field("group", &self.group)
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaMember {
+    fn join(inner: &Inner, group: &str, topic: &str) -> Result<Self, LogError> {
+        let (tx, rx) = tokio::sync::watch::channel(Assignment::default());
+        let session = inner.config.session_timeout;
+        let mut config = inner.config.client();
+        config
+            .set("group.id", group)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", session.as_millis().to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (session.as_millis() / 10).max(100).to_string(),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            // Never used to read (paused), but an assigned partition without a committed
+            // offset is positioned once; "error" would log a global error for each.
+            .set("auto.offset.reset", "latest");
+        let consumer: BaseConsumer<MemberContext> = inner
+            .config
+            .finish(config)
+            .create_with_context(MemberContext {
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+                assignment: tx,
+            })
+            .map_err(|e| kafka("create group member", e))?;
+        consumer
+            .subscribe(&[topic])
+            .map_err(|e| kafka("subscribe", e))?;
+        let consumer = Arc::new(consumer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = {
+            let (consumer, stop) = (consumer.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("philo-group-member".into())
+                .spawn(move || {
+                    // Rebalance callbacks run inside poll; records never arrive (paused).
+                    while !stop.load(Ordering::Acquire) {
+                        let _ = consumer.poll(Duration::from_millis(50));
+                    }
+                })
+                .map_err(|e| LogError::Storage(format!("spawning the group poller: {e}")))?
+        };
+        Ok(Self {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            consumer,
+            assignment: rx,
+            stop,
+            poller: Some(poller),
+        })
+    }
+}
+
+#[async_trait]
+impl GroupMember for KafkaMember {
+    fn assignment(&self) -> tokio::sync::watch::Receiver<Assignment> {
+        self.assignment.clone()
+    }
+
+    async fn commit(&self, positions: &[Position]) -> Result<(), LogError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in positions {
+            tpl.add_partition_offset(
+                &self.topic,
+                p.partition as i32,
+                Offset::Offset(p.offset as i64),
+            )
+            .map_err(|e| kafka("commit", e))?;
+        }
+        let consumer = self.consumer.clone();
+        blocking(move || {
+            consumer
+                .commit(&tpl, CommitMode::Sync)
+                .map_err(|e| kafka("commit", e))
+        })
+        .await
+    }
+}
+
+impl Drop for KafkaMember {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.poller.take() {
+            let _ = t.join();
+        }
+        // Dropping the last handle closes the consumer, which leaves the group at once (its
+        // partitions move without waiting for the session timeout).
     }
 }
 

@@ -17,8 +17,10 @@ pub mod embedded;
 pub mod kafka;
 mod partitioner;
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -207,6 +209,15 @@ pub trait Log: Send + Sync + 'static {
         self.watermarks(topic, partition).await
     }
 
+    /// Whether watermarks sampled from several partitions form one consistent cut: a record
+    /// visible in one partition's sample implies every record durable before it was appended
+    /// is visible in the others'. True for the embedded log (one writer, read snapshots). On
+    /// Kafka each partition answers on its own, so a consumer that needs cross-partition order
+    /// samples true watermarks and holds back records received after it began sampling.
+    fn consistent_sample(&self) -> bool {
+        true
+    }
+
     /// Commits, for consumer `group`, the next offset to read in each given partition.
     async fn commit(
         &self,
@@ -222,4 +233,37 @@ pub trait Log: Send + Sync + 'static {
         topic: &str,
         partition: u32,
     ) -> Result<Option<u64>, LogError>;
+
+    /// Joins consumer group `group` as one member consuming `topic`: the group's members split
+    /// the topic's partitions between them and move a member's partitions to the others when it
+    /// leaves or stops answering. `None` when the backend has no shared group coordinator (the
+    /// embedded log is opened by one process, which consumes every partition).
+    async fn join_group(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<Option<Arc<dyn GroupMember>>, LogError> {
+        let _ = (group, topic);
+        Ok(None)
+    }
+}
+
+/// One member of a consumer group (see [`Log::join_group`]). Leaves the group when dropped.
+#[async_trait]
+pub trait GroupMember: Send + Sync + fmt::Debug {
+    /// The partitions assigned to this member now; it changes after every rebalance. Empty
+    /// until the group's first assignment.
+    fn assignment(&self) -> tokio::sync::watch::Receiver<Assignment>;
+
+    /// Commits, as this member, the next offset to read in each given partition (Kafka accepts
+    /// commits to a group with active members only from its members).
+    async fn commit(&self, positions: &[Position]) -> Result<(), LogError>;
+}
+
+/// The partitions of one topic assigned to a group member.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assignment {
+    /// Whether the group has assigned anything yet (a member starts unassigned).
+    pub assigned: bool,
+    pub partitions: BTreeSet<u32>,
 }

@@ -156,7 +156,9 @@ pub(crate) fn publish(
     let mut pushed = 0u64;
     let store = ctx.store;
     super::for_each_row(store, tables::FOLLOWERS, author.as_bytes(), |r| {
-        if let Some(f) = keys::uuid_at(&r.ck, 16) {
+        if let Some(f) = keys::uuid_at(&r.ck, 16)
+            && p.shards.owns_user(&f)
+        {
             deliver(p, ctx, &f, &entry)?;
             pushed += 1;
         }

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod notify;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use philo_events::{Action, Envelope};
@@ -26,6 +27,7 @@ use uuid::Uuid;
 
 use crate::aggregate::Fact;
 use crate::job::{Delivery, Outcome, Processor};
+use crate::shards::Shards;
 use crate::store::{StateStore, StoreError, WriteBatch};
 use docs::{ItemDoc, UserDoc};
 
@@ -79,6 +81,19 @@ pub mod tables {
     pub const ENGAGEMENT: &str = "engagement";
     /// pk author · ck follower · "": followers who opted in to the author's new posts.
     pub const SUBSCRIBERS: &str = "post_subscribers";
+
+    /// Tables with rows held per user (pk = the user): what one user reads, which no decision
+    /// of the job reads for another user. With shared work each instance holds these rows for
+    /// its users only ([`crate::shards`]); `USER_STATS` holds one such row per user, the unread
+    /// notification count ([`super::row_owner`]).
+    pub const PER_USER: &[&str] = &[
+        FEED,
+        PULLED,
+        NOTIFICATIONS,
+        NOTIF_GROUPS,
+        OFFER_BOXES,
+        USER_STATS,
+    ];
 
     /// Every table of the job.
     pub const ALL: &[&str] = &[
@@ -154,6 +169,22 @@ impl Default for SocialConfig {
     }
 }
 
+/// The user whose shard holds a row of the social views (see [`tables::PER_USER`]), or `None`
+/// for rows every instance holds. Notification preferences and read markers stay with
+/// everyone: subscriptions (held by everyone) follow from preferences.
+pub fn row_owner(table: &str, pk: &[u8], ck: &[u8]) -> Option<Uuid> {
+    let per_user = match table {
+        tables::FEED
+        | tables::PULLED
+        | tables::NOTIFICATIONS
+        | tables::NOTIF_GROUPS
+        | tables::OFFER_BOXES => true,
+        tables::USER_STATS => ck == notify::NOTIFICATIONS_STAT.as_bytes(),
+        _ => false,
+    };
+    if per_user { keys::uuid_at(pk, 0) } else { None }
+}
+
 /// The social job's processor.
 pub struct SocialProcessor {
     config: SocialConfig,
@@ -166,11 +197,16 @@ pub struct SocialProcessor {
     users: HashMap<Uuid, Option<bool>>,
     facts: Vec<Fact>,
     deliveries: u64,
+    /// Whose per-user rows this instance holds: fan-out skips the others' feeds.
+    shards: Arc<Shards>,
 }
 
 impl SocialProcessor {
     pub fn new(config: SocialConfig) -> Self {
         Self {
+            // Replaced by the job before the first action (the partition count comes from the
+            // log); until then nothing is skipped.
+            shards: Arc::new(Shards::all(0)),
             config,
             feed_len: HashMap::new(),
             notify: notify::NotifyCache::default(),
@@ -398,6 +434,18 @@ impl Processor for SocialProcessor {
         self.users.clear();
         self.feed_len.clear();
         self.notify = notify::NotifyCache::default();
+    }
+
+    fn sharded_tables(&self) -> &'static [&'static str] {
+        tables::PER_USER
+    }
+
+    fn row_owner(&self, table: &str, pk: &[u8], ck: &[u8]) -> Option<Uuid> {
+        row_owner(table, pk, ck)
+    }
+
+    fn set_shards(&mut self, shards: Arc<Shards>) {
+        self.shards = shards;
     }
 
     fn apply(

@@ -2,6 +2,7 @@
 mod determinism;
 mod golden;
 mod notifications;
+mod shards;
 mod social;
 mod staged;
 mod store_contract;
