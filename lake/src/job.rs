@@ -106,6 +106,8 @@ pub enum JobError {
 /// What one step did.
 #[derive(Debug, Default, Clone)]
 pub struct StepReport {
+    /// Batches committed.
+    pub batches: usize,
     /// Actions read (including ones that produced no rows or were skipped as already landed).
     pub actions: usize,
     /// Rows committed.
@@ -147,6 +149,67 @@ pub struct LakeJob {
     last_users: Instant,
     last_optimize: Instant,
     last_vacuum: Instant,
+    /// The batch whose table commits are running ([`LakeJob::step_pipelined`]); its tables
+    /// are away from `lake.tables` meanwhile.
+    in_flight: Option<InFlight>,
+}
+
+/// A batch read and anonymized, not yet committed.
+struct Gathered {
+    pending: Vec<Vec<Row>>,
+    failed: Vec<Row>,
+    erasures: Vec<(Uuid, Uuid)>,
+    report: StepReport,
+}
+
+/// A table commit running as its own task: the table travels with it and comes back.
+type CommitTask = tokio::task::JoinHandle<CommitDone>;
+
+/// A finished table commit: table index, the table, the progress it recorded, the rows it
+/// wrote, and when it finished.
+type CommitDone = (
+    usize,
+    LakeTable,
+    HashMap<u32, u64>,
+    Result<usize, LakeError>,
+    DateTime<Utc>,
+);
+
+/// A batch whose fact-table commits are running.
+struct InFlight {
+    tasks: Vec<CommitTask>,
+    /// The fact tables, `None` while their commit task has them.
+    tables: Vec<Option<LakeTable>>,
+    /// `failed_actions` is small: it commits when the batch is finished, with this progress.
+    failed: Vec<Row>,
+    failed_progress: HashMap<u32, u64>,
+    erasures: Vec<(Uuid, Uuid)>,
+    report: StepReport,
+}
+
+impl Drop for InFlight {
+    /// A job dropped with a batch in flight stops its commits at their next await, as a crash
+    /// would: a Delta commit either landed or did not, and a restart resumes from what the
+    /// tables record. (Finished tasks are unaffected; `finish_commit` empties the list.)
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl StepReport {
+    /// Adds what `other` did (two batches finished in one call).
+    fn absorb(&mut self, other: StepReport) {
+        self.batches += other.batches;
+        self.actions += other.actions;
+        self.rows += other.rows;
+        self.commits += other.commits;
+        self.undecodable += other.undecodable;
+        self.received_ms.extend(other.received_ms);
+        self.committed_at = self.committed_at.max(other.committed_at);
+        self.erasures.extend(other.erasures);
+    }
 }
 
 impl std::fmt::Debug for LakeJob {
@@ -195,19 +258,23 @@ impl LakeJob {
             last_users: Instant::now(),
             last_optimize: Instant::now(),
             last_vacuum: Instant::now(),
+            in_flight: None,
             config,
         };
         job.catch_up().await?;
         Ok(job)
     }
 
-    /// The open lake.
+    /// The open lake. Its fact tables are away while a batch is committing: call
+    /// [`LakeJob::flush`] after [`LakeJob::step_pipelined`] first.
     pub fn lake(&self) -> &Lake {
+        debug_assert!(self.in_flight.is_none(), "a batch is committing");
         &self.lake
     }
 
-    /// The open lake, for maintenance between steps.
+    /// The open lake, for maintenance between steps (as [`LakeJob::lake`]).
     pub fn lake_mut(&mut self) -> &mut Lake {
+        debug_assert!(self.in_flight.is_none(), "a batch is committing");
         &mut self.lake
     }
 
@@ -283,6 +350,60 @@ impl LakeJob {
     /// Reads up to one batch, anonymizes it, and commits it. Waits (up to `batch_max_wait`
     /// after the first action) for a batch to fill while the log is quiet.
     pub async fn step(&mut self) -> Result<StepReport, JobError> {
+        let mut report = self.flush().await?;
+        if let Some(batch) = self.gather().await? {
+            let flight = self.start_commit(batch);
+            report.absorb(self.finish_commit(flight).await?);
+        }
+        Ok(report)
+    }
+
+    /// Like [`LakeJob::step`], but a batch's table commits (Parquet encoding, object store,
+    /// Delta log) run while the next batch is read and anonymized, so the two halves of the work
+    /// overlap on separate cores. Returns what the batches finished in this call did (the
+    /// previous one, and on a quiet log the current one); [`LakeJob::flush`] finishes the batch
+    /// in flight. Order and exactly-once are unchanged: a batch starts committing only after
+    /// the previous one finished, erasures included.
+    pub async fn step_pipelined(&mut self) -> Result<StepReport, JobError> {
+        let gathered = self.gather().await;
+        // Finished even when reading failed: no commit task outlives the step that started it.
+        let mut report = self.flush().await?;
+        if let Some(batch) = gathered? {
+            self.in_flight = Some(self.start_commit(batch));
+        }
+        if report.actions == 0 && self.in_flight.is_some() && !self.log_has_more().await? {
+            // Caught up: nothing to overlap with, so finish now rather than a poll later.
+            report.absorb(self.flush().await?);
+        }
+        Ok(report)
+    }
+
+    /// Whether a batch is committing ([`LakeJob::step_pipelined`]).
+    pub fn committing(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Finishes the batch in flight, if any (its commits, then its erasures).
+    pub async fn flush(&mut self) -> Result<StepReport, JobError> {
+        match self.in_flight.take() {
+            Some(flight) => self.finish_commit(flight).await,
+            None => Ok(StepReport::default()),
+        }
+    }
+
+    /// Whether any partition has records past what was read.
+    async fn log_has_more(&self) -> Result<bool, JobError> {
+        for p in 0..self.partitions {
+            let wm = self.log.watermarks_hint(&self.config.topic, p).await?;
+            if self.next[p as usize] < wm.high {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Reads up to one batch and anonymizes it. `None` when there was nothing to do.
+    async fn gather(&mut self) -> Result<Option<Gathered>, JobError> {
         let topic = self.config.topic.clone();
         let max = self.config.batch_max_actions;
         let mut report = StepReport::default();
@@ -359,8 +480,16 @@ impl LakeJob {
             }
         }
         let mut failed = self.read_failed(&mut report).await?;
-        if report.actions == 0 && failed.is_empty() && self.failed_next == self.failed_taken {
-            return Ok(report);
+        // The failed topic's progress counts as recorded once the batch in flight carries it.
+        let failed_recorded = self.failed_next.iter().enumerate().all(|(p, n)| {
+            let in_flight = self
+                .in_flight
+                .as_ref()
+                .and_then(|f| f.failed_progress.get(&(p as u32)));
+            in_flight.copied().unwrap_or(self.failed_taken[p]) >= *n
+        });
+        if report.actions == 0 && failed.is_empty() && failed_recorded {
+            return Ok(None);
         }
         // An erased user's rows read earlier in this very batch never land.
         if !erasures.is_empty() {
@@ -373,29 +502,25 @@ impl LakeJob {
                 self.daily_since = Some(self.daily_since.map_or(*day, |d| d.min(*day)));
             }
         }
-        self.commit(pending, failed, &mut report).await?;
-        for (action_id, user) in erasures {
-            let pseudonym = self.anon.user_pseudonym(user);
-            let key_id = self.anon.key_id().to_owned();
-            let receipt = self.lake.erase(action_id, &pseudonym, &key_id).await?;
-            tracing::info!(%action_id, "erased a user from the lake");
-            report.erasures.push(receipt);
-            // The aggregates of every day may have counted the user.
-            self.daily_since = NaiveDate::from_ymd_opt(1970, 1, 1);
-        }
-        Ok(report)
+        Ok(Some(Gathered {
+            pending,
+            failed,
+            erasures,
+            report,
+        }))
     }
 
-    /// Commits the pending rows of every table, concurrently, each with the progress it
-    /// covers.
-    async fn commit(
-        &mut self,
-        mut pending: Vec<Vec<Row>>,
-        failed: Vec<Row>,
-        report: &mut StepReport,
-    ) -> Result<(), JobError> {
+    /// Starts the commits of every fact table that has rows or progress to record, each as its
+    /// own task (so a batch's tables spread over the runtime's threads), with the log positions
+    /// read so far.
+    fn start_commit(&mut self, batch: Gathered) -> InFlight {
+        let Gathered {
+            mut pending,
+            failed,
+            erasures,
+            report,
+        } = batch;
         let key_id = self.anon.key_id().to_owned();
-        let next = self.next.clone();
         let every = self.config.progress_every;
         let failed_progress: HashMap<u32, u64> = self
             .failed_next
@@ -404,22 +529,14 @@ impl LakeJob {
             .filter(|(p, n)| **n > self.failed_taken[*p])
             .map(|(p, n)| (p as u32, *n))
             .collect();
-        // `failed_actions` commits whenever it got rows or its topic moved (it is small).
-        let failed_work = (!failed.is_empty() || !failed_progress.is_empty()).then(|| {
-            let table = &mut self.lake.failed;
-            let key_id = key_id.clone();
-            let progress = failed_progress.clone();
-            async move { append_with_retry(table, failed, progress, &key_id).await }
-        });
-        // Each table's Parquet encoding and commit runs as its own task, so a batch's tables
-        // spread over the runtime's threads. The tables are moved into the tasks and back.
         let mut tables: Vec<Option<LakeTable>> = std::mem::take(&mut self.lake.tables)
             .into_iter()
             .map(Some)
             .collect();
         let mut tasks = Vec::new();
         for t in 0..tables.len() {
-            let progress: HashMap<u32, u64> = next
+            let progress: HashMap<u32, u64> = self
+                .next
                 .iter()
                 .enumerate()
                 .filter(|(p, n)| **n > self.taken[t][*p])
@@ -437,45 +554,78 @@ impl LakeJob {
             let mut table = tables[t].take().expect("each table is taken once");
             tasks.push(tokio::spawn(async move {
                 let result = append_with_retry(&mut table, rows, progress.clone(), &key_id).await;
-                (t, table, progress, result)
+                (t, table, progress, result, Utc::now())
             }));
         }
-        let (joined, failed_result) =
-            futures::future::join(futures::future::join_all(tasks), async move {
-                match failed_work {
-                    Some(w) => Some(w.await),
-                    None => None,
-                }
-            })
-            .await;
+        InFlight {
+            tasks,
+            tables,
+            failed,
+            failed_progress,
+            erasures,
+            report,
+        }
+    }
+
+    /// Waits for a batch's commits, commits its failed actions, records what every table took,
+    /// and carries out the batch's erasures.
+    async fn finish_commit(&mut self, flight: InFlight) -> Result<StepReport, JobError> {
+        let mut flight = flight;
+        let tasks = std::mem::take(&mut flight.tasks);
+        let mut tables = std::mem::take(&mut flight.tables);
+        let failed = std::mem::take(&mut flight.failed);
+        let failed_progress = std::mem::take(&mut flight.failed_progress);
+        let erasures = std::mem::take(&mut flight.erasures);
+        let mut report = std::mem::take(&mut flight.report);
+        let key_id = self.anon.key_id().to_owned();
+        let joined = futures::future::join_all(tasks).await;
         let mut results = Vec::with_capacity(joined.len());
+        let mut panicked = None;
+        // When the batch became visible: its last table commit (not when this call noticed).
+        let mut committed_at = None;
         for j in joined {
+            match j {
+                Ok((t, table, progress, result, at)) => {
+                    tables[t] = Some(table);
+                    results.push((t, progress, result));
+                    committed_at = committed_at.max(Some(at));
+                }
+                Err(e) => panicked = Some(e),
+            }
+        }
+        if let Some(e) = panicked {
             // A panicked commit task took its table with it: this job cannot go on (its
             // supervisor starts a fresh one from what the tables record).
-            let (t, table, progress, result) = j.map_err(|e| {
-                JobError::Lake(LakeError::Delta {
-                    table: "?".into(),
-                    source: deltalake::DeltaTableError::Generic(format!("commit task failed: {e}")),
-                })
-            })?;
-            tables[t] = Some(table);
-            results.push((t, progress, result));
+            return Err(JobError::Lake(LakeError::Delta {
+                table: "?".into(),
+                source: deltalake::DeltaTableError::Generic(format!("commit task failed: {e}")),
+            }));
         }
         self.lake.tables = tables
             .into_iter()
             .map(|t| t.expect("every table is back"))
             .collect();
         let mut first_error = None;
-        match failed_result {
-            Some(Ok(rows)) => {
-                report.commits += 1;
-                report.rows += rows;
-                for (p, n) in failed_progress {
-                    self.failed_taken[p as usize] = n;
+        // `failed_actions` commits whenever it got rows or its topic moved (it is small).
+        if !failed.is_empty() || !failed_progress.is_empty() {
+            match append_with_retry(
+                &mut self.lake.failed,
+                failed,
+                failed_progress.clone(),
+                &key_id,
+            )
+            .await
+            {
+                Ok(rows) => {
+                    committed_at = Some(Utc::now());
+                    report.commits += 1;
+                    report.rows += rows;
+                    for (p, n) in failed_progress {
+                        self.failed_taken[p as usize] = n;
+                    }
                 }
+                Err(e) => first_error = Some(e),
             }
-            Some(Err(e)) => first_error = Some(e),
-            None => {}
         }
         for (t, progress, result) in results {
             match result {
@@ -491,14 +641,24 @@ impl LakeJob {
                 }
             }
         }
-        report.committed_at = Some(Utc::now());
+        report.committed_at = committed_at.or_else(|| Some(Utc::now()));
+        report.batches = 1;
         if let Some(e) = first_error {
             return Err(e.into());
         }
         metrics::counter!("philo_lake_actions_total").increment(report.actions as u64);
         metrics::counter!("philo_lake_rows_total").increment(report.rows as u64);
         metrics::counter!("philo_lake_commits_total").increment(report.commits as u64);
-        Ok(())
+        for (action_id, user) in erasures {
+            let pseudonym = self.anon.user_pseudonym(user);
+            let key_id = self.anon.key_id().to_owned();
+            let receipt = self.lake.erase(action_id, &pseudonym, &key_id).await?;
+            tracing::info!(%action_id, "erased a user from the lake");
+            report.erasures.push(receipt);
+            // The aggregates of every day may have counted the user.
+            self.daily_since = NaiveDate::from_ymd_opt(1970, 1, 1);
+        }
+        Ok(report)
     }
 
     /// Reads what the failed-actions topic got since the last step (no waiting) and turns it
@@ -546,6 +706,7 @@ impl LakeJob {
 
     /// Recomputes the daily aggregates for the days that changed since the last time.
     pub async fn write_daily(&mut self) -> Result<usize, JobError> {
+        self.flush().await?;
         let Some(since) = self.daily_since.take() else {
             return Ok(0);
         };
@@ -580,6 +741,10 @@ impl LakeJob {
 
     /// Scheduled maintenance: the `users` dimension, compaction and vacuum when due.
     pub async fn maintain(&mut self) -> Result<(), JobError> {
+        if !self.maintenance_due() {
+            return Ok(());
+        }
+        self.flush().await?;
         if self.last_users.elapsed() >= self.config.users_every {
             if self.users_dirty {
                 self.write_users().await?;
@@ -611,7 +776,14 @@ impl LakeJob {
             if stop.is_cancelled() {
                 break;
             }
-            let report = match self.step().await {
+            // Maintenance reads and rewrites the fact tables, so a step before it leaves no
+            // batch in flight.
+            let step = if self.maintenance_due() {
+                self.step().await
+            } else {
+                self.step_pipelined().await
+            };
+            let report = match step {
                 Ok(report) => report,
                 Err(JobError::Lake(LakeError::Raced(table))) => {
                     // Another writer landed some of this batch first: start over from what the
@@ -643,18 +815,32 @@ impl LakeJob {
                 behind += wm.high.saturating_sub(self.next[p as usize]);
             }
             metrics::gauge!("philo_lake_lag_records").set(behind as f64);
-            if report.actions == 0 {
+            if report.actions == 0 && !self.committing() {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(self.config.idle_poll) => {}
                 }
             }
         }
+        self.flush().await?;
         if self.users_dirty {
             self.write_users().await?;
         }
         self.write_daily().await?;
         Ok(())
+    }
+
+    /// Whether [`LakeJob::maintain`] has work now.
+    fn maintenance_due(&self) -> bool {
+        self.last_users.elapsed() >= self.config.users_every
+            || self
+                .config
+                .optimize_every
+                .is_some_and(|every| self.last_optimize.elapsed() >= every)
+            || self
+                .config
+                .vacuum_every
+                .is_some_and(|every| self.last_vacuum.elapsed() >= every)
     }
 
     /// How far behind the log head the lake is: records not yet taken, per partition.

@@ -124,15 +124,16 @@ async fn land(log: &Arc<dyn Log>, location: &Location, batch: usize) -> Result<(
     let open_s = opened.elapsed().as_secs_f64();
     let started = Instant::now();
     let (mut actions, mut rows, mut commits, mut steps) = (0usize, 0usize, 0usize, 0usize);
+    // As `LakeJob::run` does: a batch commits while the next one is read and anonymized.
     loop {
-        let r = job.step().await?;
-        if r.actions == 0 {
-            break;
-        }
-        steps += 1;
+        let r = job.step_pipelined().await?;
+        steps += r.batches;
         actions += r.actions;
         rows += r.rows;
         commits += r.commits;
+        if r.actions == 0 && !job.committing() {
+            break;
+        }
     }
     let secs = started.elapsed().as_secs_f64();
     let users_started = Instant::now();
@@ -247,7 +248,7 @@ async fn lag(args: &LakeArgs, dir: &Path) -> Result<Value> {
     let mut hist = Histogram::<u64>::new(3)?;
     let mut landed = 0u64;
     loop {
-        let r = job.step().await?;
+        let r = job.step_pipelined().await?;
         if let Some(at) = r.committed_at {
             let at = at.timestamp_millis();
             for ms in &r.received_ms {
@@ -255,10 +256,10 @@ async fn lag(args: &LakeArgs, dir: &Path) -> Result<Value> {
                 landed += 1;
             }
         }
-        if appender.is_finished() && r.actions == 0 {
+        if appender.is_finished() && r.actions == 0 && !job.committing() {
             break;
         }
-        if r.actions == 0 {
+        if r.actions == 0 && !job.committing() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
