@@ -164,9 +164,9 @@ fn run_forever(
 }
 
 /// Runs `job` until `stop` is set. With [`StreamsConfig::join_group`], where the log has a
-/// shared group coordinator (Kafka), the job joins the consumer group named after it and holds the per-user rows of the partitions the
-/// group assigns it, resharding at a step boundary whenever the assignment changes (ADR 009);
-/// otherwise it holds every partition.
+/// shared group coordinator (Kafka), the job joins the consumer group named after it and holds
+/// the per-user rows of the partitions the group assigns it, resharding at a step boundary
+/// whenever the assignment changes (ADR 009); otherwise it holds every partition.
 async fn run_job(
     job: &mut Job<SocialProcessor>,
     log: &Arc<dyn Log>,
@@ -323,6 +323,19 @@ pub fn view_digests(
     Ok(out)
 }
 
+/// Whether an instance holding `shards` holds a row: every row every instance holds, and the
+/// per-user rows of users in `shards`.
+fn held_by(shards: &crate::shards::Shards) -> impl Fn(&str, &[u8], &[u8], &[u8]) -> bool + '_ {
+    |table, pk, ck, v| {
+        let owner = if table == crate::job::FAILED_TABLE {
+            crate::job::failed_row_owner(v)
+        } else {
+            crate::social::row_owner(table, pk, ck)
+        };
+        owner.is_none_or(|u| shards.owns_user(&u))
+    }
+}
+
 /// Per-view digests of the rows of `store` that an instance holding `shards` holds: every row
 /// every instance holds, and the per-user rows of users in `shards`. Equal for a store that
 /// holds `shards` and for one process's store restricted to them (ADR 009).
@@ -331,14 +344,7 @@ pub fn view_digests_held(
     views: &[String],
     shards: &crate::shards::Shards,
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let keep = |table: &str, pk: &[u8], ck: &[u8], v: &[u8]| {
-        let owner = if table == crate::job::FAILED_TABLE {
-            crate::job::failed_row_owner(v)
-        } else {
-            crate::social::row_owner(table, pk, ck)
-        };
-        owner.is_none_or(|u| shards.owns_user(&u))
-    };
+    let keep = held_by(shards);
     let mut out = Vec::new();
     for (name, tables) in VIEWS {
         if views.is_empty() || views.iter().any(|v| v == name) {
@@ -356,30 +362,17 @@ pub fn table_digests_held(
     store: &dyn StateStore,
     shards: &crate::shards::Shards,
 ) -> Result<Vec<(String, String)>, StoreError> {
+    let keep = held_by(shards);
     let mut out = Vec::new();
     for (_, tables) in VIEWS {
         for table in *tables {
-            let digest = view_digests_held_of(store, table, shards)?;
-            out.push((table.to_string(), digest));
+            out.push((
+                table.to_string(),
+                crate::job::digest_where(store, &[table], &keep)?,
+            ));
         }
     }
     Ok(out)
-}
-
-fn view_digests_held_of(
-    store: &dyn StateStore,
-    table: &str,
-    shards: &crate::shards::Shards,
-) -> Result<String, StoreError> {
-    let keep = |table: &str, pk: &[u8], ck: &[u8], v: &[u8]| {
-        let owner = if table == crate::job::FAILED_TABLE {
-            crate::job::failed_row_owner(v)
-        } else {
-            crate::social::row_owner(table, pk, ck)
-        };
-        owner.is_none_or(|u| shards.owns_user(&u))
-    };
-    crate::job::digest_where(store, &[table], &keep)
 }
 
 /// Rebuilds the social views from the log into a fresh store at `scratch_dir`, after bringing
