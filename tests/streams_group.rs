@@ -133,6 +133,26 @@ fn reference(env: &[(&str, &str)], data: &Path, into: &Path) {
     );
 }
 
+/// Digests of a `philo log replay --into` store, restricted to `share` when given.
+fn reference_digest(
+    env: &[(&str, &str)],
+    data: &Path,
+    store: &Path,
+    share: Option<&BTreeSet<u64>>,
+) -> Value {
+    let mut args = vec![
+        "--data-dir".to_owned(),
+        data.display().to_string(),
+        "--store".to_owned(),
+        store.display().to_string(),
+    ];
+    if let Some(share) = share {
+        args.push("--partitions".to_owned());
+        args.push(csv(share));
+    }
+    digest(env, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 fn partitions_of(d: &Value) -> BTreeSet<u64> {
     d["partitions"]
         .as_array()
@@ -195,17 +215,7 @@ async fn two_streams_processes_split_partitions_and_take_over_on_kill() {
     let scratch = dir.path().join("scratch");
     let reference_1 = dir.path().join("reference-1");
     reference(&env, &scratch, &reference_1);
-    let expected_b = digest(
-        &env,
-        &[
-            "--data-dir",
-            scratch.to_str().unwrap(),
-            "--store",
-            reference_1.to_str().unwrap(),
-            "--partitions",
-            &csv(&b_share),
-        ],
-    );
+    let expected_b = reference_digest(&env, &scratch, &reference_1, Some(&b_share));
     assert_eq!(
         b_view["tables"], expected_b["tables"],
         "B's share {b_share:?}"
@@ -233,15 +243,7 @@ async fn two_streams_processes_split_partitions_and_take_over_on_kill() {
     reference(&env, &scratch, &reference_2);
     let a_view = digest(&env, &["--data-dir", a_dir.to_str().unwrap()]);
     assert_eq!(partitions_of(&a_view).len(), PARTITIONS as usize);
-    let expected = digest(
-        &env,
-        &[
-            "--data-dir",
-            scratch.to_str().unwrap(),
-            "--store",
-            reference_2.to_str().unwrap(),
-        ],
-    );
+    let expected = reference_digest(&env, &scratch, &reference_2, None);
     assert_eq!(a_view["views"], expected["views"]);
     assert!(
         !b_share.is_empty() && b_share.len() < PARTITIONS as usize,

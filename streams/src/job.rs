@@ -446,43 +446,27 @@ impl<P: Processor> Job<P> {
             .await?;
             replay.set_shards(Arc::new(Shards::of(partitions, &gained)));
             report.replayed = replay.run_to(&self.positions).await?.records;
-            let gained_shards = Shards::of(partitions, &gained);
-            for &table in &tables {
-                scratch.for_each(table, &mut |pk, ck, v| {
-                    if self
-                        .owner(table, pk, ck, v)
-                        .is_some_and(|u| gained_shards.owns_user(&u))
-                    {
-                        batch.put(
-                            table,
-                            Bytes::copy_from_slice(pk),
-                            Bytes::copy_from_slice(ck),
-                            Bytes::copy_from_slice(v),
-                        );
-                        report.adopted_rows += 1;
-                    }
-                    true
-                })?;
-            }
+            let gained = Shards::of(partitions, &gained);
+            self.for_each_held(&*scratch, &tables, &gained, &mut |table, pk, ck, v| {
+                batch.put(
+                    table,
+                    Bytes::copy_from_slice(pk),
+                    Bytes::copy_from_slice(ck),
+                    Bytes::copy_from_slice(v),
+                );
+                report.adopted_rows += 1;
+            })?;
         }
         if !lost.is_empty() {
-            let lost_shards = Shards::of(partitions, &lost);
-            for &table in &tables {
-                self.store.for_each(table, &mut |pk, ck, v| {
-                    if self
-                        .owner(table, pk, ck, v)
-                        .is_some_and(|u| lost_shards.owns_user(&u))
-                    {
-                        batch.delete(
-                            table,
-                            Bytes::copy_from_slice(pk),
-                            Bytes::copy_from_slice(ck),
-                        );
-                        report.dropped_rows += 1;
-                    }
-                    true
-                })?;
-            }
+            let lost = Shards::of(partitions, &lost);
+            self.for_each_held(&*self.store, &tables, &lost, &mut |table, pk, ck, _| {
+                batch.delete(
+                    table,
+                    Bytes::copy_from_slice(pk),
+                    Bytes::copy_from_slice(ck),
+                );
+                report.dropped_rows += 1;
+            })?;
         }
         batch.put(
             POSITIONS_TABLE,
@@ -505,6 +489,28 @@ impl<P: Processor> Job<P> {
         self.processor.set_shards(shards.clone());
         crate::metrics::owned_partitions(self.processor.name(), shards.set().len());
         self.shards = shards;
+    }
+
+    /// Calls `f` with every per-user row of `tables` in `store` whose user `shards` holds.
+    fn for_each_held(
+        &self,
+        store: &dyn StateStore,
+        tables: &[&'static str],
+        shards: &Shards,
+        f: &mut RowVisitor<'_>,
+    ) -> Result<(), StoreError> {
+        for &table in tables {
+            store.for_each(table, &mut |pk, ck, v| {
+                if self
+                    .owner(table, pk, ck, v)
+                    .is_some_and(|u| shards.owns_user(&u))
+                {
+                    f(table, pk, ck, v);
+                }
+                true
+            })?;
+        }
+        Ok(())
     }
 
     /// The user whose shard holds a row of `table`, if it is held per user.
@@ -922,21 +928,6 @@ impl<P: Processor> Job<P> {
         Ok(total)
     }
 
-    /// Runs until `stop` is set, polling when caught up.
-    pub async fn run(&mut self, stop: Arc<AtomicBool>) -> Result<(), JobError> {
-        let mut idle = self.config.idle_poll;
-        while !stop.load(Ordering::Acquire) {
-            let s = self.step().await?;
-            if s.records == 0 {
-                tokio::time::sleep(idle).await;
-                idle = (idle * 2).min(self.config.idle_poll * 8);
-            } else {
-                idle = self.config.idle_poll;
-            }
-        }
-        Ok(())
-    }
-
     /// A digest of the job's views: equal digests mean equal views (used to compare a rebuild
     /// with the live views, and a crashed run with an uninterrupted one).
     pub fn digest(&self) -> Result<String, StoreError> {
@@ -950,6 +941,9 @@ impl<P: Processor> Job<P> {
 pub fn digest(store: &dyn StateStore, tables: &[&str]) -> Result<String, StoreError> {
     digest_where(store, tables, &|_, _, _, _| true)
 }
+
+/// Sees one row: `(table, pk, ck, value)`.
+type RowVisitor<'a> = dyn FnMut(&'static str, &[u8], &[u8], &[u8]) + 'a;
 
 /// Which rows a digest counts: `keep(table, pk, ck, value)`.
 pub type RowFilter<'a> = &'a dyn Fn(&str, &[u8], &[u8], &[u8]) -> bool;
