@@ -587,6 +587,8 @@ impl<P: Processor> Job<P> {
                 }
             }))
             .await?;
+        // What to read of each partition: (partition, from, how many, high watermark, bound).
+        let mut wanted = Vec::with_capacity(watermarks.len());
         for (p, wm) in watermarks.into_iter().enumerate() {
             let mut high = wm.high;
             if let Some(limit) = limit {
@@ -604,13 +606,20 @@ impl<P: Processor> Job<P> {
                 continue;
             }
             let want = ((high - self.positions[p]) as usize).min(self.config.max_batch_records);
-            let got = self
-                .log
-                .read(ACTIONS_TOPIC, p as u32, self.positions[p], want)
-                .await?;
-            let end = self.positions[p] + got.len() as u64;
-            crate::metrics::lag(self.processor.name(), p as u32, wm.high - end);
-            if end < wm.high {
+            wanted.push((p as u32, self.positions[p], want, wm.high, high));
+        }
+        // The partitions are read concurrently: against a remote log each read is a round
+        // trip, and a step waits for the slowest one rather than for their sum.
+        let got = futures::future::try_join_all(
+            wanted
+                .iter()
+                .map(|&(p, from, want, _, _)| log.read(ACTIONS_TOPIC, p, from, want)),
+        )
+        .await?;
+        for ((p, from, _, wm_high, high), got) in wanted.into_iter().zip(got) {
+            let end = from + got.len() as u64;
+            crate::metrics::lag(self.processor.name(), p, wm_high - end);
+            if end < wm_high {
                 caught_up = false;
             }
             reads.push(PartitionRead {
@@ -675,6 +684,8 @@ impl<P: Processor> Job<P> {
         // The store holds the authoritative positions; the group commit is for lag monitoring
         // and for Kafka tooling, so a failure here is logged, not fatal. A member of a shared
         // group commits the partitions it holds.
+        // Readers waiting on these positions go first: the store already holds them durably.
+        self.progress.publish(&self.positions, caught_up);
         let commit = match &self.member {
             Some(member) => {
                 let held: Vec<Position> = committed
@@ -688,7 +699,6 @@ impl<P: Processor> Job<P> {
         if let Err(e) = commit {
             tracing::warn!(job = name, error = %e, "committing the consumer-group position failed");
         }
-        self.progress.publish(&self.positions, caught_up);
         crate::metrics::step(name, &stats, started.elapsed());
         Ok(stats)
     }

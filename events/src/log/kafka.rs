@@ -455,6 +455,23 @@ impl Inner {
         })
     }
 
+    /// Tells the partition's reader (if it has one) a queried watermark, so a read that
+    /// follows (a live step queries, then reads) needs no second round trip. Never called
+    /// with the reader's lock held.
+    fn saw_watermarks(&self, topic: &str, partition: u32, wm: Watermarks) {
+        let reader = self
+            .readers
+            .lock()
+            .expect("readers lock")
+            .get(&(topic.to_owned(), partition))
+            .cloned();
+        if let Some(reader) = reader {
+            let mut reader = reader.lock().expect("reader lock");
+            reader.high_seen = reader.high_seen.max(wm.high);
+            reader.low_seen = reader.low_seen.max(wm.low);
+        }
+    }
+
     /// A lower bound of the high watermark, from the partition's reader alone when it is
     /// positioned (records it has buffered prove they exist), without a round trip; `None`
     /// when only a query can tell.
@@ -829,7 +846,12 @@ impl Log for KafkaLog {
 
     async fn watermarks(&self, topic: &str, partition: u32) -> Result<Watermarks, LogError> {
         let (inner, topic) = (self.inner.clone(), topic.to_owned());
-        blocking(move || inner.watermarks_blocking(&topic, partition)).await
+        blocking(move || {
+            let wm = inner.watermarks_blocking(&topic, partition)?;
+            inner.saw_watermarks(&topic, partition, wm);
+            Ok(wm)
+        })
+        .await
     }
 
     fn consistent_sample(&self) -> bool {
