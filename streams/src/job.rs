@@ -681,11 +681,11 @@ impl<P: Processor> Job<P> {
             .collect();
         self.positions = next;
         crate::metrics::positions(name, &self.positions);
+        // Readers waiting on these positions go first: the store already holds them durably.
+        self.progress.publish(&self.positions, caught_up);
         // The store holds the authoritative positions; the group commit is for lag monitoring
         // and for Kafka tooling, so a failure here is logged, not fatal. A member of a shared
         // group commits the partitions it holds.
-        // Readers waiting on these positions go first: the store already holds them durably.
-        self.progress.publish(&self.positions, caught_up);
         let commit = match &self.member {
             Some(member) => {
                 let held: Vec<Position> = committed
