@@ -122,6 +122,11 @@ pub struct StepReport {
     pub committed_at: Option<DateTime<Utc>>,
     /// Erasures this step carried out.
     pub erasures: Vec<ErasureReceipt>,
+    /// Time spent reading and anonymizing (this call's batch).
+    pub gather_time: Duration,
+    /// Time spent waiting for table commits to finish after gathering: near zero when
+    /// gathering is the slower half of the pipeline.
+    pub commit_wait: Duration,
 }
 
 /// The anonymizer job over one log and one lake.
@@ -160,6 +165,37 @@ struct Gathered {
     failed: Vec<Row>,
     erasures: Vec<(Uuid, Uuid)>,
     report: StepReport,
+}
+
+/// A chunk of one partition's records being decoded on the blocking pool.
+struct Decoding {
+    pi: usize,
+    task: tokio::task::JoinHandle<Vec<(u64, Option<Envelope>)>>,
+}
+
+impl Decoding {
+    fn start(pi: usize, records: Vec<StoredRecord>) -> Self {
+        let task = tokio::task::spawn_blocking(move || {
+            records
+                .iter()
+                .map(|r| (r.offset, Envelope::from_json(&r.value).ok()))
+                .collect()
+        });
+        Self { pi, task }
+    }
+
+    async fn finish(self) -> (usize, Vec<(u64, Option<Envelope>)>) {
+        match self.task.await {
+            Ok(decoded) => (self.pi, decoded),
+            // Decoding panics on no input, and the pool cancels tasks only when the runtime
+            // shuts down. Either way nothing may be skipped: the job stops before committing
+            // and a restart resumes from what the tables record.
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => panic!("decoding a chunk of the log: {e}"),
+            },
+        }
+    }
 }
 
 /// A table commit running as its own task: the table travels with it and comes back.
@@ -209,6 +245,8 @@ impl StepReport {
         self.received_ms.extend(other.received_ms);
         self.committed_at = self.committed_at.max(other.committed_at);
         self.erasures.extend(other.erasures);
+        self.gather_time += other.gather_time;
+        self.commit_wait += other.commit_wait;
     }
 }
 
@@ -365,9 +403,14 @@ impl LakeJob {
     /// in flight. Order and exactly-once are unchanged: a batch starts committing only after
     /// the previous one finished, erasures included.
     pub async fn step_pipelined(&mut self) -> Result<StepReport, JobError> {
+        let started = Instant::now();
         let gathered = self.gather().await;
+        let gather_time = started.elapsed();
         // Finished even when reading failed: no commit task outlives the step that started it.
+        let waiting = Instant::now();
         let mut report = self.flush().await?;
+        report.gather_time += gather_time;
+        report.commit_wait += waiting.elapsed();
         if let Some(batch) = gathered? {
             self.in_flight = Some(self.start_commit(batch));
         }
@@ -403,12 +446,17 @@ impl LakeJob {
     }
 
     /// Reads up to one batch and anonymizes it. `None` when there was nothing to do.
+    ///
+    /// Decoding overlaps anonymizing: each chunk read is decoded on the blocking pool while the
+    /// chunk before it is anonymized here (the anonymizer's state depends on the order of the
+    /// actions, so anonymizing stays sequential; decoding a record depends on nothing).
     async fn gather(&mut self) -> Result<Option<Gathered>, JobError> {
         let topic = self.config.topic.clone();
         let max = self.config.batch_max_actions;
         let mut report = StepReport::default();
         let mut pending: Vec<Vec<Row>> = vec![Vec::new(); TABLES.len()];
         let mut erasures: Vec<(Uuid, Uuid)> = Vec::new();
+        let mut decoding: Option<Decoding> = None;
         let started = Instant::now();
         loop {
             let mut read_any = false;
@@ -436,38 +484,15 @@ impl LakeJob {
                 self.next[pi] = last.offset + 1;
                 read_any = true;
                 report.actions += records.len();
-                for record in &records {
-                    let Ok(env) = Envelope::from_json(&record.value) else {
-                        report.undecodable += 1;
-                        continue;
-                    };
-                    if matches!(env.action, Action::AccountErased(_))
-                        && !self.anon.is_erased(&env.actor_id)
-                    {
-                        erasures.push((env.id, env.actor_id));
-                    }
-                    let rows = self.anon.anonymize(&env);
-                    if matches!(
-                        env.action,
-                        Action::UserRegistered(_)
-                            | Action::ProfileUpdated(_)
-                            | Action::ResumeUpdated(_)
-                            | Action::AccountErased(_)
-                    ) {
-                        self.users_dirty = true;
-                    }
-                    let mut landed = false;
-                    for row in rows {
-                        let t = table_index(row.table).expect("the anonymizer writes fact tables");
-                        if record.offset >= self.taken[t][pi] && !self.anon.names_erased(&row) {
-                            pending[t].push(row);
-                            landed = true;
-                        }
-                    }
-                    if landed {
-                        report.received_ms.push(env.received_at.timestamp_millis());
-                    }
+                let next = Decoding::start(pi, records);
+                if let Some(previous) = decoding.replace(next) {
+                    let (pi, decoded) = previous.finish().await;
+                    self.take(pi, decoded, &mut pending, &mut erasures, &mut report);
                 }
+            }
+            if let Some(last) = decoding.take() {
+                let (pi, decoded) = last.finish().await;
+                self.take(pi, decoded, &mut pending, &mut erasures, &mut report);
             }
             if report.actions >= max || started.elapsed() >= self.config.batch_max_wait {
                 break;
@@ -508,6 +533,48 @@ impl LakeJob {
             erasures,
             report,
         }))
+    }
+
+    /// Anonymizes one decoded chunk of partition `pi` into the batch.
+    fn take(
+        &mut self,
+        pi: usize,
+        decoded: Vec<(u64, Option<Envelope>)>,
+        pending: &mut [Vec<Row>],
+        erasures: &mut Vec<(Uuid, Uuid)>,
+        report: &mut StepReport,
+    ) {
+        for (offset, env) in decoded {
+            let Some(env) = env else {
+                report.undecodable += 1;
+                continue;
+            };
+            if matches!(env.action, Action::AccountErased(_)) && !self.anon.is_erased(&env.actor_id)
+            {
+                erasures.push((env.id, env.actor_id));
+            }
+            let rows = self.anon.anonymize(&env);
+            if matches!(
+                env.action,
+                Action::UserRegistered(_)
+                    | Action::ProfileUpdated(_)
+                    | Action::ResumeUpdated(_)
+                    | Action::AccountErased(_)
+            ) {
+                self.users_dirty = true;
+            }
+            let mut landed = false;
+            for row in rows {
+                let t = table_index(row.table).expect("the anonymizer writes fact tables");
+                if offset >= self.taken[t][pi] && !self.anon.names_erased(&row) {
+                    pending[t].push(row);
+                    landed = true;
+                }
+            }
+            if landed {
+                report.received_ms.push(env.received_at.timestamp_millis());
+            }
+        }
     }
 
     /// Starts the commits of every fact table that has rows or progress to record, each as its

@@ -124,6 +124,7 @@ async fn land(log: &Arc<dyn Log>, location: &Location, batch: usize) -> Result<(
     let open_s = opened.elapsed().as_secs_f64();
     let started = Instant::now();
     let (mut actions, mut rows, mut commits, mut steps) = (0usize, 0usize, 0usize, 0usize);
+    let (mut gather, mut wait) = (Duration::ZERO, Duration::ZERO);
     // As `LakeJob::run` does: a batch commits while the next one is read and anonymized.
     loop {
         let r = job.step_pipelined().await?;
@@ -131,6 +132,8 @@ async fn land(log: &Arc<dyn Log>, location: &Location, batch: usize) -> Result<(
         actions += r.actions;
         rows += r.rows;
         commits += r.commits;
+        gather += r.gather_time;
+        wait += r.commit_wait;
         if r.actions == 0 && !job.committing() {
             break;
         }
@@ -150,6 +153,10 @@ async fn land(log: &Arc<dyn Log>, location: &Location, batch: usize) -> Result<(
             "table_commits": commits,
             "seconds": secs,
             "actions_per_s": actions as f64 / secs,
+            // Where the pipeline's time went: reading + anonymizing, and waiting for the
+            // previous batch's commits (near zero when anonymizing is the slower half).
+            "gather_s": gather.as_secs_f64(),
+            "commit_wait_s": wait.as_secs_f64(),
             "open_lake_s": open_s,
             "users_dimension_s": users_s,
             "daily_aggregates_s": daily_s,

@@ -41,6 +41,7 @@ fn new_item(ctx: &Ctx<'_>, kind: ItemKind, parent: Option<Uuid>) -> ItemDoc {
         state: ItemState::Open,
         parent,
         data: payload(ctx),
+        pushed: true,
     }
 }
 
@@ -134,18 +135,16 @@ pub(crate) fn image_uploaded(ctx: &mut Ctx<'_>, a: &ImageUploaded) -> Res {
 }
 
 pub(crate) fn post_created(p: &mut SocialProcessor, ctx: &mut Ctx<'_>) -> Res {
-    let doc = new_item(ctx, ItemKind::Post, None);
-    ctx.put_item(&doc);
-    feed::publish(p, ctx, &doc.id, ItemKind::Post)?;
+    let mut doc = new_item(ctx, ItemKind::Post, None);
+    feed::publish(p, ctx, &mut doc)?;
     notify::mention(p, ctx, &doc, &[])?;
     notify::post_to_subscribers(p, ctx, &doc.id)?;
     Ok(Outcome::Applied)
 }
 
 pub(crate) fn event_created(p: &mut SocialProcessor, ctx: &mut Ctx<'_>) -> Res {
-    let doc = new_item(ctx, ItemKind::Event, None);
-    ctx.put_item(&doc);
-    feed::publish(p, ctx, &doc.id, ItemKind::Event)?;
+    let mut doc = new_item(ctx, ItemKind::Event, None);
+    feed::publish(p, ctx, &mut doc)?;
     notify::mention(p, ctx, &doc, &[])?;
     Ok(Outcome::Applied)
 }
@@ -159,8 +158,7 @@ pub(crate) fn approach_created(
         Some(post) => Some(live!(ctx, post, &[ItemKind::Post]).author),
         None => None,
     };
-    let doc = new_item(ctx, ItemKind::Approach, a.post_id);
-    ctx.put_item(&doc);
+    let mut doc = new_item(ctx, ItemKind::Approach, a.post_id);
     if let Some(post) = &a.post_id {
         ctx.batch.put(
             tables::CHILDREN,
@@ -171,7 +169,7 @@ pub(crate) fn approach_created(
         ctx.fact(tables::ITEM_STATS, post, APPROACHES_STAT, 1);
         ctx.engagement(post, APPROACHES_STAT);
     }
-    feed::publish(p, ctx, &doc.id, ItemKind::Approach)?;
+    feed::publish(p, ctx, &mut doc)?;
     let mut told = Vec::new();
     if let Some(author) = post_author {
         let note = Note::new("approach_on_post", a.post_id, Some(doc.id));
@@ -227,7 +225,7 @@ pub(crate) fn delete(p: &mut SocialProcessor, ctx: &mut Ctx<'_>, id: &Uuid, kind
         );
         ctx.fact(tables::ITEM_STATS, &post, APPROACHES_STAT, -1);
     }
-    feed::remove_item(p, ctx, &doc.author, id)?;
+    feed::remove_item(p, ctx, &doc)?;
     Ok(Outcome::Applied)
 }
 
@@ -443,9 +441,8 @@ pub(crate) fn campaign_created(
         &a.target_id,
         &[ItemKind::Approach, ItemKind::Post, ItemKind::Event]
     );
-    let doc = new_item(ctx, ItemKind::Campaign, Some(a.target_id));
-    ctx.put_item(&doc);
-    feed::publish(p, ctx, &doc.id, ItemKind::Campaign)?;
+    let mut doc = new_item(ctx, ItemKind::Campaign, Some(a.target_id));
+    feed::publish(p, ctx, &mut doc)?;
     Ok(Outcome::Applied)
 }
 
@@ -573,8 +570,7 @@ pub(crate) fn offer_created(
             return fail(reason::BLOCKED);
         }
     }
-    let doc = new_item(ctx, ItemKind::JobOffer, None);
-    ctx.put_item(&doc);
+    let mut doc = new_item(ctx, ItemKind::JobOffer, None);
     ctx.batch.put(
         tables::OFFER_BOXES,
         keys::id(&sender),
@@ -583,6 +579,7 @@ pub(crate) fn offer_created(
     );
     match &a.to_user_id {
         Some(to) => {
+            ctx.put_item(&doc);
             ctx.batch.put(
                 tables::OFFER_BOXES,
                 keys::id(to),
@@ -592,7 +589,7 @@ pub(crate) fn offer_created(
             let note = Note::new("job_offer_received", Some(doc.id), Some(doc.id));
             notify::notify(p, ctx, to, note)?;
         }
-        None => feed::publish(p, ctx, &doc.id, ItemKind::JobOffer)?,
+        None => feed::publish(p, ctx, &mut doc)?,
     }
     Ok(Outcome::Applied)
 }

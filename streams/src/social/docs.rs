@@ -71,6 +71,19 @@ pub struct ItemDoc {
     pub parent: Option<Uuid>,
     /// The kind-specific fields as submitted (title, body, tags, starts_at …), without `type`.
     pub data: Map<String, Value>,
+    /// Whether publishing the item pushed it into followers' feeds: false when its author was
+    /// already pulled (pulled stays pulled), so deleting it need not visit every follower.
+    /// Documents written before this field read as true: their deletion still visits all.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub pushed: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// A user's profile as the views know it.

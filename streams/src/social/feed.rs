@@ -13,7 +13,7 @@
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::docs::ItemKind;
+use super::docs::{ItemDoc, ItemKind};
 use super::{Ctx, SocialProcessor, keys, tables};
 use crate::store::{CkRange, Order, StoreError};
 
@@ -112,18 +112,18 @@ fn deliver(
 }
 
 /// A new feed item by the actor: into the author's list, their own feed, and (push mode) every
-/// follower's feed.
+/// follower's feed. Stores the item's document, recording whether it was pushed.
 pub(crate) fn publish(
     p: &mut SocialProcessor,
     ctx: &mut Ctx<'_>,
-    item: &Uuid,
-    kind: ItemKind,
+    doc: &mut ItemDoc,
 ) -> Result<(), StoreError> {
+    let (item, kind) = (doc.id, doc.kind);
     let author = ctx.actor();
     ctx.batch.put(
         tables::AUTHOR_ITEMS,
         keys::id(&author),
-        Bytes::copy_from_slice(&keys::desc(item)),
+        Bytes::copy_from_slice(&keys::desc(&item)),
         Bytes::copy_from_slice(&[kind.byte()]),
     );
     let n = ctx.add(tables::USER_STATS, &author, AUTHOR_ITEMS_STAT, 1)?;
@@ -148,9 +148,11 @@ pub(crate) fn publish(
             -(oldest.len() as i64),
         )?;
     }
-    let entry = [(*item, author, kind)];
+    let entry = [(item, author, kind)];
     deliver(p, ctx, &author, &entry)?;
-    if super::graph::is_pulled(ctx, &author)? {
+    doc.pushed = !super::graph::is_pulled(ctx, &author)?;
+    ctx.put_item(doc);
+    if !doc.pushed {
         return Ok(());
     }
     let mut pushed = 0u64;
@@ -230,13 +232,14 @@ pub(crate) fn remove_author(
     Ok(())
 }
 
-/// A deleted item leaves the author's list, the author's feed and every follower's feed.
+/// A deleted item leaves the author's list, the author's feed and every follower's feed (only
+/// the author's own when it was never pushed: see [`ItemDoc::pushed`]).
 pub(crate) fn remove_item(
     p: &mut SocialProcessor,
     ctx: &mut Ctx<'_>,
-    author: &Uuid,
-    item: &Uuid,
+    doc: &ItemDoc,
 ) -> Result<(), StoreError> {
+    let (author, item) = (&doc.author, &doc.id);
     let ck = keys::desc(item);
     if ctx
         .store
@@ -260,6 +263,9 @@ pub(crate) fn remove_item(
         Ok::<(), StoreError>(())
     };
     remove_from(p, ctx, author)?;
+    if !doc.pushed {
+        return Ok(());
+    }
     let followers = ctx.store.scan(
         tables::FOLLOWERS,
         author.as_bytes(),

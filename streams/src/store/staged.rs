@@ -6,7 +6,7 @@
 //! Hand-written: this is the read-your-writes overlay of a micro-batch, specific to the
 //! `StateStore` model; no library provides it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -21,8 +21,12 @@ enum Write {
     Deleted,
 }
 
-/// table → partition key → clustering key → staged write.
-type Writes = HashMap<&'static str, HashMap<Bytes, BTreeMap<Bytes, Write>>>;
+/// Per table, staged writes by one flat key: the partition key's length (u32 big-endian), the
+/// partition key, the clustering key. A partition's rows are contiguous and ordered by
+/// clustering key, and a write costs one key allocation and one insert into a shared map
+/// rather than a map per partition (a fan-out step stages one row in each of thousands of
+/// partitions).
+type Writes = Vec<(&'static str, BTreeMap<Bytes, Write>)>;
 
 /// A store view with staged writes. `apply` stages; `into_batch` hands them over.
 pub struct Staged {
@@ -30,16 +34,37 @@ pub struct Staged {
     writes: Mutex<Writes>,
 }
 
-fn bound(x: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match x {
-        Bound::Included(v) => Bound::Included(v.as_slice()),
-        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
-        Bound::Unbounded => Bound::Unbounded,
-    }
+fn partition_prefix(pk: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + pk.len() + 16);
+    k.extend_from_slice(&(pk.len() as u32).to_be_bytes());
+    k.extend_from_slice(pk);
+    k
 }
 
-fn bounds(range: &CkRange) -> (Bound<&[u8]>, Bound<&[u8]>) {
-    (bound(&range.start), bound(&range.end))
+fn flat_key(pk: &[u8], ck: &[u8]) -> Vec<u8> {
+    let mut k = partition_prefix(pk);
+    k.extend_from_slice(ck);
+    k
+}
+
+/// Calls `f` with the flat key of (`pk`, `ck`), built on the stack when it is short (reads are
+/// the job's most frequent operation).
+fn with_flat_key<T>(pk: &[u8], ck: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
+    let total = 4 + pk.len() + ck.len();
+    if total > 128 {
+        return f(&flat_key(pk, ck));
+    }
+    let mut buf = [0u8; 128];
+    buf[..4].copy_from_slice(&(pk.len() as u32).to_be_bytes());
+    buf[4..4 + pk.len()].copy_from_slice(pk);
+    buf[4 + pk.len()..total].copy_from_slice(ck);
+    f(&buf[..total])
+}
+
+/// Splits a flat key into (partition key, clustering key), sharing its bytes.
+fn split_key(key: &Bytes) -> (Bytes, Bytes) {
+    let len = u32::from_be_bytes(key[..4].try_into().expect("4-byte prefix")) as usize;
+    (key.slice(4..4 + len), key.slice(4 + len..))
 }
 
 fn empty_range(range: &CkRange) -> bool {
@@ -51,11 +76,25 @@ fn empty_range(range: &CkRange) -> bool {
     }
 }
 
+/// A clustering-key bound within the partition `prefix`, as a flat-key bound.
+fn flat_bound(prefix: &[u8], b: &Bound<Vec<u8>>) -> Bound<Vec<u8>> {
+    let with = |ck: &[u8]| {
+        let mut k = prefix.to_vec();
+        k.extend_from_slice(ck);
+        k
+    };
+    match b {
+        Bound::Included(ck) => Bound::Included(with(ck)),
+        Bound::Excluded(ck) => Bound::Excluded(with(ck)),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
 impl Staged {
     pub fn new(store: Arc<dyn StateStore>) -> Self {
         Self {
             store,
-            writes: Mutex::new(HashMap::new()),
+            writes: Mutex::new(Vec::new()),
         }
     }
 
@@ -65,11 +104,7 @@ impl Staged {
 
     /// Number of staged rows.
     pub fn len(&self) -> usize {
-        self.lock()
-            .values()
-            .flat_map(|p| p.values())
-            .map(BTreeMap::len)
-            .sum()
+        self.lock().iter().map(|(_, rows)| rows.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -82,24 +117,22 @@ impl Staged {
         let mut batch = WriteBatch::new();
         // One write per key, and range deletes were resolved to single deletes when staged.
         batch.unique_keys = true;
-        for (table, partitions) in writes {
-            for (pk, rows) in partitions {
-                for (ck, w) in rows {
-                    batch.mutations.push(match w {
-                        Write::Put(value, ttl) => Mutation::Put {
-                            table,
-                            pk: pk.clone(),
-                            ck,
-                            value,
-                            ttl,
-                        },
-                        Write::Deleted => Mutation::Delete {
-                            table,
-                            pk: pk.clone(),
-                            ck,
-                        },
-                    });
-                }
+        batch
+            .mutations
+            .reserve(writes.iter().map(|(_, r)| r.len()).sum());
+        for (table, rows) in writes {
+            for (key, w) in rows {
+                let (pk, ck) = split_key(&key);
+                batch.mutations.push(match w {
+                    Write::Put(value, ttl) => Mutation::Put {
+                        table,
+                        pk,
+                        ck,
+                        value,
+                        ttl,
+                    },
+                    Write::Deleted => Mutation::Delete { table, pk, ck },
+                });
             }
         }
         batch
@@ -111,32 +144,47 @@ impl Staged {
             return Vec::new();
         }
         let writes = self.lock();
-        let Some(rows) = writes.get(table).and_then(|t| t.get(pk)) else {
+        let Some((_, rows)) = writes.iter().find(|(t, _)| *t == table) else {
             return Vec::new();
         };
-        rows.range::<[u8], _>(bounds(range))
-            .map(|(ck, w)| (ck.clone(), w.clone()))
-            .collect()
+        let prefix = partition_prefix(pk);
+        let start = match flat_bound(&prefix, &range.start) {
+            Bound::Unbounded => Bound::Included(prefix.clone()),
+            b => b,
+        };
+        let end = flat_bound(&prefix, &range.end);
+        rows.range::<[u8], _>((
+            start.as_ref().map(Vec::as_slice),
+            end.as_ref().map(Vec::as_slice),
+        ))
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, w)| (k.slice(prefix.len()..), w.clone()))
+        .collect()
     }
 
-    fn stage(&self, table: &'static str, pk: Bytes, ck: Bytes, w: Write) {
-        self.lock()
-            .entry(table)
-            .or_default()
-            .entry(pk)
-            .or_default()
-            .insert(ck, w);
+    fn stage(&self, table: &'static str, pk: &[u8], ck: &[u8], w: Write) {
+        let key = Bytes::from(flat_key(pk, ck));
+        let mut writes = self.lock();
+        let i = match writes.iter().position(|(t, _)| *t == table) {
+            Some(i) => i,
+            None => {
+                writes.push((table, BTreeMap::new()));
+                writes.len() - 1
+            }
+        };
+        writes[i].1.insert(key, w);
     }
 }
 
 impl StateStore for Staged {
     fn get(&self, table: &str, pk: &[u8], ck: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        let staged = self
-            .lock()
-            .get(table)
-            .and_then(|t| t.get(pk))
-            .and_then(|rows| rows.get(ck))
-            .cloned();
+        let staged = {
+            let writes = self.lock();
+            match writes.iter().find(|(t, _)| *t == table) {
+                Some((_, rows)) => with_flat_key(pk, ck, |k| rows.get(k).cloned()),
+                None => None,
+            }
+        };
         match staged {
             Some(Write::Put(v, _)) => Ok(Some(v)),
             Some(Write::Deleted) => Ok(None),
@@ -208,8 +256,8 @@ impl StateStore for Staged {
                     ck,
                     value,
                     ttl,
-                } => self.stage(table, pk, ck, Write::Put(value, ttl)),
-                Mutation::Delete { table, pk, ck } => self.stage(table, pk, ck, Write::Deleted),
+                } => self.stage(table, &pk, &ck, Write::Put(value, ttl)),
+                Mutation::Delete { table, pk, ck } => self.stage(table, &pk, &ck, Write::Deleted),
                 Mutation::DeleteRange { table, pk, range } => {
                     // Resolve to single deletes: the stored rows in range, and staged ones.
                     let stored = self
@@ -221,7 +269,7 @@ impl StateStore for Staged {
                         .map(|r| r.ck)
                         .chain(staged.into_iter().map(|(ck, _)| ck))
                     {
-                        self.stage(table, pk.clone(), ck, Write::Deleted);
+                        self.stage(table, &pk, &ck, Write::Deleted);
                     }
                 }
             }

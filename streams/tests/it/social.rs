@@ -5,6 +5,7 @@ use philo_streams::read::OfferBox;
 use philo_streams::social::SocialConfig;
 use philo_streams::social::docs::ItemState;
 use serde_json::json;
+use uuid::Uuid;
 
 use crate::world::World;
 
@@ -401,6 +402,35 @@ async fn popular_authors_are_pulled_at_read_time() {
         "only the author's own feed is written"
     );
     assert_eq!(w.feed(fans[0])[0], more);
+    // Deletion reaches every copy: `early` was backfilled into the first fans' feeds before the
+    // author was pulled; `famous` was only ever in the author's own feed.
+    let stored = |w: &World, user: Uuid| -> Vec<Vec<u8>> {
+        w.store
+            .scan(
+                philo_streams::social::tables::FEED,
+                user.as_bytes(),
+                &philo_streams::store::CkRange::all(),
+                philo_streams::store::Order::Asc,
+                usize::MAX,
+            )
+            .unwrap()
+            .into_iter()
+            .map(|r| r.ck.to_vec())
+            .collect()
+    };
+    let row = |id: Uuid| philo_streams::social::keys::desc(&id).to_vec();
+    assert!(stored(&w, fans[1]).contains(&row(early)));
+    assert!(stored(&w, star).contains(&row(famous)));
+    w.act(star, json!({"type": "post.deleted", "post_id": early}))
+        .await;
+    w.act(star, json!({"type": "post.deleted", "post_id": famous}))
+        .await;
+    w.sync().await;
+    for f in fans.iter().chain([&star]) {
+        assert_eq!(w.feed(*f), vec![more], "feed of {f}");
+        let rows = stored(&w, *f);
+        assert!(!rows.contains(&row(early)) && !rows.contains(&row(famous)));
+    }
     // Unfollowing a pulled author stops the pull.
     w.act(fans[0], json!({"type": "follow.removed", "user_id": star}))
         .await;

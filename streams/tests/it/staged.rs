@@ -18,20 +18,32 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0u8..2, 0u8..12, any::<u8>()).prop_map(|(p, c, v)| Op::Put(p, c, v)),
-        2 => (0u8..2, 0u8..12).prop_map(|(p, c)| Op::Delete(p, c)),
-        1 => (0u8..2, 0u8..12, 0u8..12).prop_map(|(p, a, b)| Op::DeleteRange(p, a.min(b), a.max(b))),
+        4 => (0u8..PKS, 0u8..12, any::<u8>()).prop_map(|(p, c, v)| Op::Put(p, c, v)),
+        2 => (0u8..PKS, 0u8..12).prop_map(|(p, c)| Op::Delete(p, c)),
+        1 => (0u8..PKS, 0u8..12, 0u8..12).prop_map(|(p, a, b)| Op::DeleteRange(p, a.min(b), a.max(b))),
     ]
+}
+
+/// Partition keys of different lengths, one a prefix of another (`[0]`, `[0, 0]`), so a
+/// partition's rows must not run into its neighbour's.
+const PKS: u8 = 3;
+
+fn pk(p: u8) -> Vec<u8> {
+    match p {
+        0 => vec![0],
+        1 => vec![0, 0],
+        _ => vec![1],
+    }
 }
 
 fn batch(op: &Op) -> WriteBatch {
     let mut b = WriteBatch::new();
     match *op {
-        Op::Put(p, c, v) => b.put("t", vec![p], vec![c], vec![v]),
-        Op::Delete(p, c) => b.delete("t", vec![p], vec![c]),
+        Op::Put(p, c, v) => b.put("t", pk(p), vec![c], vec![v]),
+        Op::Delete(p, c) => b.delete("t", pk(p), vec![c]),
         Op::DeleteRange(p, lo, hi) => b.delete_range(
             "t",
-            vec![p],
+            pk(p),
             CkRange {
                 start: Bound::Included(vec![lo]),
                 end: Bound::Excluded(vec![hi]),
@@ -54,7 +66,7 @@ proptest! {
     fn staged_reads_match_applied_writes(
         committed in proptest::collection::vec(op(), 0..20),
         staged_ops in proptest::collection::vec(op(), 0..20),
-        scans in proptest::collection::vec((0u8..2, 0u8..13, 0u8..13, any::<bool>(), 0usize..14), 8),
+        scans in proptest::collection::vec((0u8..PKS, 0u8..13, 0u8..13, any::<bool>(), 0usize..14), 8),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let base = store(&dir.path().join("base"));
@@ -68,11 +80,11 @@ proptest! {
             staged.apply(batch(o)).unwrap();
             reference.apply(batch(o)).unwrap();
         }
-        for p in 0u8..2 {
+        for p in 0u8..PKS {
             for c in 0u8..12 {
                 prop_assert_eq!(
-                    staged.get("t", &[p], &[c]).unwrap(),
-                    reference.get("t", &[p], &[c]).unwrap()
+                    staged.get("t", &pk(p), &[c]).unwrap(),
+                    reference.get("t", &pk(p), &[c]).unwrap()
                 );
             }
         }
@@ -82,21 +94,26 @@ proptest! {
                 end: Bound::Excluded(vec![a.max(b)]),
             };
             let order = if desc { Order::Desc } else { Order::Asc };
+            let pk = pk(p);
             prop_assert_eq!(
-                staged.scan("t", &[p], &range, order, limit).unwrap(),
-                reference.scan("t", &[p], &range, order, limit).unwrap()
+                staged.scan("t", &pk, &range, order, limit).unwrap(),
+                reference.scan("t", &pk, &range, order, limit).unwrap()
             );
             prop_assert_eq!(
-                staged.scan("t", &[p], &CkRange::all(), order, limit).unwrap(),
-                reference.scan("t", &[p], &CkRange::all(), order, limit).unwrap()
+                staged.scan("t", &pk, &CkRange::all(), order, limit).unwrap(),
+                reference.scan("t", &pk, &CkRange::all(), order, limit).unwrap()
+            );
+            prop_assert_eq!(
+                staged.scan("t", &pk, &CkRange::after(&[a]), order, limit).unwrap(),
+                reference.scan("t", &pk, &CkRange::after(&[a]), order, limit).unwrap()
             );
         }
         // Committing the staged batch gives the reference state.
         base.apply(staged.into_batch()).unwrap();
-        for p in 0u8..2 {
+        for p in 0u8..PKS {
             prop_assert_eq!(
-                base.scan("t", &[p], &CkRange::all(), Order::Asc, 100).unwrap(),
-                reference.scan("t", &[p], &CkRange::all(), Order::Asc, 100).unwrap()
+                base.scan("t", &pk(p), &CkRange::all(), Order::Asc, 100).unwrap(),
+                reference.scan("t", &pk(p), &CkRange::all(), Order::Asc, 100).unwrap()
             );
         }
     }
