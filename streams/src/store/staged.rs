@@ -78,16 +78,7 @@ fn empty_range(range: &CkRange) -> bool {
 
 /// A clustering-key bound within the partition `prefix`, as a flat-key bound.
 fn flat_bound(prefix: &[u8], b: &Bound<Vec<u8>>) -> Bound<Vec<u8>> {
-    let with = |ck: &[u8]| {
-        let mut k = prefix.to_vec();
-        k.extend_from_slice(ck);
-        k
-    };
-    match b {
-        Bound::Included(ck) => Bound::Included(with(ck)),
-        Bound::Excluded(ck) => Bound::Excluded(with(ck)),
-        Bound::Unbounded => Bound::Unbounded,
-    }
+    b.as_ref().map(|ck| [prefix, ck].concat())
 }
 
 impl Staged {

@@ -405,15 +405,7 @@ async fn popular_authors_are_pulled_at_read_time() {
     // Deletion reaches every copy: `early` was backfilled into the first fans' feeds before the
     // author was pulled; `famous` was only ever in the author's own feed.
     let stored = |w: &World, user: Uuid| -> Vec<Vec<u8>> {
-        w.store
-            .scan(
-                philo_streams::social::tables::FEED,
-                user.as_bytes(),
-                &philo_streams::store::CkRange::all(),
-                philo_streams::store::Order::Asc,
-                usize::MAX,
-            )
-            .unwrap()
+        w.feed_rows(user)
             .into_iter()
             .map(|r| r.ck.to_vec())
             .collect()
@@ -463,16 +455,7 @@ async fn feeds_are_capped_and_paginate_without_gaps() {
     let newest: Vec<_> = posts.iter().rev().take(40).copied().collect();
     assert_eq!(feed, newest, "the 40 newest, newest first, no gaps");
     // Stored rows stay within cap + slack.
-    let rows = w
-        .store
-        .scan(
-            philo_streams::social::tables::FEED,
-            reader.as_bytes(),
-            &philo_streams::store::CkRange::all(),
-            philo_streams::store::Order::Asc,
-            usize::MAX,
-        )
-        .unwrap();
+    let rows = w.feed_rows(reader);
     assert!(rows.len() <= 45, "{} rows stored", rows.len());
     // Pages of 7 cover the same items.
     let mut paged = Vec::new();

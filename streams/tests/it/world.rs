@@ -9,7 +9,7 @@ use philo_events::{Action, Envelope};
 use philo_streams::job::{Job, JobConfig, StepStats};
 use philo_streams::read::SocialViews;
 use philo_streams::social::{SocialConfig, SocialProcessor};
-use philo_streams::store::{EmbeddedStore, EmbeddedStoreConfig, StateStore};
+use philo_streams::store::{CkRange, EmbeddedStore, EmbeddedStoreConfig, Order, Row, StateStore};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -111,6 +111,20 @@ impl World {
                 None => return out,
             }
         }
+    }
+
+    /// The rows stored in `user`'s feed table (what the store holds, before any read-time
+    /// merging or filtering).
+    pub fn feed_rows(&self, user: Uuid) -> Vec<Row> {
+        self.store
+            .scan(
+                philo_streams::social::tables::FEED,
+                user.as_bytes(),
+                &CkRange::all(),
+                Order::Asc,
+                usize::MAX,
+            )
+            .unwrap()
     }
 
     /// Reasons of this job's failed actions, by action id.
