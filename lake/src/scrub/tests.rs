@@ -6,6 +6,8 @@ use super::checks::luhn;
 use super::*;
 
 static SCRUBBER: LazyLock<Scrubber> = LazyLock::new(Scrubber::new);
+/// Scans every pass over the text itself: what the ASCII stand-in must agree with.
+static REFERENCE: LazyLock<Scrubber> = LazyLock::new(Scrubber::without_stand_in);
 const ANN: &str = "0123456789abcdef0123456789abcdef";
 const BOB: &str = "c0ffee00c0ffee00c0ffee00c0ffee00";
 
@@ -222,6 +224,34 @@ fn ibans() {
     assert_kept(&["AB12 hello world this is text", "MP3S ARE GREAT FOR MUSIC"]);
 }
 
+/// Next to a non-ASCII character, an IBAN or an IPv4 address starts or ends a word as the
+/// regex crate's Unicode `\b` sees it: glued to a letter, a digit of another script or a mark
+/// it is part of a word; next to a dash, a symbol or `²` it stands alone.
+#[test]
+fn unicode_neighbours_bound_ibans_and_ip_addresses() {
+    let cases = [
+        ("é10.0.0.1", PiiKind::IpAddress, 0),
+        ("10.0.0.1٣", PiiKind::IpAddress, 0),
+        ("a\u{301}10.0.0.1", PiiKind::IpAddress, 0),
+        ("—10.0.0.1—", PiiKind::IpAddress, 1),
+        ("²10.0.0.1€", PiiKind::IpAddress, 1),
+        ("中 10.0.0.1 中", PiiKind::IpAddress, 1),
+        ("éDE89370400440532013000", PiiKind::Iban, 0),
+        ("DE89370400440532013000ß", PiiKind::Iban, 0),
+        ("«DE89370400440532013000»", PiiKind::Iban, 1),
+        (
+            "Zürich: DE89 3704 0044 0532 0130 00 — merci",
+            PiiKind::Iban,
+            1,
+        ),
+    ];
+    for (text, kind, n) in cases {
+        let s = scrub(text);
+        assert_eq!(s.count(kind), n, "{text:?}: {s:?}");
+        assert_eq!(s, REFERENCE.scrub(text, &lookup), "{text:?}");
+    }
+}
+
 #[test]
 fn ip_addresses() {
     for ip in [
@@ -423,6 +453,24 @@ proptest! {
         let (head, tail) = (format!("{before} "), format!(" {after}"));
         prop_assert!(out.text.starts_with(&head));
         prop_assert!(out.text.ends_with(&tail));
+    }
+
+    /// Non-ASCII text (word characters of every kind the regex crate's `\b` knows: letters,
+    /// decimal digits of other scripts, combining marks; and non-word ones: dashes, symbols,
+    /// `²`, which Rust calls alphanumeric and the regex crate does not) glued to IBANs, IP
+    /// addresses and the rest: the stand-in scrubs it exactly as scanning the text does.
+    #[test]
+    fn the_ascii_stand_in_scrubs_exactly_like_the_text(
+        pieces in prop::collection::vec(prop_oneof![
+            "[a-zA-Z0-9 .:@_#-]{0,6}",
+            "[é—٣\u{301}²€中ß\u{a0}]{1,2}",
+            Just("10.0.0.1".to_owned()),
+            Just("fe80::1".to_owned()),
+            (0u8..6, prop::collection::vec(any::<u8>(), 8)).prop_map(|(k, seed)| pii(k, &seed)),
+        ], 0..12)
+    ) {
+        let text = pieces.concat();
+        prop_assert_eq!(SCRUBBER.scrub(&text, &lookup), REFERENCE.scrub(&text, &lookup));
     }
 
     #[test]
