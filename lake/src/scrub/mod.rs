@@ -321,7 +321,6 @@ impl Scrubber {
         // The IBAN and IPv4 patterns match ASCII only and look at their neighbours only
         // through `\b` and the ASCII checks below, so scanning the ASCII stand-in of a
         // non-ASCII text finds the same matches at the same offsets, with the fast engine.
-        let changed = |before: &str, after: &str| before != after;
         let mut stand_in = self.stand_in_of(&text);
         let after = self.pass(
             &text,
@@ -339,7 +338,7 @@ impl Scrubber {
                 }
             },
         );
-        if changed(&text, &after) {
+        if after != text {
             present = Present::of(&after);
             stand_in = self.stand_in_of(&after);
         }
@@ -354,7 +353,7 @@ impl Scrubber {
                     out.push(Edit::token(s, end, PiiKind::IpAddress));
                 }
             });
-            if changed(&text, &after) {
+            if after != text {
                 stand_in = self.stand_in_of(&after);
             }
             text = after;
