@@ -107,6 +107,10 @@ pub struct FeedArgs {
     /// always runs in process on the embedded log).
     #[arg(long, default_value = "embedded")]
     pub log: String,
+    /// Run the freshness server without the lake's anonymizer (`lake.enabled = false`), as a
+    /// deployment at scale does, where the lake is its own role on other machines.
+    #[arg(long)]
+    pub without_lake: bool,
 }
 
 impl FeedArgs {
@@ -428,6 +432,7 @@ async fn freshness(args: &FeedArgs, dir: &Path) -> Result<Freshness> {
     std::fs::create_dir_all(dir)?;
     let env = [
         ("PHILO__LOG__BACKEND", args.log.clone()),
+        ("PHILO__LAKE__ENABLED", (!args.without_lake).to_string()),
         (
             "PHILO__INGEST__RATE_LIMIT_PER_SECOND",
             "10000000".to_owned(),
@@ -961,11 +966,12 @@ fn print(args: &FeedArgs, fanout: Option<&Fanout>, fresh: Option<&Freshness>) ->
     }
     if let Some(f) = fresh {
         println!(
-            "  ingest under read load               {:>12.0} actions/s (asked {}, batches of {}; {} failed requests)",
+            "  ingest under read load               {:>12.0} actions/s (asked {}, batches of {}; {} failed requests; lake {})",
             f.ingest.rate(),
             args.ingest_rate,
             args.ingest_batch,
-            f.ingest.failed
+            f.ingest.failed,
+            if args.without_lake { "off" } else { "on" }
         );
         println!(
             "  freshness: 202 -> follower's feed    p50 {:>7.2} ms   p99 {:>7.2} ms ({} probes, {} past page 1, {} missing, {} failed; target p99 <= 50 ms: {})",
@@ -993,6 +999,7 @@ fn print(args: &FeedArgs, fanout: Option<&Fanout>, fresh: Option<&Freshness>) ->
         out.extend(
             json!({
                 "ingest_actions_per_s": f.ingest.rate(), "ingest_failed": f.ingest.failed,
+                "lake": !args.without_lake,
                 "freshness_p50_ms": f.fresh.ms(0.5), "freshness_p99_ms": f.fresh.ms(0.99),
                 "freshness_probes": f.fresh.ok, "freshness_past_first_page": f.later_page,
                 "freshness_missing": f.missing,

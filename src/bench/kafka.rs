@@ -33,6 +33,9 @@ pub struct KafkaArgs {
     /// Seconds of the freshness phase.
     #[arg(long, default_value_t = 15)]
     pub freshness_seconds: u64,
+    /// Run the freshness phase's server without the lake's anonymizer (see `bench feed`).
+    #[arg(long)]
+    pub without_lake: bool,
     /// Also print the results as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -59,6 +62,7 @@ pub async fn run(args: KafkaArgs) -> Result<()> {
         ingest_workers: 64,
         read_rate: args.read_rate,
         log: args.broker.clone(),
+        without_lake: args.without_lake,
         ..FeedArgs::defaults()
     })
     .await?;
@@ -82,9 +86,10 @@ pub async fn run(args: KafkaArgs) -> Result<()> {
         println!("  {label:<31} {e:>10.1} {k:>12.1} {:>12.2}", k / e);
     }
     println!(
-        "  post-to-feed freshness on Kafka at {:.0} actions/s offered ({:.0} achieved): p50 {:.1} ms, p99 {:.1} ms (target p99 <= 500){}",
+        "  post-to-feed freshness on Kafka at {:.0} actions/s offered ({:.0} achieved, lake {}): p50 {:.1} ms, p99 {:.1} ms (target p99 <= 500){}",
         args.ingest_rate,
         f(&fresh, "ingest_actions_per_s"),
+        if args.without_lake { "off" } else { "on" },
         f(&fresh, "freshness_p50_ms"),
         f(&fresh, "freshness_p99_ms"),
         if f(&fresh, "freshness_p99_ms") <= 500.0 {

@@ -13,9 +13,9 @@
 //!    [`Processor`] turn it into a [`WriteBatch`]; the runner adds the marker and applies the
 //!    batch atomically. Reads of the next action see the writes of the previous one.
 //! 4. Write the new positions into the store, `sync` once (one fsync per step; the store makes
-//!    batches durable in order, so positions never get ahead of outputs), commit the positions
-//!    to the log's consumer group (for lag monitoring and Kafka), and publish progress for reads
-//!    that wait on `after=`.
+//!    batches durable in order, so positions never get ahead of outputs), publish progress for
+//!    reads that wait on `after=`, and commit the positions to the log's consumer group (for lag
+//!    monitoring and Kafka) in the background, beside the next steps.
 //!
 //! After a crash the job resumes from the positions in the store. Everything after them is
 //! replayed; actions whose marker survived are skipped, the rest are applied once.
@@ -282,6 +282,10 @@ pub struct Job<P: Processor> {
     shards: Arc<Shards>,
     /// The consumer-group member the job commits through, when it shares the work.
     member: Option<Arc<dyn GroupMember>>,
+    /// The consumer-group commit in flight, if any: it runs beside the next steps.
+    commit_task: Option<tokio::task::JoinHandle<()>>,
+    /// Whether positions advanced since the last commit began.
+    commit_due: bool,
 }
 
 struct PartitionRead {
@@ -379,6 +383,8 @@ impl<P: Processor> Job<P> {
             progress,
             shards,
             member: None,
+            commit_task: None,
+            commit_due: false,
         })
     }
 
@@ -576,6 +582,7 @@ impl<P: Processor> Job<P> {
         // every partition's sample (ADR 009). Later records wait for the next step. Elsewhere
         // (one consistent cut: the embedded log) a cheap hint of the high watermark will do.
         let strict = limit.is_none() && !self.log.consistent_sample();
+        let name = self.processor.name();
         let sampled_at = chrono::Utc::now();
         let log = &*self.log;
         let watermarks =
@@ -587,6 +594,7 @@ impl<P: Processor> Job<P> {
                 }
             }))
             .await?;
+        crate::metrics::phase(name, "sample", started.elapsed());
         // What to read of each partition: (partition, from, how many, high watermark, bound).
         let mut wanted = Vec::with_capacity(watermarks.len());
         for (p, wm) in watermarks.into_iter().enumerate() {
@@ -610,6 +618,7 @@ impl<P: Processor> Job<P> {
         }
         // The partitions are read concurrently: against a remote log each read is a round
         // trip, and a step waits for the slowest one rather than for their sum.
+        let phase_started = Instant::now();
         let got = futures::future::try_join_all(
             wanted
                 .iter()
@@ -629,8 +638,11 @@ impl<P: Processor> Job<P> {
         }
         if reads.iter().all(|r| r.records.is_empty()) {
             self.progress.publish(&self.positions, caught_up);
+            self.start_commit();
             return Ok(StepStats::default());
         }
+        crate::metrics::phase(name, "read", phase_started.elapsed());
+        let phase_started = Instant::now();
         let store = self.store.clone();
         // The whole step is staged and committed as one atomic batch: a crash leaves the store
         // at a step boundary (outputs, markers and positions together), never inside a step.
@@ -648,11 +660,16 @@ impl<P: Processor> Job<P> {
             self.processor.reset();
             return Err(e);
         }
-        let name = self.processor.name();
-        if let Err(e) = self.publish_failures(&failures).await {
-            self.processor.reset();
-            return Err(e);
+        crate::metrics::phase(name, "apply", phase_started.elapsed());
+        let phase_started = Instant::now();
+        if !failures.is_empty() {
+            if let Err(e) = self.publish_failures(&failures).await {
+                self.processor.reset();
+                return Err(e);
+            }
+            crate::metrics::phase(name, "publish", phase_started.elapsed());
         }
+        let phase_started = Instant::now();
         let mut batch = staged.into_batch();
         let rows = batch.len();
         for (p, &offset) in next.iter().enumerate() {
@@ -669,38 +686,63 @@ impl<P: Processor> Job<P> {
             self.processor.reset();
             return Err(e.into());
         }
+        crate::metrics::phase(name, "sync", phase_started.elapsed());
         crate::metrics::step_rows(name, rows);
-        let committed: Vec<Position> = next
-            .iter()
-            .enumerate()
-            .filter(|&(p, &o)| o != self.positions[p])
-            .map(|(p, &o)| Position {
-                partition: p as u32,
-                offset: o,
-            })
-            .collect();
+        self.commit_due |= next != self.positions;
         self.positions = next;
         crate::metrics::positions(name, &self.positions);
         // Readers waiting on these positions go first: the store already holds them durably.
         self.progress.publish(&self.positions, caught_up);
-        // The store holds the authoritative positions; the group commit is for lag monitoring
-        // and for Kafka tooling, so a failure here is logged, not fatal. A member of a shared
-        // group commits the partitions it holds.
-        let commit = match &self.member {
-            Some(member) => {
-                let held: Vec<Position> = committed
-                    .into_iter()
-                    .filter(|p| self.shards.owns_partition(p.partition))
-                    .collect();
-                member.commit(&held).await
-            }
-            None => self.log.commit(name, ACTIONS_TOPIC, &committed).await,
-        };
-        if let Err(e) = commit {
-            tracing::warn!(job = name, error = %e, "committing the consumer-group position failed");
-        }
+        self.start_commit();
         crate::metrics::step(name, &stats, started.elapsed());
         Ok(stats)
+    }
+
+    /// Commits the positions to the log's consumer group in the background, unless a commit is
+    /// still in flight (then a later step commits, positions being cumulative). The store holds
+    /// the authoritative positions; the group commit is for lag monitoring and Kafka tooling,
+    /// so it stays off the step's path (against a broker it is a round trip that freshness
+    /// would otherwise pay on every step) and a failure is logged, not fatal. A member of a
+    /// shared group commits the partitions it holds.
+    fn start_commit(&mut self) {
+        if !self.commit_due || self.commit_task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        self.commit_due = false;
+        let positions: Vec<Position> = self
+            .positions
+            .iter()
+            .enumerate()
+            .map(|(p, &offset)| Position {
+                partition: p as u32,
+                offset,
+            })
+            .filter(|p| self.member.is_none() || self.shards.owns_partition(p.partition))
+            .collect();
+        let (member, log, name) = (self.member.clone(), self.log.clone(), self.processor.name());
+        self.commit_task = Some(tokio::spawn(async move {
+            let started = Instant::now();
+            let commit = match member {
+                Some(member) => member.commit(&positions).await,
+                None => log.commit(name, ACTIONS_TOPIC, &positions).await,
+            };
+            if let Err(e) = commit {
+                tracing::warn!(job = name, error = %e, "committing the consumer-group position failed");
+            }
+            crate::metrics::phase(name, "commit", started.elapsed());
+        }));
+    }
+
+    /// Waits for the consumer-group commit in flight and commits what is still due (before the
+    /// job stops, so the group's positions end where the store's do).
+    pub async fn finish_commits(&mut self) {
+        if let Some(task) = self.commit_task.take() {
+            let _ = task.await;
+        }
+        self.start_commit();
+        if let Some(task) = self.commit_task.take() {
+            let _ = task.await;
+        }
     }
 
     /// Appends the step's failed actions to the failed topic, if the job has one. Keyed by

@@ -13,6 +13,14 @@ pub(crate) fn step(job: &'static str, s: &StepStats, took: Duration) {
     metrics::histogram!("philo_streams_step_seconds", "job" => job).record(took.as_secs_f64());
 }
 
+/// Time of one phase of a step: `sample` (watermarks), `read`, `apply` (processing and
+/// aggregation), `publish` (failed actions to their topic), `sync` (the store's atomic batch and
+/// fsync), `commit` (the consumer-group commit, off the step's path).
+pub(crate) fn phase(job: &'static str, phase: &'static str, took: Duration) {
+    metrics::histogram!("philo_streams_step_phase_seconds", "job" => job, "phase" => phase)
+        .record(took.as_secs_f64());
+}
+
 pub(crate) fn failed(job: &'static str, reason: &'static str) {
     metrics::counter!("philo_streams_failed_actions_total", "job" => job, "reason" => reason)
         .increment(1);

@@ -211,6 +211,7 @@ async fn run_job(
             idle = config.job.idle_poll;
         }
     }
+    job.finish_commits().await;
     Ok(())
 }
 

@@ -9,6 +9,12 @@
 //! Feeds are capped: once a feed holds more than `feed_cap` plus a slack of 1/8, its oldest rows
 //! are deleted down to `feed_cap` (trimming in steps keeps the per-delivery cost flat). A user
 //! who follows very many accounts therefore costs bounded storage however much they receive.
+//!
+//! Trimming deletes the oldest rows, which sort last; in the LSM store their tombstones stay
+//! until compaction, so a scan for "the oldest rows" from the end would walk every tombstone
+//! of every earlier trim (quadratic in the feed's history, and most of the job's CPU once
+//! feeds are full). The processor therefore keeps, per list, a *floor*: a clustering key above
+//! which no row of that list is live (see [`Floors`]); the trim scan starts at it.
 
 use bytes::Bytes;
 use uuid::Uuid;
@@ -18,6 +24,48 @@ use super::{Ctx, SocialProcessor, keys, tables};
 use crate::store::{CkRange, Order, StoreError};
 
 pub(crate) const AUTHOR_ITEMS_STAT: &str = "author_items";
+
+/// Per user, the clustering key of the oldest row a newest-first list may still hold live:
+/// every row with a greater key is deleted (or never existed). Learned by a trim, raised by
+/// every insert past it, still valid after deletions; unknown means "scan from the end". A cache
+/// of the job's state: cleared on [`crate::job::Processor::reset`], since a failed step's
+/// discarded writes may have set it.
+#[derive(Debug, Default)]
+pub(crate) struct Floors(std::collections::HashMap<Uuid, [u8; 16]>);
+
+impl Floors {
+    /// The range holding every live row of `user`'s list.
+    fn live_range(&self, user: &Uuid) -> CkRange {
+        match self.0.get(user) {
+            Some(f) => CkRange {
+                start: std::ops::Bound::Unbounded,
+                end: std::ops::Bound::Included(f.to_vec()),
+            },
+            None => CkRange::all(),
+        }
+    }
+
+    /// A row with key `ck` is (or may become) live: the floor, where known, covers it.
+    fn raise(&mut self, user: &Uuid, ck: &[u8; 16]) {
+        if let Some(f) = self.0.get_mut(user)
+            && *ck > *f
+        {
+            *f = *ck;
+        }
+    }
+
+    /// After a trim: no row greater than `ck` is live any more.
+    fn set(&mut self, user: &Uuid, ck: [u8; 16]) {
+        if self.0.len() >= 1_000_000 {
+            self.0.clear(); // bounded memory; floors are relearned by the next trims
+        }
+        self.0.insert(*user, ck);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+}
 
 fn slack(cap: usize) -> usize {
     (cap / 8).max(1)
@@ -35,7 +83,7 @@ fn feed_len(p: &mut SocialProcessor, ctx: &Ctx<'_>, user: &Uuid) -> Result<usize
         .scan(
             tables::FEED,
             user.as_bytes(),
-            &CkRange::all(),
+            &p.feed_floors.live_range(user),
             Order::Asc,
             bound,
         )?
@@ -71,13 +119,14 @@ fn deliver(
     let mut evict: Vec<[u8; 16]> = Vec::new();
     if new_len > cap + slack(cap) {
         let excess = new_len - cap;
-        // The oldest rows sort last (keys are complemented ids).
+        // The oldest rows sort last (keys are complemented ids); one more than the excess
+        // tells the new floor.
         let oldest = ctx.store.scan(
             tables::FEED,
             user.as_bytes(),
-            &CkRange::all(),
+            &p.feed_floors.live_range(user),
             Order::Desc,
-            excess,
+            excess + 1,
         )?;
         let mut candidates: Vec<[u8; 16]> = oldest
             .iter()
@@ -85,8 +134,17 @@ fn deliver(
             .chain(items.iter().map(|(id, _, _)| keys::desc(id)))
             .collect();
         candidates.sort_unstable_by(|a, b| b.cmp(a));
+        // Rows the scan did not reach sort before every scanned one, so the first candidate
+        // kept is the oldest live row. None kept: the feed is empty and the old floor holds.
+        if let Some(&kept) = candidates.get(excess) {
+            p.feed_floors.set(user, kept);
+        }
         candidates.truncate(excess);
         evict = candidates;
+    } else {
+        for (id, _, _) in items {
+            p.feed_floors.raise(user, &keys::desc(id));
+        }
     }
     let pk = keys::id(user);
     for (id, author, kind) in items {
@@ -120,12 +178,15 @@ pub(crate) fn publish(
 ) -> Result<(), StoreError> {
     let (item, kind) = (doc.id, doc.kind);
     let author = ctx.actor();
+    let item_ck = keys::desc(&item);
     ctx.batch.put(
         tables::AUTHOR_ITEMS,
         keys::id(&author),
-        Bytes::copy_from_slice(&keys::desc(&item)),
+        Bytes::copy_from_slice(&item_ck),
         Bytes::copy_from_slice(&[kind.byte()]),
     );
+    // The new row is live: the floor (see [`Floors`]) must cover it before the scan below.
+    p.author_item_floors.raise(&author, &item_ck);
     let n = ctx.add(tables::USER_STATS, &author, AUTHOR_ITEMS_STAT, 1)?;
     let cap = p.config.author_items_cap as i64;
     if n > cap + slack(cap as usize) as i64 {
@@ -133,19 +194,26 @@ pub(crate) fn publish(
         let oldest = ctx.store.scan(
             tables::AUTHOR_ITEMS,
             author.as_bytes(),
-            &CkRange::all(),
+            &p.author_item_floors.live_range(&author),
             Order::Desc,
-            excess,
+            excess + 1,
         )?;
-        for r in &oldest {
+        let evicted = &oldest[..excess.min(oldest.len())];
+        for r in evicted {
             ctx.batch
                 .delete(tables::AUTHOR_ITEMS, keys::id(&author), r.ck.clone());
+        }
+        if let Some(kept) = oldest
+            .get(excess)
+            .and_then(|r| r.ck.as_ref().try_into().ok())
+        {
+            p.author_item_floors.set(&author, kept);
         }
         ctx.add(
             tables::USER_STATS,
             &author,
             AUTHOR_ITEMS_STAT,
-            -(oldest.len() as i64),
+            -(evicted.len() as i64),
         )?;
     }
     let entry = [(item, author, kind)];
@@ -214,7 +282,7 @@ pub(crate) fn remove_author(
     let rows = ctx.store.scan(
         tables::FEED,
         user.as_bytes(),
-        &CkRange::all(),
+        &p.feed_floors.live_range(user),
         Order::Asc,
         usize::MAX,
     )?;

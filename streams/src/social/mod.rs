@@ -191,6 +191,10 @@ pub struct SocialProcessor {
     /// Exact number of rows in each feed seen so far; filled by counting on a miss, so it is a
     /// function of the store and survives restarts by recomputation.
     feed_len: HashMap<Uuid, usize>,
+    /// Where each feed's and each author's recent-items list's live rows end (trim scans
+    /// start there instead of walking earlier trims' tombstones).
+    feed_floors: feed::Floors,
+    author_item_floors: feed::Floors,
     notify: notify::NotifyCache,
     /// Per user: `None` unknown, `Some(erased)` registered. An exact function of the store,
     /// refilled on a miss; saves decoding the profile on every action.
@@ -209,6 +213,8 @@ impl SocialProcessor {
             shards: Arc::new(Shards::all(0)),
             config,
             feed_len: HashMap::new(),
+            feed_floors: feed::Floors::default(),
+            author_item_floors: feed::Floors::default(),
             notify: notify::NotifyCache::default(),
             users: HashMap::new(),
             facts: Vec::new(),
@@ -433,6 +439,8 @@ impl Processor for SocialProcessor {
         self.facts.clear();
         self.users.clear();
         self.feed_len.clear();
+        self.feed_floors.clear();
+        self.author_item_floors.clear();
         self.notify = notify::NotifyCache::default();
     }
 

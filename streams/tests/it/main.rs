@@ -1,4 +1,5 @@
 //! Integration tests for `philo-streams`.
+mod commit;
 mod determinism;
 mod golden;
 mod notifications;
@@ -7,4 +8,5 @@ mod social;
 mod staged;
 mod store_contract;
 mod store_embedded;
+mod trims;
 mod world;
