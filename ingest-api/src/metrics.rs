@@ -12,6 +12,15 @@ pub(crate) fn appended(actions: usize, took: Duration) {
     metrics::histogram!("philo_ingest_append_duration_seconds").record(took.as_secs_f64());
 }
 
+/// A read with `after=` that had to wait for the views: how long, split into the watermark
+/// check (`check`, a broker round trip on Kafka) and the wait for the stream job (`views`).
+pub(crate) fn read_wait(check: Duration, views: Duration) {
+    metrics::histogram!("philo_ingest_read_after_wait_seconds", "part" => "check")
+        .record(check.as_secs_f64());
+    metrics::histogram!("philo_ingest_read_after_wait_seconds", "part" => "views")
+        .record(views.as_secs_f64());
+}
+
 /// An action refused, by error code.
 pub(crate) fn rejected(code: &str) {
     metrics::counter!("philo_ingest_actions_rejected_total", "code" => code.to_owned())

@@ -585,19 +585,22 @@ impl<P: Processor> Job<P> {
         let name = self.processor.name();
         let sampled_at = chrono::Utc::now();
         let log = &*self.log;
-        let watermarks =
-            futures::future::try_join_all((0..self.positions.len() as u32).map(|p| async move {
-                if strict {
-                    log.watermarks(ACTIONS_TOPIC, p).await
-                } else {
-                    log.watermarks_hint(ACTIONS_TOPIC, p).await
-                }
-            }))
-            .await?;
+        let watermarks = if strict {
+            log.watermarks_all(ACTIONS_TOPIC).await?
+        } else {
+            futures::future::try_join_all(
+                (0..self.positions.len() as u32).map(|p| log.watermarks_hint(ACTIONS_TOPIC, p)),
+            )
+            .await?
+        };
         crate::metrics::phase(name, "sample", started.elapsed());
         // What to read of each partition: (partition, from, how many, high watermark, bound).
         let mut wanted = Vec::with_capacity(watermarks.len());
-        for (p, wm) in watermarks.into_iter().enumerate() {
+        for (p, wm) in watermarks
+            .into_iter()
+            .enumerate()
+            .take(self.positions.len())
+        {
             let mut high = wm.high;
             if let Some(limit) = limit {
                 high = high.min(limit[p]);

@@ -139,6 +139,39 @@ pub async fn watermark_hints(log: Arc<dyn Log>) {
     assert_eq!(values, [&b"20"[..], b"21", b"22", b"23", b"24"]);
 }
 
+/// The watermarks of every partition at once equal those asked partition by partition.
+pub async fn watermarks_of_every_partition(log: Arc<dyn Log>) {
+    let t = topic("all-watermarks");
+    log.create_topic(&t, 4).await.unwrap();
+    let empty = log.watermarks_all(&t).await.unwrap();
+    assert_eq!(empty.len(), 4);
+    assert!(empty.iter().all(|w| w.low == 0 && w.high == 0), "{empty:?}");
+    let positions = log
+        .append(
+            &t,
+            (0..60)
+                .map(|i| rec(&format!("k{i}"), i.to_string()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let all = log.watermarks_all(&t).await.unwrap();
+    assert_eq!(all.len(), 4);
+    for (p, wm) in all.iter().enumerate() {
+        assert_eq!(
+            *wm,
+            log.watermarks(&t, p as u32).await.unwrap(),
+            "partition {p}"
+        );
+        let appended = positions.iter().filter(|x| x.partition == p as u32).count();
+        assert_eq!((wm.low, wm.high), (0, appended as u64), "partition {p}");
+    }
+    assert!(matches!(
+        log.watermarks_all("no-such-topic").await,
+        Err(LogError::TopicNotFound(_))
+    ));
+}
+
 /// Headers survive the trip.
 pub async fn headers_roundtrip(log: Arc<dyn Log>) {
     let t = topic("headers");
@@ -265,7 +298,8 @@ macro_rules! log_contract_suite {
     ($make:expr) => {
         $crate::log_contract_suite!(@tests $make;
             append_assigns_dense_offsets, same_key_keeps_order_and_content, read_ranges,
-            headers_roundtrip, concurrent_appends, committed_positions, errors, watermark_hints);
+            headers_roundtrip, concurrent_appends, committed_positions, errors, watermark_hints,
+            watermarks_of_every_partition);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

@@ -455,6 +455,43 @@ impl Inner {
         })
     }
 
+    /// Every partition's watermarks in two `ListOffsets` requests (latest, then earliest, for
+    /// all partitions at once) rather than two per partition. A partition answered with
+    /// something other than an offset is asked on its own.
+    fn watermarks_all_blocking(&self, topic: &str) -> Result<Vec<Watermarks>, LogError> {
+        let partitions = self.partition_count(topic)?;
+        let consumer = self.group("philo-log-watermarks")?;
+        let ask = |bound: Offset| -> Result<Vec<Option<u64>>, LogError> {
+            let mut tpl = TopicPartitionList::with_capacity(partitions as usize);
+            for p in 0..partitions {
+                tpl.add_partition_offset(topic, p as i32, bound)
+                    .map_err(|e| kafka("watermarks", e))?;
+            }
+            let answered = consumer
+                .offsets_for_times(tpl, self.config.request_timeout)
+                .map_err(|e| kafka("watermarks", e))?;
+            let mut out = vec![None; partitions as usize];
+            for e in answered.elements_for_topic(topic) {
+                if let (Offset::Offset(o), Ok(()), Some(slot)) = (
+                    e.offset(),
+                    e.error(),
+                    out.get_mut(e.partition().max(0) as usize),
+                ) {
+                    *slot = Some(o.max(0) as u64);
+                }
+            }
+            Ok(out)
+        };
+        let high = ask(Offset::End)?;
+        let low = ask(Offset::Beginning)?;
+        (0..partitions)
+            .map(|p| match (low[p as usize], high[p as usize]) {
+                (Some(low), Some(high)) => Ok(Watermarks { low, high }),
+                _ => self.watermarks_blocking(topic, p),
+            })
+            .collect()
+    }
+
     /// Tells the partition's reader (if it has one) a queried watermark, so a read that
     /// follows (a live step queries, then reads) needs no second round trip. Never called
     /// with the reader's lock held.
@@ -856,6 +893,18 @@ impl Log for KafkaLog {
 
     fn consistent_sample(&self) -> bool {
         false
+    }
+
+    async fn watermarks_all(&self, topic: &str) -> Result<Vec<Watermarks>, LogError> {
+        let (inner, topic) = (self.inner.clone(), topic.to_owned());
+        blocking(move || {
+            let all = inner.watermarks_all_blocking(&topic)?;
+            for (p, wm) in all.iter().enumerate() {
+                inner.saw_watermarks(&topic, p as u32, *wm);
+            }
+            Ok(all)
+        })
+        .await
     }
 
     async fn watermarks_hint(&self, topic: &str, partition: u32) -> Result<Watermarks, LogError> {

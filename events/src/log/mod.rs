@@ -201,6 +201,15 @@ pub trait Log: Send + Sync + 'static {
     /// The retained range of one partition.
     async fn watermarks(&self, topic: &str, partition: u32) -> Result<Watermarks, LogError>;
 
+    /// The retained range of every partition of `topic`, in partition order. The default asks
+    /// [`Log::watermarks`] for each partition, concurrently; Kafka asks the cluster once per
+    /// bound for all of them (one `ListOffsets` request per leader instead of two per
+    /// partition), which is what a stream job's live step pays on every step.
+    async fn watermarks_all(&self, topic: &str) -> Result<Vec<Watermarks>, LogError> {
+        let partitions = self.partitions(topic).await?;
+        futures::future::try_join_all((0..partitions).map(|p| self.watermarks(topic, p))).await
+    }
+
     /// A cheap sample of the retained range for a consumer that polls in a loop: `high` may lag
     /// the true high watermark but never passes it, `low` may be stale. The default asks
     /// [`Log::watermarks`]; Kafka answers from what its partition reader has already fetched,

@@ -231,6 +231,7 @@ pub(crate) async fn ready(state: &AppState, after: Option<&str>) -> Result<ReadS
     if reads.progress.covers(pos) {
         return Ok(reads);
     }
+    let started = std::time::Instant::now();
     let high = state
         .log
         .watermarks(ACTIONS_TOPIC, pos.partition)
@@ -250,7 +251,10 @@ pub(crate) async fn ready(state: &AppState, after: Option<&str>) -> Result<ReadS
         )
         .field("after"));
     }
-    if reads.progress.wait_for(pos, state.config.read_wait()).await {
+    let checked = std::time::Instant::now();
+    let covered = reads.progress.wait_for(pos, state.config.read_wait()).await;
+    crate::metrics::read_wait(checked - started, checked.elapsed());
+    if covered {
         Ok(reads)
     } else {
         Err(ApiError::unavailable(
