@@ -218,6 +218,11 @@ async fn reads_rebuilds_and_roles(env: &[(&str, &str)]) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(metrics.contains("job=\"social\""), "{metrics}");
+    // Every step, idle ones too, times its watermark sample.
+    assert!(
+        metrics.contains("philo_streams_step_phase_seconds_count{job=\"social\",phase=\"sample\"}"),
+        "{metrics}"
+    );
     assert!(role.terminate().success());
 
     // The views survive restarts: a new `philo up` answers from them at once.
