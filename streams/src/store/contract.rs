@@ -79,7 +79,8 @@ fn scan_cks(
     rows.into_iter().map(|r| r.ck.to_vec()).collect()
 }
 
-fn all_rows(store: &dyn StateStore, t: &str) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+/// Every row of table `t` as `(pk, ck, value)`, in key order.
+pub fn all_rows(store: &dyn StateStore, t: &str) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     store
         .for_each(t, &mut |pk, ck, v| {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use philo_streams::job::{Job, JobConfig};
 use philo_streams::social::{SocialConfig, SocialProcessor, tables};
+use philo_streams::store::contract::all_rows;
 use philo_streams::store::{EmbeddedStore, EmbeddedStoreConfig, StateStore};
 use serde_json::json;
 use uuid::Uuid;
@@ -14,17 +15,6 @@ use crate::world::World;
 
 fn post(title: &str) -> serde_json::Value {
     json!({"type": "post.created", "title": title, "body": "body of the post", "tags": []})
-}
-
-fn rows(store: &dyn StateStore, table: &str) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
-    store
-        .for_each(table, &mut |pk, ck, v| {
-            out.push((pk.to_vec(), ck.to_vec(), v.to_vec()));
-            true
-        })
-        .unwrap();
-    out
 }
 
 #[tokio::test]
@@ -117,7 +107,7 @@ async fn trims_from_remembered_floors_equal_trims_from_the_end() {
         fresh.catch_up().await.unwrap();
     }
     for table in [tables::FEED, tables::AUTHOR_ITEMS] {
-        let (got, want) = (rows(&*w.store, table), rows(&*reference, table));
+        let (got, want) = (all_rows(&*w.store, table), all_rows(&*reference, table));
         assert!(!want.is_empty());
         assert_eq!(got, want, "table {table}");
     }
