@@ -15,7 +15,8 @@ pub struct KafkaArgs {
     /// against tansu 0.6 with normal batching: the freshness phase ends its seeding with
     /// one-record batches and keeps the load on while probing, so tansu's high-watermark bug
     /// (docs/kafka.md) can only delay what it measures. `batch_max_records=1` caps tansu at
-    /// about a thousand actions/s with the job reading.
+    /// about a thousand actions/s with the job reading. Add `fetch_wait_ms=5` against tansu:
+    /// it polls during a fetch's wait, so the default 50 ms delays every read of new records.
     #[arg(long)]
     pub broker: String,
     /// Seconds per ingest phase.

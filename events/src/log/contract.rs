@@ -107,6 +107,62 @@ pub async fn read_ranges(log: Arc<dyn Log>) {
     assert_eq!(log.read(&t, 0, 25, 100).await.unwrap().len(), 5);
 }
 
+/// Readers of several partitions of one topic, used in turn, each jump back, forward and
+/// across records already read, and every read returns exactly what was appended there (a
+/// backend may share one client between a topic's partitions; no partition sees another's
+/// records, and no seek shows stale ones).
+pub async fn reads_jump_across_partitions(log: Arc<dyn Log>) {
+    let t = topic("jumps");
+    log.create_topic(&t, 3).await.unwrap();
+    let records: Vec<Record> = (0..300)
+        .map(|i| rec(&format!("k{}", i % 11), i.to_string()))
+        .collect();
+    let positions = log.append(&t, records).await.unwrap();
+    let mut expected: HashMap<u32, Vec<String>> = HashMap::new();
+    for (i, p) in positions.iter().enumerate() {
+        let values = expected.entry(p.partition).or_default();
+        assert_eq!(p.offset, values.len() as u64);
+        values.push(i.to_string());
+    }
+    assert!(expected.len() > 1, "11 keys over 3 partitions must spread");
+    let check = |partition: u32, from: u64, got: &[super::StoredRecord]| {
+        let want = &expected[&partition][from as usize..from as usize + got.len()];
+        let values: Vec<String> = got
+            .iter()
+            .map(|r| String::from_utf8(r.value.to_vec()).unwrap())
+            .collect();
+        assert_eq!(values, want, "partition {partition} from {from}");
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!((r.partition, r.offset), (partition, from + i as u64));
+        }
+    };
+    let mut partitions: Vec<u32> = expected.keys().copied().collect();
+    partitions.sort_unstable();
+    // Forward through every partition, interleaved, then back to the start, into the middle
+    // and to the last record.
+    for round in 0..4u64 {
+        for &p in &partitions {
+            let len = expected[&p].len() as u64;
+            let from = match round {
+                0 => 0,
+                1 => len / 2,
+                2 => 1.min(len - 1),
+                _ => len - 1,
+            };
+            // A hint first: a backend may move what it fetched ahead into its own buffer.
+            let hint = log.watermarks_hint(&t, p).await.unwrap();
+            assert!(hint.high <= len, "{hint:?}");
+            let got = log.read(&t, p, from, 7).await.unwrap();
+            assert_eq!(
+                got.len() as u64,
+                7.min(len - from),
+                "partition {p} from {from}"
+            );
+            check(p, from, &got);
+        }
+    }
+}
+
 /// The watermark hint never passes the high watermark, and a consumer that keeps polling it
 /// sees new records arrive (then reads them).
 pub async fn watermark_hints(log: Arc<dyn Log>) {
@@ -299,7 +355,7 @@ macro_rules! log_contract_suite {
         $crate::log_contract_suite!(@tests $make;
             append_assigns_dense_offsets, same_key_keeps_order_and_content, read_ranges,
             headers_roundtrip, concurrent_appends, committed_positions, errors, watermark_hints,
-            watermarks_of_every_partition);
+            watermarks_of_every_partition, reads_jump_across_partitions);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

@@ -8,8 +8,10 @@
 //!   [`LogError::Unavailable`] (ingest answers 503 with `Retry-After`). A batch that fails part
 //!   way may have landed in part: Kafka has no multi-partition atomic append without
 //!   transactions, and consumers dedupe on the action id.
-//! - **Read** keeps one assign-only consumer per partition as a buffered cursor: it keeps
-//!   fetching ahead, sequential reads are served from what it fetched, a read elsewhere seeks.
+//! - **Read** keeps one assign-only consumer per topic, each partition read so far assigned to
+//!   it with its own queue (librdkafka's partition-queue split), as a buffered cursor per
+//!   partition: the consumer keeps fetching ahead for all of them in one request per broker,
+//!   sequential reads are served from what it fetched, a read elsewhere seeks.
 //!   [`Log::watermarks_hint`] answers from those fetched records without a round trip (the
 //!   stream job's steps use it); reads never pass the high watermark, which under `acks=all`
 //!   only covers replicated records.
@@ -35,7 +37,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, DefaultConsumerContext, Rebalance,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -72,6 +77,11 @@ pub struct KafkaLogConfig {
     /// How long a consumer-group member may go without a heartbeat before the group moves its
     /// partitions to the other members (`session.timeout.ms`).
     pub session_timeout: Duration,
+    /// Longest a fetch may wait at the broker for records (`fetch.wait.max.ms`). A Kafka broker
+    /// answers a fetch as soon as records arrive, so this only bounds idle round trips. tansu
+    /// 0.6 polls its storage during the wait instead, so a new record reaches a consumer up
+    /// to one wait late: runs against it set a few milliseconds (docs/kafka.md).
+    pub fetch_wait: Duration,
     /// Further librdkafka settings, applied last to every client (e.g. `security.protocol`).
     pub extra: Vec<(String, String)>,
 }
@@ -90,13 +100,14 @@ impl KafkaLogConfig {
             compression: "lz4".into(),
             batch_max_records: 10_000,
             session_timeout: Duration::from_secs(10),
+            fetch_wait: Duration::from_millis(50),
             extra: Vec::new(),
         }
     }
 
     /// Parses `kafka://host:port[,host:port…][?setting=value&…]`; settings: `replication_factor`,
     /// `linger_ms`, `delivery_timeout_ms`, `request_timeout_ms`, `compression`,
-    /// `batch_max_records`, `session_timeout_ms`.
+    /// `batch_max_records`, `session_timeout_ms`, `fetch_wait_ms`.
     pub fn from_url(url: &str) -> Result<Self, LogError> {
         let bad = |why: &str| LogError::InvalidConfig(format!("Kafka URL `{url}`: {why}"));
         let rest = url
@@ -135,6 +146,8 @@ impl KafkaLogConfig {
                 "session_timeout_ms" => {
                     config.session_timeout = Duration::from_millis(num(v)?.max(1_000))
                 }
+                // 0 would make tansu answer every fetch empty without looking.
+                "fetch_wait_ms" => config.fetch_wait = Duration::from_millis(num(v)?.max(1)),
                 other => return Err(bad(&format!("unknown setting `{other}`"))),
             }
         }
@@ -180,6 +193,8 @@ struct Inner {
     /// Partition counts of topics seen to exist.
     topics: RwLock<HashMap<String, u32>>,
     readers: Mutex<HashMap<(String, u32), SharedReader>>,
+    /// The consumer of each topic's partition readers.
+    topic_consumers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
 }
 
@@ -196,9 +211,12 @@ type SharedReader = Arc<Mutex<Reader>>;
 /// Most records a reader buffers ahead of its caller.
 const READ_AHEAD: usize = 16_384;
 
-/// One partition's consumer: a sequential cursor with the records it fetched ahead.
+/// One partition's cursor: its queue on the topic's consumer, with the records it fetched ahead.
 struct Reader {
-    consumer: BaseConsumer,
+    /// The topic's consumer, shared by its partitions' readers.
+    consumer: Arc<BaseConsumer>,
+    /// This partition's records, split from the consumer's queue (`None`: not assigned yet).
+    queue: Option<PartitionQueue<DefaultConsumerContext>>,
     /// The offset the consumer delivers next (`None`: not positioned).
     fetched: Option<u64>,
     /// Records fetched but not yet read, consecutive, ending just before `fetched`.
@@ -216,8 +234,16 @@ impl Reader {
         self.buffer.clear();
     }
 
-    /// Positions the cursor at `offset`: within what is buffered, or by re-assigning.
-    fn seek(&mut self, topic: &str, partition: u32, offset: u64) -> Result<(), LogError> {
+    /// Positions the cursor at `offset`: within what is buffered, or by seeking the partition
+    /// (assigning it first, or again when a seek is refused, as after an offset-out-of-range
+    /// error stopped its fetching).
+    fn seek(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<(), LogError> {
         let start = self.buffer.front().map(|r| r.offset).or(self.fetched);
         if let (Some(start), Some(end)) = (start, self.fetched)
             && (start..=end).contains(&offset)
@@ -227,19 +253,59 @@ impl Reader {
             }
             return Ok(());
         }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(offset as i64))
-            .map_err(|e| kafka("assign", e))?;
-        self.consumer.assign(&tpl).map_err(|e| kafka("assign", e))?;
         self.buffer.clear();
+        self.fetched = None;
+        let at = Offset::Offset(offset as i64);
+        // A seek bumps the partition's fetch version: records of earlier fetches still queued
+        // are dropped by librdkafka when polled.
+        let sought = self.queue.is_some()
+            && self
+                .consumer
+                .seek(topic, partition as i32, at, timeout)
+                .is_ok();
+        if !sought {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(topic, partition as i32);
+            if self.queue.take().is_some() {
+                self.consumer
+                    .incremental_unassign(&tpl)
+                    .map_err(|e| kafka("unassign", e))?;
+            }
+            // Split before assigning: the split marks the partition's queue as the
+            // application's, so starting to fetch does not forward it to the consumer's queue.
+            let queue = self
+                .consumer
+                .split_partition_queue(topic, partition as i32)
+                .ok_or_else(|| LogError::Storage(format!("no queue for {topic}/{partition}")))?;
+            tpl.set_partition_offset(topic, partition as i32, at)
+                .map_err(|e| kafka("assign", e))?;
+            self.consumer
+                .incremental_assign(&tpl)
+                .map_err(|e| kafka("assign", e))?;
+            self.queue = Some(queue);
+        }
         self.fetched = Some(offset);
         Ok(())
     }
 
+    /// Serves the consumer's own queue (errors not tied to a partition, callbacks), which
+    /// nothing else polls: the records are on the partitions' queues.
+    fn serve_consumer(&self) {
+        while let Some(event) = self.consumer.poll(Duration::ZERO) {
+            if let Err(e) = event {
+                tracing::debug!(error = %e, "Kafka reader");
+            }
+        }
+    }
+
     /// Moves what the consumer has already fetched into the buffer, without waiting.
     fn drain(&mut self, partition: u32) {
+        self.serve_consumer();
+        let Some(queue) = &self.queue else {
+            return;
+        };
         while self.buffer.len() < READ_AHEAD {
-            match self.consumer.poll(Duration::ZERO) {
+            match queue.poll(Duration::ZERO) {
                 Some(Ok(m)) => {
                     let at = m.offset() as u64;
                     if self.fetched.is_some_and(|f| at < f) {
@@ -271,6 +337,7 @@ impl KafkaLog {
                 admin,
                 topics: RwLock::default(),
                 readers: Mutex::default(),
+                topic_consumers: Mutex::default(),
                 groups: Mutex::default(),
             }),
         })
@@ -363,9 +430,12 @@ impl Inner {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "error")
-            // Bounded prefetch: one consumer per partition must not buffer a whole topic.
+            // Bounded prefetch, per partition (the readers split the partitions' queues).
             .set("queued.max.messages.kbytes", "8192")
-            .set("fetch.wait.max.ms", "50");
+            .set(
+                "fetch.wait.max.ms",
+                self.config.fetch_wait.as_millis().max(1).to_string(),
+            );
         self.config.finish(c)
     }
 
@@ -421,8 +491,20 @@ impl Inner {
         if let Some(r) = readers.get(&key) {
             return Ok(r.clone());
         }
+        let consumer = {
+            let mut consumers = self.topic_consumers.lock().expect("topic consumers lock");
+            match consumers.get(topic) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = Arc::new(self.consumer("philo-log-reader")?);
+                    consumers.insert(topic.to_owned(), c.clone());
+                    c
+                }
+            }
+        };
         let reader = Arc::new(Mutex::new(Reader {
-            consumer: self.consumer("philo-log-reader")?,
+            consumer,
+            queue: None,
             fetched: None,
             buffer: VecDeque::new(),
             high_seen: 0,
@@ -561,7 +643,8 @@ impl Inner {
         if want == 0 {
             return Ok(Vec::new());
         }
-        reader.seek(topic, partition, offset)?;
+        reader.seek(topic, partition, offset, self.config.request_timeout)?;
+        reader.serve_consumer();
         let mut out = Vec::with_capacity(want);
         while out.len() < want {
             match reader.buffer.pop_front() {
@@ -576,10 +659,20 @@ impl Inner {
             if left.is_zero() {
                 break;
             }
-            match reader.consumer.poll(left.min(Duration::from_millis(100))) {
+            let Some(queue) = &reader.queue else {
+                break;
+            };
+            match queue.poll(left.min(Duration::from_millis(100))) {
                 None => continue,
                 Some(Err(e)) => {
-                    if e.rdkafka_error_code() != Some(RDKafkaErrorCode::OffsetOutOfRange) {
+                    // With `auto.offset.reset=error` librdkafka reports an offset out of range
+                    // as a failed automatic reset.
+                    if !matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset
+                        )
+                    ) {
                         // Transport and leadership errors are reports: librdkafka keeps
                         // fetching on its own. Keep polling until the deadline; if nothing
                         // comes, this is what the read failed with.
@@ -1168,6 +1261,15 @@ mod tests {
         assert_eq!(c.bootstrap_servers, "a:9092,b:9093");
         assert_eq!(c.replication_factor, 3);
         assert_eq!(c.linger, Duration::from_millis(7));
+        assert_eq!(c.fetch_wait, Duration::from_millis(50));
+        let c = KafkaLogConfig::from_url("kafka://a:9092?fetch_wait_ms=5").unwrap();
+        assert_eq!(c.fetch_wait, Duration::from_millis(5));
+        let c = KafkaLogConfig::from_url("kafka://a:9092?fetch_wait_ms=0").unwrap();
+        assert_eq!(
+            c.fetch_wait,
+            Duration::from_millis(1),
+            "0 is raised to 1 ms"
+        );
         for bad in [
             "http://a:9092",
             "kafka://",
