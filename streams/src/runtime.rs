@@ -190,6 +190,10 @@ async fn run_job(
         }
     };
     let mut idle = config.job.idle_poll;
+    // Where the log signals appends (embedded), an idle job waits for the signal instead of
+    // sleeping, so a record appended during the wait is applied at once rather than after the
+    // rest of a sleep of up to `idle_poll` × 8. The wait stays bounded as a poll.
+    let mut appends = log.appends(ACTIONS_TOPIC);
     while !stop.load(Ordering::Acquire) {
         if let Some(rx) = &mut assignment {
             // Nothing is applied before the group's first assignment: the job does not yet
@@ -203,9 +207,21 @@ async fn run_job(
                 reshard(job, config, &target).await?;
             }
         }
+        if let Some(rx) = &mut appends {
+            rx.borrow_and_update();
+        }
         let s = job.step().await?;
         if s.records == 0 {
-            tokio::time::sleep(idle).await;
+            match &mut appends {
+                Some(rx) => {
+                    let waited = tokio::time::timeout(config.job.idle_poll * 8, rx.changed());
+                    if let Ok(Err(_)) = waited.await {
+                        // The log's writer is gone: no signal will come.
+                        tokio::time::sleep(idle).await;
+                    }
+                }
+                None => tokio::time::sleep(idle).await,
+            }
             idle = (idle * 2).min(config.job.idle_poll * 8);
         } else {
             idle = config.job.idle_poll;

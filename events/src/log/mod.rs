@@ -227,6 +227,15 @@ pub trait Log: Send + Sync + 'static {
         true
     }
 
+    /// A signal that changes after records were appended to `topic` (by this process), for
+    /// consumers that would otherwise poll an idle topic: they note the value, read, and when
+    /// nothing was new wait for it to change (with a bound: appends by other processes do not
+    /// signal). `None` where the backend cannot tell (Kafka: consumers poll).
+    fn appends(&self, topic: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let _ = topic;
+        None
+    }
+
     /// Commits, for consumer `group`, the next offset to read in each given partition.
     async fn commit(
         &self,

@@ -28,6 +28,49 @@ fn rec(key: &str, value: String, ts: i64) -> Record {
     Record::new(Bytes::from(key.to_owned()), Bytes::from(value), ts)
 }
 
+/// An append to a topic signals the consumers waiting on it, once its records are visible;
+/// appends to another topic do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_wake_waiting_consumers_once_visible() {
+    let log = embedded().await;
+    log.create_topic("actions", 2).await.unwrap();
+    log.create_topic("other", 1).await.unwrap();
+    assert!(log.appends("missing").is_none());
+    let mut rx = log
+        .appends("actions")
+        .expect("the embedded log signals appends");
+    rx.borrow_and_update();
+    log.append("other", vec![rec("a", "x".into(), 1)])
+        .await
+        .unwrap();
+    assert!(
+        !rx.has_changed().unwrap(),
+        "another topic's append does not signal"
+    );
+    let reader = log.clone();
+    let waiter = tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(10), rx.changed())
+            .await
+            .expect("woken within 10 s")
+            .unwrap();
+        let mut visible = 0;
+        for p in 0..2 {
+            visible += reader.watermarks("actions", p).await.unwrap().high;
+        }
+        visible
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "nothing was appended yet");
+    log.append("actions", vec![rec("a", "y".into(), 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        waiter.await.unwrap(),
+        1,
+        "the woken consumer sees the record"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopen_keeps_records_offsets_and_group_positions() {
     let dir = scratch();

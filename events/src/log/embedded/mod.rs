@@ -107,6 +107,9 @@ pub(crate) struct PartitionState {
 pub(crate) struct TopicState {
     name: String,
     partitions: Vec<PartitionState>,
+    /// Bumped after each group commit that made records of this topic durable, so consumers
+    /// wake on new records instead of polling ([`Log::appends`]).
+    appended: tokio::sync::watch::Sender<u64>,
 }
 
 struct Inner {
@@ -283,6 +286,7 @@ fn recover_topic(
     Ok(TopicState {
         name: name.to_owned(),
         partitions,
+        appended: tokio::sync::watch::Sender::new(0),
     })
 }
 
@@ -299,6 +303,10 @@ fn group_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
 
 #[async_trait]
 impl Log for EmbeddedLog {
+    fn appends(&self, topic: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.topic(topic).ok().map(|t| t.appended.subscribe())
+    }
+
     async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
         if !super::valid_topic(topic) || partitions == 0 || partitions > 10_000 {
             return Err(LogError::InvalidTopic(topic.to_owned()));

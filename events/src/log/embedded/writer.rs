@@ -101,6 +101,9 @@ impl Writer {
                         }
                     }
                 }
+                for req in &requests {
+                    req.topic.appended.send_modify(|n| *n += 1);
+                }
                 crate::metrics::group_commit(count, started.elapsed());
                 for (req, positions) in requests.into_iter().zip(answers) {
                     let _ = req.reply.send(Ok(positions));
