@@ -253,8 +253,7 @@ impl Reader {
             }
             return Ok(());
         }
-        self.buffer.clear();
-        self.fetched = None;
+        self.reset();
         let at = Offset::Offset(offset as i64);
         // A seek bumps the partition's fetch version: records of earlier fetches still queued
         // are dropped by librdkafka when polled.

@@ -92,17 +92,21 @@ impl Writer {
             Ok(()) => {
                 // Publish: raise watermarks only now that the batch is durable.
                 for req in &requests {
+                    let mut published = false;
                     for (p, state) in req.topic.partitions.iter().enumerate() {
                         if let Some((next, cum)) =
                             staged.remove(&(Arc::as_ptr(&req.topic), p as u32))
                         {
                             state.cum_bytes.store(cum, Ordering::Release);
                             state.durable_high.store(next, Ordering::Release);
+                            published = true;
                         }
                     }
-                }
-                for req in &requests {
-                    req.topic.appended.send_modify(|n| *n += 1);
+                    // Once per topic and commit: a later request of the same topic finds its
+                    // partitions already published.
+                    if published {
+                        req.topic.appended.send_modify(|n| *n += 1);
+                    }
                 }
                 crate::metrics::group_commit(count, started.elapsed());
                 for (req, positions) in requests.into_iter().zip(answers) {
