@@ -17,7 +17,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::kanon::{Dimension, UserFacts, generalise};
-use crate::pseudonym::{Domain, Pseudonymizer};
+use crate::pseudonym::{Domain, Pseudonym, Pseudonymizer};
 use crate::scrub::Scrubber;
 
 /// The anonymization policy rows are written under (recorded in every row and commit). Bump it
@@ -189,6 +189,88 @@ impl Row {
     }
 }
 
+/// Where [`Anonymizer::anonymize_into`] writes rows: a list of [`Row`]s
+/// ([`Anonymizer::anonymize`], for tests and inspection) or the job's column builders
+/// ([`crate::columnar::FactBatch`]). A row is [`Sink::begin`], then values of the table's own
+/// columns in schema order (a column not given is null), then [`Sink::end`].
+pub trait Sink {
+    /// Starts a row of fact table `table` (an index into [`TABLES`]) with the common columns.
+    /// `false` when rows of that table are not wanted: the anonymizer then writes nothing
+    /// more of the row (not even `end`), and skips the work its values would cost.
+    fn begin(&mut self, table: usize, received: DateTime<Utc>, key_id: &str) -> bool;
+    fn str(&mut self, column: &'static str, value: &str);
+    fn i64(&mut self, column: &'static str, value: i64);
+    fn bool(&mut self, column: &'static str, value: bool);
+    fn strs(&mut self, column: &'static str, value: &[String]);
+    fn hour(&mut self, column: &'static str, value: DateTime<Utc>);
+    fn day(&mut self, column: &'static str, value: NaiveDate);
+    fn end(&mut self);
+}
+
+/// A [`Sink`] that collects [`Row`]s.
+#[derive(Debug, Default)]
+pub struct RowSink {
+    pub rows: Vec<Row>,
+    open: Option<(&'static TableSchema, Vec<Value>)>,
+}
+
+impl RowSink {
+    fn set(&mut self, column: &str, value: Value) {
+        let (table, values) = self.open.as_mut().expect("a value outside a row");
+        let i = table
+            .columns
+            .iter()
+            .position(|(c, _, _)| *c == column)
+            .unwrap_or_else(|| panic!("{} has no column {column}", table.name));
+        values[i] = value;
+    }
+}
+
+impl Sink for RowSink {
+    fn begin(&mut self, table: usize, received: DateTime<Utc>, key_id: &str) -> bool {
+        let table = &TABLES[table];
+        let mut values = vec![Value::Null; table.columns.len()];
+        values[0] = Value::Day(received.date_naive());
+        values[1] = Value::Hour(hour(received));
+        values[2] = Value::Str(key_id.to_owned());
+        values[3] = Value::I64(POLICY_VERSION);
+        self.open = Some((table, values));
+        true
+    }
+
+    fn str(&mut self, column: &'static str, value: &str) {
+        self.set(column, Value::Str(value.to_owned()));
+    }
+
+    fn i64(&mut self, column: &'static str, value: i64) {
+        self.set(column, Value::I64(value));
+    }
+
+    fn bool(&mut self, column: &'static str, value: bool) {
+        self.set(column, Value::Bool(value));
+    }
+
+    fn strs(&mut self, column: &'static str, value: &[String]) {
+        self.set(column, Value::Strs(value.to_vec()));
+    }
+
+    fn hour(&mut self, column: &'static str, value: DateTime<Utc>) {
+        self.set(column, Value::Hour(value));
+    }
+
+    fn day(&mut self, column: &'static str, value: NaiveDate) {
+        self.set(column, Value::Day(value));
+    }
+
+    fn end(&mut self) {
+        let (table, values) = self.open.take().expect("end of a row not begun");
+        self.rows.push(Row {
+            table: table.name,
+            values,
+        });
+    }
+}
+
 /// Actions in, anonymized rows out. See the module docs.
 #[derive(Debug)]
 pub struct Anonymizer {
@@ -205,34 +287,134 @@ pub struct Anonymizer {
     /// Pseudonyms of users and referenced items computed lately: the same users act again
     /// and again, and a lookup costs a fraction of an HMAC. Emptied when full.
     /// (A mutex, uncontended, as the job is shared across await points.)
-    recent: Mutex<HashMap<(Domain, Uuid), String>>,
+    recent: Mutex<HashMap<(Domain, Uuid), Pseudonym>>,
 }
 
-/// Most pseudonyms [`Anonymizer`] keeps at hand (about 100 bytes each).
+/// Most pseudonyms [`Anonymizer`] keeps at hand (about 64 bytes each).
 const RECENT_PSEUDONYMS: usize = 1 << 18;
 
-/// Builds one row: the common columns, then the table's own in order.
-struct RowBuilder {
-    table: &'static TableSchema,
-    values: Vec<Value>,
+/// One row being written to a [`Sink`]: the setters take the anonymizer's view of a value
+/// (an id to pseudonymize, text to scrub) and do nothing when the sink did not want the row.
+struct RowOut<'a, S: Sink> {
+    anon: &'a Anonymizer,
+    sink: &'a mut S,
+    on: bool,
 }
 
-impl RowBuilder {
-    fn set(mut self, column: &str, value: Value) -> Self {
-        let i = self
-            .table
-            .columns
-            .iter()
-            .position(|(c, _, _)| *c == column)
-            .unwrap_or_else(|| panic!("{} has no column {column}", self.table.name));
-        self.values[i] = value;
+impl<S: Sink> RowOut<'_, S> {
+    fn str(self, column: &'static str, value: &str) -> Self {
+        if self.on {
+            self.sink.str(column, value);
+        }
         self
     }
 
-    fn done(self) -> Row {
-        Row {
-            table: self.table.name,
-            values: self.values,
+    /// A user's pseudonym.
+    fn user(self, column: &'static str, id: Uuid) -> Self {
+        if self.on {
+            self.sink
+                .str(column, self.anon.recent(Domain::User, id).as_str());
+        }
+        self
+    }
+
+    fn opt_user(self, column: &'static str, id: Option<Uuid>) -> Self {
+        match id {
+            Some(id) => self.user(column, id),
+            None => self,
+        }
+    }
+
+    /// A referenced item's pseudonym (a post reacted to, say): items are referenced again and
+    /// again, so it is kept at hand.
+    fn item(self, column: &'static str, id: Uuid) -> Self {
+        if self.on {
+            self.sink
+                .str(column, self.anon.recent(Domain::Item, id).as_str());
+        }
+        self
+    }
+
+    fn opt_item(self, column: &'static str, id: Option<Uuid>) -> Self {
+        match id {
+            Some(id) => self.item(column, id),
+            None => self,
+        }
+    }
+
+    /// The pseudonym of the item the action creates: named once, not worth keeping.
+    fn new_item(self, column: &'static str, id: Uuid) -> Self {
+        if self.on {
+            self.sink
+                .str(column, self.anon.pseudo.of_uuid(Domain::Item, id).as_str());
+        }
+        self
+    }
+
+    /// Free text, scrubbed.
+    fn text(self, column: &'static str, text: &str) -> Self {
+        if self.on {
+            self.sink.str(column, &self.anon.scrubbed(text));
+        }
+        self
+    }
+
+    fn opt_text(self, column: &'static str, text: Option<&str>) -> Self {
+        match text {
+            Some(t) => self.text(column, t),
+            None => self,
+        }
+    }
+
+    fn i64(self, column: &'static str, value: impl Into<i64>) -> Self {
+        if self.on {
+            self.sink.i64(column, value.into());
+        }
+        self
+    }
+
+    fn bool(self, column: &'static str, value: bool) -> Self {
+        if self.on {
+            self.sink.bool(column, value);
+        }
+        self
+    }
+
+    fn opt_bool(self, column: &'static str, value: Option<bool>) -> Self {
+        match value {
+            Some(v) => self.bool(column, v),
+            None => self,
+        }
+    }
+
+    fn strs(self, column: &'static str, value: &[String]) -> Self {
+        if self.on {
+            self.sink.strs(column, value);
+        }
+        self
+    }
+
+    /// A time, truncated to the hour.
+    fn hour(self, column: &'static str, value: Option<DateTime<Utc>>) -> Self {
+        match value {
+            Some(t) if self.on => {
+                self.sink.hour(column, hour(t));
+                self
+            }
+            _ => self,
+        }
+    }
+
+    fn day(self, column: &'static str, value: NaiveDate) -> Self {
+        if self.on {
+            self.sink.day(column, value);
+        }
+        self
+    }
+
+    fn end(self) {
+        if self.on {
+            self.sink.end();
         }
     }
 }
@@ -246,8 +428,13 @@ fn wire<T: Serialize>(v: &T) -> String {
     }
 }
 
-fn hour(t: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn hour(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t)
+}
+
+/// The index of fact table `name` (one of the anonymizer's own, so it exists).
+fn fact(name: &str) -> usize {
+    table_index(name).expect("a fact table")
 }
 
 impl Anonymizer {
@@ -265,58 +452,36 @@ impl Anonymizer {
     }
 
     /// The pseudonym of `id`, from the recent ones when it is there.
-    fn recent(&self, domain: Domain, id: Uuid) -> String {
+    fn recent(&self, domain: Domain, id: Uuid) -> Pseudonym {
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(p) = recent.get(&(domain, id)) {
-            return p.clone();
+            return *p;
         }
-        let p = self.pseudo.pseudonym(domain, id);
+        let p = self.pseudo.of_uuid(domain, id);
         if recent.len() >= RECENT_PSEUDONYMS {
             recent.clear();
         }
-        recent.insert((domain, id), p.clone());
+        recent.insert((domain, id), p);
         p
     }
 
-    fn user(&self, id: Uuid) -> Value {
-        Value::Str(self.recent(Domain::User, id))
-    }
-
-    /// A referenced item (a post reacted to, say): items are referenced again and again.
-    fn item(&self, id: Uuid) -> Value {
-        Value::Str(self.recent(Domain::Item, id))
-    }
-
-    /// The item an action creates: named once, not worth keeping.
-    fn new_item(&self, id: Uuid) -> Value {
-        Value::Str(self.pseudo.pseudonym(Domain::Item, id))
-    }
-
-    fn opt_item(&self, id: Option<Uuid>) -> Value {
-        id.map_or(Value::Null, |id| self.item(id))
-    }
-
-    fn text(&self, text: &str) -> Value {
+    fn scrubbed(&self, text: &str) -> String {
         let mention = |name: &str| {
             self.usernames
                 .get(&name.to_lowercase())
-                .map(|id| self.recent(Domain::User, *id))
+                .map(|id| self.recent(Domain::User, *id).as_str().to_owned())
         };
-        Value::Str(self.scrub.scrub(text, &mention).text)
+        self.scrub.scrub(text, &mention).text
     }
 
-    fn opt_text(&self, text: Option<&str>) -> Value {
-        text.map_or(Value::Null, |t| self.text(t))
-    }
-
-    fn row(&self, table: &'static str, env: &Envelope) -> RowBuilder {
-        let table = schema(table).expect("a known table");
-        let mut values = vec![Value::Null; table.columns.len()];
-        values[0] = Value::Day(env.received_at.date_naive());
-        values[1] = Value::Hour(hour(env.received_at));
-        values[2] = Value::Str(self.pseudo.key_id().to_owned());
-        values[3] = Value::I64(POLICY_VERSION);
-        RowBuilder { table, values }
+    /// Starts a row of fact table `table` for `env`.
+    fn row<'a, S: Sink>(&'a self, sink: &'a mut S, table: usize, env: &Envelope) -> RowOut<'a, S> {
+        let on = sink.begin(table, env.received_at, self.pseudo.key_id());
+        RowOut {
+            anon: self,
+            sink,
+            on,
+        }
     }
 
     /// A new anonymizer under the same key, knowing nothing yet.
@@ -328,7 +493,7 @@ impl Anonymizer {
     /// from `env` without producing rows: how a restarted job catches up on the log before the
     /// point it resumes writing from.
     pub fn observe(&mut self, env: &Envelope) {
-        let _ = self.bookkeep(env);
+        self.bookkeep(env, &mut Discard);
     }
 
     /// Records that `user` is erased before their `account.erased` is reached (a replay knows
@@ -445,12 +610,17 @@ impl Anonymizer {
         (rows, dimension)
     }
 
-    /// Bookkeeping: what every action teaches the anonymizer, rows or not. `Some(rows)` when
-    /// the action is fully handled here.
-    fn bookkeep(&mut self, env: &Envelope) -> Option<Vec<Row>> {
+    /// The pseudonyms of the erased users (what rows naming them are recognised by).
+    pub fn erased_pseudonyms(&self) -> &HashSet<String> {
+        &self.erased_pseudonyms
+    }
+
+    /// Bookkeeping: what every action teaches the anonymizer, rows or not. `true` when the
+    /// action is fully handled here (its rows, if any, written to `sink`).
+    fn bookkeep<S: Sink>(&mut self, env: &Envelope, sink: &mut S) -> bool {
         let actor = env.actor_id;
         if self.erased.contains(&actor) {
-            return Some(Vec::new());
+            return true;
         }
         match &env.action {
             Action::UserRegistered(a) => {
@@ -466,12 +636,12 @@ impl Anonymizer {
                         skills: Vec::new(),
                     },
                 );
-                Some(Vec::new())
+                true
             }
             Action::AccountErased(_) => {
                 self.mark_erased(actor);
                 self.usernames.retain(|_, id| *id != actor);
-                Some(Vec::new())
+                true
             }
             Action::ProfileUpdated(a) => {
                 if let Some(f) = self.facts.get_mut(&actor) {
@@ -482,233 +652,256 @@ impl Anonymizer {
                         f.description_chars = d.chars().count();
                     }
                 }
-                let out = a.sale_opt_out?;
+                let Some(out) = a.sale_opt_out else {
+                    return false;
+                };
                 if out {
                     self.opted_out.insert(actor);
                 } else {
                     self.opted_out.remove(&actor);
                 }
-                Some(vec![
-                    self.row("opt_outs", env)
-                        .set("user", self.user(actor))
-                        .set("opted_out", Value::Bool(out))
-                        .done(),
-                ])
+                self.row(sink, fact("opt_outs"), env)
+                    .user("user", actor)
+                    .bool("opted_out", out)
+                    .end();
+                true
             }
             Action::ResumeUpdated(a) => {
                 if let Some(f) = self.facts.get_mut(&actor) {
                     f.skills = a.skills.clone();
                 }
-                None
+                false
             }
-            _ => None,
+            _ => false,
         }
     }
 
     /// The rows `env` adds to the lake (often one, none for actions the lake does not keep).
     pub fn anonymize(&mut self, env: &Envelope) -> Vec<Row> {
-        if let Some(rows) = self.bookkeep(env) {
-            return rows;
+        let mut rows = RowSink::default();
+        self.anonymize_into(env, &mut rows);
+        rows.rows
+    }
+
+    /// Writes the rows `env` adds to the lake into `sink` (often one, none for actions the
+    /// lake does not keep). A row that would name an erased user is not written.
+    pub fn anonymize_into<S: Sink>(&mut self, env: &Envelope, sink: &mut S) {
+        if self.bookkeep(env, sink) {
+            return;
         }
         let actor = env.actor_id;
         if self.opted_out.contains(&actor) {
-            return Vec::new();
+            return;
         }
-        let me = self.user(actor);
-        let id = self.new_item(env.id);
-        let row = match &env.action {
+        let id = env.id;
+        match &env.action {
             Action::PostCreated(a) => self
-                .row("posts", env)
-                .set("post", id)
-                .set("author", me)
-                .set("event", Value::Str("created".into()))
-                .set("title", self.text(&a.title))
-                .set("body", self.text(&a.body))
-                .set("tags", Value::Strs(a.tags.clone())),
-            Action::PostEdited(a) => self
-                .row("posts", env)
-                .set("post", self.item(a.post_id))
-                .set("author", me)
-                .set("event", Value::Str("edited".into()))
-                .set("title", self.opt_text(a.title.as_deref()))
-                .set("body", self.opt_text(a.body.as_deref()))
-                .set("tags", a.tags.clone().map_or(Value::Null, Value::Strs)),
-            Action::PostDeleted(a) => self
-                .row("posts", env)
-                .set("post", self.item(a.post_id))
-                .set("author", me)
-                .set("event", Value::Str("deleted".into())),
-            Action::ApproachCreated(a) => self
-                .row("approaches", env)
-                .set("approach", id)
-                .set("post", self.opt_item(a.post_id))
-                .set("author", me)
-                .set("event", Value::Str("created".into()))
-                .set("title", self.text(&a.title))
-                .set("body", self.text(&a.body)),
-            Action::ApproachEdited(a) => self
-                .row("approaches", env)
-                .set("approach", self.item(a.approach_id))
-                .set("author", me)
-                .set("event", Value::Str("edited".into()))
-                .set("title", self.opt_text(a.title.as_deref()))
-                .set("body", self.opt_text(a.body.as_deref())),
-            Action::ApproachDeleted(a) => self
-                .row("approaches", env)
-                .set("approach", self.item(a.approach_id))
-                .set("author", me)
-                .set("event", Value::Str("deleted".into())),
-            Action::CommentCreated(a) => self
-                .row("comments", env)
-                .set("comment", id)
-                .set("target", self.item(a.target_id))
-                .set("parent", self.opt_item(a.parent_id))
-                .set("author", me)
-                .set("event", Value::Str("created".into()))
-                .set("body", self.text(&a.body)),
-            Action::CommentDeleted(a) => self
-                .row("comments", env)
-                .set("comment", self.item(a.comment_id))
-                .set("author", me)
-                .set("event", Value::Str("deleted".into())),
-            Action::ReactionAdded(a) => self
-                .row("reactions", env)
-                .set("target", self.item(a.target_id))
-                .set("user", me)
-                .set("kind", Value::Str(wire(&a.kind)))
-                .set("removed", Value::Bool(false)),
-            Action::ReactionRemoved(a) => self
-                .row("reactions", env)
-                .set("target", self.item(a.target_id))
-                .set("user", me)
-                .set("kind", Value::Str(wire(&a.kind)))
-                .set("removed", Value::Bool(true)),
-            Action::DonationMade(a) => self
-                .row("donations", env)
-                .set("donation", id)
-                .set("target", self.item(a.target_id))
-                .set("donor", me)
-                .set("amount_minor", Value::I64(a.amount_minor))
-                .set("currency", Value::Str(wire(&a.currency))),
-            Action::CampaignCreated(a) => self
-                .row("campaigns", env)
-                .set("campaign", id)
-                .set("target", self.item(a.target_id))
-                .set("owner", me)
-                .set("event", Value::Str("created".into()))
-                .set("goal_minor", Value::I64(a.goal_minor))
-                .set("currency", Value::Str(wire(&a.currency)))
-                .set("ends_day", Value::Day(a.ends_at.date_naive())),
-            Action::CampaignClosed(a) => self
-                .row("campaigns", env)
-                .set("campaign", self.item(a.campaign_id))
-                .set("owner", me)
-                .set("event", Value::Str("closed".into())),
-            Action::EventCreated(a) => self
-                .row("events", env)
-                .set("event_id", id)
-                .set("organizer", me)
-                .set("event", Value::Str("created".into()))
-                .set("title", self.text(&a.title))
-                .set("description", self.text(&a.description))
-                .set("starts_hour", Value::Hour(hour(a.starts_at)))
-                .set("ends_hour", Value::Hour(hour(a.ends_at)))
-                .set("online", Value::Bool(a.online_url.is_some()))
-                .set(
-                    "capacity",
-                    a.capacity.map_or(Value::Null, |c| Value::I64(c.into())),
-                ),
-            Action::EventUpdated(a) => self
-                .row("events", env)
-                .set("event_id", self.item(a.event_id))
-                .set("organizer", me)
-                .set("event", Value::Str("updated".into()))
-                .set("title", self.opt_text(a.title.as_deref()))
-                .set("description", self.opt_text(a.description.as_deref()))
-                .set(
-                    "starts_hour",
-                    a.starts_at.map_or(Value::Null, |t| Value::Hour(hour(t))),
-                )
-                .set(
-                    "ends_hour",
-                    a.ends_at.map_or(Value::Null, |t| Value::Hour(hour(t))),
-                )
-                .set(
-                    "online",
-                    match (&a.online_url, &a.location) {
-                        (Some(_), _) => Value::Bool(true),
-                        (None, Some(_)) => Value::Bool(false),
-                        (None, None) => Value::Null,
-                    },
-                )
-                .set(
-                    "capacity",
-                    a.capacity.map_or(Value::Null, |c| Value::I64(c.into())),
-                ),
-            Action::EventCancelled(a) => self
-                .row("events", env)
-                .set("event_id", self.item(a.event_id))
-                .set("organizer", me)
-                .set("event", Value::Str("cancelled".into())),
-            Action::EventRsvp(a) => self
-                .row("event_rsvps", env)
-                .set("event_id", self.item(a.event_id))
-                .set("user", me)
-                .set("status", Value::Str(wire(&a.status))),
-            Action::JobOfferCreated(a) => self
-                .row("job_offers", env)
-                .set("offer", id)
-                .set("sender", me)
-                .set(
-                    "recipient",
-                    a.to_user_id.map_or(Value::Null, |u| self.user(u)),
-                )
-                .set("event", Value::Str("created".into()))
-                .set("title", self.text(&a.title))
-                .set("description", self.text(&a.description))
-                .set("skills", Value::Strs(a.skills.clone()))
-                .set(
-                    "salary_band",
-                    a.salary_band
-                        .as_ref()
-                        .map_or(Value::Null, |b| Value::Str(wire(b))),
-                ),
-            Action::JobOfferAnswered(a) => self
-                .row("job_offers", env)
-                .set("offer", self.item(a.offer_id))
-                .set("sender", me)
-                .set("event", Value::Str(format!("answered:{}", wire(&a.answer)))),
-            Action::JobOfferWithdrawn(a) => self
-                .row("job_offers", env)
-                .set("offer", self.item(a.offer_id))
-                .set("sender", me)
-                .set("event", Value::Str("withdrawn".into())),
-            Action::FollowCreated(a) => self.edge(env, me, a.user_id, "follow"),
-            Action::FollowRemoved(a) => self.edge(env, me, a.user_id, "unfollow"),
-            Action::BlockCreated(a) => self.edge(env, me, a.user_id, "block"),
-            Action::BlockRemoved(a) => self.edge(env, me, a.user_id, "unblock"),
-            Action::ResumeUpdated(a) => self
-                .row("resumes", env)
-                .set("user", me)
-                .set("text", self.text(&a.text))
-                .set("skills", Value::Strs(a.skills.clone())),
-            Action::ExploreViewed(a) => {
-                return a
-                    .item_ids
-                    .iter()
-                    .enumerate()
-                    .map(|(rank, item)| {
-                        self.row("explore_interactions", env)
-                            .set("user", me.clone())
-                            .set("item", self.item(*item))
-                            .set("kind", Value::Str("viewed".into()))
-                            .set("rank", Value::I64(rank as i64))
-                            .done()
-                    })
-                    .collect();
+                .row(sink, fact("posts"), env)
+                .new_item("post", id)
+                .user("author", actor)
+                .str("event", "created")
+                .text("title", &a.title)
+                .text("body", &a.body)
+                .strs("tags", &a.tags)
+                .end(),
+            Action::PostEdited(a) => {
+                let row = self
+                    .row(sink, fact("posts"), env)
+                    .item("post", a.post_id)
+                    .user("author", actor)
+                    .str("event", "edited")
+                    .opt_text("title", a.title.as_deref())
+                    .opt_text("body", a.body.as_deref());
+                match &a.tags {
+                    Some(tags) => row.strs("tags", tags).end(),
+                    None => row.end(),
+                }
             }
-            Action::ExploreClicked(a) => self.interaction(env, me, a.item_id, "clicked"),
-            Action::ExploreDismissed(a) => self.interaction(env, me, a.item_id, "dismissed"),
+            Action::PostDeleted(a) => self
+                .row(sink, fact("posts"), env)
+                .item("post", a.post_id)
+                .user("author", actor)
+                .str("event", "deleted")
+                .end(),
+            Action::ApproachCreated(a) => self
+                .row(sink, fact("approaches"), env)
+                .new_item("approach", id)
+                .opt_item("post", a.post_id)
+                .user("author", actor)
+                .str("event", "created")
+                .text("title", &a.title)
+                .text("body", &a.body)
+                .end(),
+            Action::ApproachEdited(a) => self
+                .row(sink, fact("approaches"), env)
+                .item("approach", a.approach_id)
+                .user("author", actor)
+                .str("event", "edited")
+                .opt_text("title", a.title.as_deref())
+                .opt_text("body", a.body.as_deref())
+                .end(),
+            Action::ApproachDeleted(a) => self
+                .row(sink, fact("approaches"), env)
+                .item("approach", a.approach_id)
+                .user("author", actor)
+                .str("event", "deleted")
+                .end(),
+            Action::CommentCreated(a) => self
+                .row(sink, fact("comments"), env)
+                .new_item("comment", id)
+                .item("target", a.target_id)
+                .opt_item("parent", a.parent_id)
+                .user("author", actor)
+                .str("event", "created")
+                .text("body", &a.body)
+                .end(),
+            Action::CommentDeleted(a) => self
+                .row(sink, fact("comments"), env)
+                .item("comment", a.comment_id)
+                .user("author", actor)
+                .str("event", "deleted")
+                .end(),
+            Action::ReactionAdded(a) => self
+                .row(sink, fact("reactions"), env)
+                .item("target", a.target_id)
+                .user("user", actor)
+                .str("kind", &wire(&a.kind))
+                .bool("removed", false)
+                .end(),
+            Action::ReactionRemoved(a) => self
+                .row(sink, fact("reactions"), env)
+                .item("target", a.target_id)
+                .user("user", actor)
+                .str("kind", &wire(&a.kind))
+                .bool("removed", true)
+                .end(),
+            Action::DonationMade(a) => self
+                .row(sink, fact("donations"), env)
+                .new_item("donation", id)
+                .item("target", a.target_id)
+                .user("donor", actor)
+                .i64("amount_minor", a.amount_minor)
+                .str("currency", &wire(&a.currency))
+                .end(),
+            Action::CampaignCreated(a) => self
+                .row(sink, fact("campaigns"), env)
+                .new_item("campaign", id)
+                .item("target", a.target_id)
+                .user("owner", actor)
+                .str("event", "created")
+                .i64("goal_minor", a.goal_minor)
+                .str("currency", &wire(&a.currency))
+                .day("ends_day", a.ends_at.date_naive())
+                .end(),
+            Action::CampaignClosed(a) => self
+                .row(sink, fact("campaigns"), env)
+                .item("campaign", a.campaign_id)
+                .user("owner", actor)
+                .str("event", "closed")
+                .end(),
+            Action::EventCreated(a) => {
+                let row = self
+                    .row(sink, fact("events"), env)
+                    .new_item("event_id", id)
+                    .user("organizer", actor)
+                    .str("event", "created")
+                    .text("title", &a.title)
+                    .text("description", &a.description)
+                    .hour("starts_hour", Some(a.starts_at))
+                    .hour("ends_hour", Some(a.ends_at))
+                    .bool("online", a.online_url.is_some());
+                match a.capacity {
+                    Some(c) => row.i64("capacity", c).end(),
+                    None => row.end(),
+                }
+            }
+            Action::EventUpdated(a) => {
+                let online = match (&a.online_url, &a.location) {
+                    (Some(_), _) => Some(true),
+                    (None, Some(_)) => Some(false),
+                    (None, None) => None,
+                };
+                let row = self
+                    .row(sink, fact("events"), env)
+                    .item("event_id", a.event_id)
+                    .user("organizer", actor)
+                    .str("event", "updated")
+                    .opt_text("title", a.title.as_deref())
+                    .opt_text("description", a.description.as_deref())
+                    .hour("starts_hour", a.starts_at)
+                    .hour("ends_hour", a.ends_at)
+                    .opt_bool("online", online);
+                match a.capacity {
+                    Some(c) => row.i64("capacity", c).end(),
+                    None => row.end(),
+                }
+            }
+            Action::EventCancelled(a) => self
+                .row(sink, fact("events"), env)
+                .item("event_id", a.event_id)
+                .user("organizer", actor)
+                .str("event", "cancelled")
+                .end(),
+            Action::EventRsvp(a) => self
+                .row(sink, fact("event_rsvps"), env)
+                .item("event_id", a.event_id)
+                .user("user", actor)
+                .str("status", &wire(&a.status))
+                .end(),
+            Action::JobOfferCreated(a) => {
+                if a.to_user_id.is_some_and(|u| self.erased.contains(&u)) {
+                    return;
+                }
+                let row = self
+                    .row(sink, fact("job_offers"), env)
+                    .new_item("offer", id)
+                    .user("sender", actor)
+                    .opt_user("recipient", a.to_user_id)
+                    .str("event", "created")
+                    .text("title", &a.title)
+                    .text("description", &a.description)
+                    .strs("skills", &a.skills);
+                match &a.salary_band {
+                    Some(b) => row.str("salary_band", &wire(b)).end(),
+                    None => row.end(),
+                }
+            }
+            Action::JobOfferAnswered(a) => self
+                .row(sink, fact("job_offers"), env)
+                .item("offer", a.offer_id)
+                .user("sender", actor)
+                .str("event", &format!("answered:{}", wire(&a.answer)))
+                .end(),
+            Action::JobOfferWithdrawn(a) => self
+                .row(sink, fact("job_offers"), env)
+                .item("offer", a.offer_id)
+                .user("sender", actor)
+                .str("event", "withdrawn")
+                .end(),
+            Action::FollowCreated(a) => self.edge(sink, env, a.user_id, "follow"),
+            Action::FollowRemoved(a) => self.edge(sink, env, a.user_id, "unfollow"),
+            Action::BlockCreated(a) => self.edge(sink, env, a.user_id, "block"),
+            Action::BlockRemoved(a) => self.edge(sink, env, a.user_id, "unblock"),
+            Action::ResumeUpdated(a) => self
+                .row(sink, fact("resumes"), env)
+                .user("user", actor)
+                .text("text", &a.text)
+                .strs("skills", &a.skills)
+                .end(),
+            Action::ExploreViewed(a) => {
+                let table = fact("explore_interactions");
+                let me = self.recent(Domain::User, actor);
+                for (rank, item) in a.item_ids.iter().enumerate() {
+                    self.row(sink, table, env)
+                        .str("user", me.as_str())
+                        .item("item", *item)
+                        .str("kind", "viewed")
+                        .i64("rank", rank as i64)
+                        .end();
+                }
+            }
+            Action::ExploreClicked(a) => self.interaction(sink, env, a.item_id, "clicked"),
+            Action::ExploreDismissed(a) => self.interaction(sink, env, a.item_id, "dismissed"),
             // Sessions, notification settings and image storage say nothing a procurer buys;
             // registrations and profiles feed the `users` dimension, built separately.
             Action::UserRegistered(_)
@@ -718,22 +911,43 @@ impl Anonymizer {
             | Action::ProfileUpdated(_)
             | Action::ImageUploaded(_)
             | Action::NotificationsRead(_)
-            | Action::NotificationPreferencesUpdated(_) => return Vec::new(),
-        };
-        vec![row.done()]
+            | Action::NotificationPreferencesUpdated(_) => {}
+        }
     }
 
-    fn edge(&self, env: &Envelope, me: Value, other: Uuid, kind: &str) -> RowBuilder {
-        self.row("follows", env)
-            .set("follower", me)
-            .set("followee", self.user(other))
-            .set("kind", Value::Str(kind.into()))
+    /// A `follows` row; none when the other user is erased.
+    fn edge<S: Sink>(&self, sink: &mut S, env: &Envelope, other: Uuid, kind: &str) {
+        if self.erased.contains(&other) {
+            return;
+        }
+        self.row(sink, fact("follows"), env)
+            .user("follower", env.actor_id)
+            .user("followee", other)
+            .str("kind", kind)
+            .end();
     }
 
-    fn interaction(&self, env: &Envelope, me: Value, item: Uuid, kind: &str) -> RowBuilder {
-        self.row("explore_interactions", env)
-            .set("user", me)
-            .set("item", self.item(item))
-            .set("kind", Value::Str(kind.into()))
+    fn interaction<S: Sink>(&self, sink: &mut S, env: &Envelope, item: Uuid, kind: &str) {
+        self.row(sink, fact("explore_interactions"), env)
+            .user("user", env.actor_id)
+            .item("item", item)
+            .str("kind", kind)
+            .end();
     }
+}
+
+/// A [`Sink`] that wants no rows (catching up on the log).
+struct Discard;
+
+impl Sink for Discard {
+    fn begin(&mut self, _: usize, _: DateTime<Utc>, _: &str) -> bool {
+        false
+    }
+    fn str(&mut self, _: &'static str, _: &str) {}
+    fn i64(&mut self, _: &'static str, _: i64) {}
+    fn bool(&mut self, _: &'static str, _: bool) {}
+    fn strs(&mut self, _: &'static str, _: &[String]) {}
+    fn hour(&mut self, _: &'static str, _: DateTime<Utc>) {}
+    fn day(&mut self, _: &'static str, _: NaiveDate) {}
+    fn end(&mut self) {}
 }

@@ -4,19 +4,22 @@
 //! is created with, and the Arrow schema of every batch is derived from that Delta schema (so
 //! list element names and timestamp zones are exactly what Delta readers expect).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
+use chrono::{DateTime, NaiveDate, Utc};
 use deltalake::arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Int64Builder, ListBuilder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, AsArray, BooleanArray, BooleanBuilder, Date32Builder, Int64Builder, ListBuilder,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
+use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{DataType as ArrowType, Field, Schema as ArrowSchema};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
 use deltalake::kernel::{ArrayType, DataType, StructField, StructType};
 
-use crate::anonymize::{ColType, Row, TableSchema, Value};
+use crate::anonymize::{ColType, POLICY_VERSION, Row, Sink, TABLES, TableSchema, Value, hour};
 
 /// Days between 0001-01-01 (chrono's day 1) and the Unix epoch.
 const UNIX_EPOCH_DAY: i32 = 719_163;
@@ -112,6 +115,27 @@ impl Column {
         }
     }
 
+    /// Appends a null; an error where the column is required.
+    fn null(&mut self) {
+        match self {
+            Column::Str(b) => b.append_null(),
+            Column::I64(b) => b.append_null(),
+            Column::Bool(b) => b.append_null(),
+            Column::Strs(b) => b.append(false),
+            Column::Hour(b) => b.append_null(),
+            Column::Day(b) => b.append_null(),
+        }
+    }
+
+    /// Bytes of string data held (to size the next batch's builders).
+    fn value_bytes(&self) -> usize {
+        match self {
+            Column::Str(b) => b.values_slice().len(),
+            Column::Strs(b) => b.values_ref().values_slice().len(),
+            _ => 0,
+        }
+    }
+
     fn finish(self) -> ArrayRef {
         match self {
             Column::Str(mut b) => Arc::new(b.finish()),
@@ -160,6 +184,311 @@ pub fn record_batch<'a>(
         schema.clone(),
         columns.into_iter().map(Column::finish).collect(),
     )
+}
+
+/// The columns of one fact table being filled by a [`FactBatch`].
+struct TableColumns {
+    table: &'static TableSchema,
+    arrow: Arc<ArrowSchema>,
+    columns: Vec<Column>,
+    rows: usize,
+    /// The column the open row's next value may go to.
+    next: usize,
+}
+
+impl TableColumns {
+    fn new(table: &'static TableSchema, rows: usize, bytes: &[usize]) -> Self {
+        let arrow = arrow_schema(table);
+        let columns = table
+            .columns
+            .iter()
+            .zip(arrow.fields())
+            .enumerate()
+            .map(|(i, ((_, ty, _), field))| {
+                let mut c = Column::new(*ty, field, rows);
+                if let (Column::Str(b), Some(&n)) = (&mut c, bytes.get(i))
+                    && n > 0
+                {
+                    *b = StringBuilder::with_capacity(rows, n);
+                }
+                c
+            })
+            .collect();
+        Self {
+            table,
+            arrow,
+            columns,
+            rows: 0,
+            next: 0,
+        }
+    }
+}
+
+/// The anonymizer's rows of one micro-batch, written straight into Arrow column builders (a
+/// [`Sink`]): no row is ever an object of its own, so a value costs a copy into its column.
+///
+/// A value given for a column out of schema order, of the wrong type, or a required column
+/// left without one (bugs in the anonymizer) makes [`FactBatch::finish`] fail rather than land
+/// a wrong row.
+pub struct FactBatch {
+    tables: Vec<TableColumns>,
+    /// Tables whose rows the current action must not add (they already hold it).
+    skip: Vec<bool>,
+    /// The table of the row being written.
+    open: Option<usize>,
+    /// Whether the current action wrote a row.
+    wrote: bool,
+    error: Option<ArrowError>,
+}
+
+impl std::fmt::Debug for FactBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FactBatch")
+            .field(
+                "rows",
+                &self.tables.iter().map(|t| t.rows).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for FactBatch {
+    fn default() -> Self {
+        Self::sized(&BatchSizes::default())
+    }
+}
+
+/// The sizes of a finished batch, to start the next one's builders at (rows and string bytes
+/// per column, per table).
+#[derive(Debug, Clone, Default)]
+pub struct BatchSizes(Vec<(usize, Vec<usize>)>);
+
+impl FactBatch {
+    /// An empty batch whose builders start at `sizes` (those of an earlier batch, so they
+    /// rarely grow; [`BatchSizes::default`] starts them small).
+    pub fn sized(sizes: &BatchSizes) -> Self {
+        let tables = TABLES
+            .iter()
+            .enumerate()
+            .map(|(t, table)| {
+                let (rows, bytes) = sizes.0.get(t).map_or((0, &[][..]), |(r, b)| (*r, &b[..]));
+                TableColumns::new(table, rows, bytes)
+            })
+            .collect();
+        Self {
+            tables,
+            skip: vec![false; TABLES.len()],
+            open: None,
+            wrote: false,
+            error: None,
+        }
+    }
+
+    /// Starts an action: rows of the tables `skip` marks are not wanted for it.
+    pub fn start_action(&mut self, skip: Option<&[bool]>) {
+        match skip {
+            Some(s) => self.skip.copy_from_slice(s),
+            None => self.skip.fill(false),
+        }
+        self.wrote = false;
+    }
+
+    /// Whether the action started last wrote a row.
+    pub fn wrote(&self) -> bool {
+        self.wrote
+    }
+
+    /// Rows written so far, all tables.
+    pub fn rows(&self) -> usize {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+
+    fn fail(&mut self, message: String) {
+        self.error
+            .get_or_insert(ArrowError::InvalidArgumentError(message));
+    }
+
+    /// The column of the open row named `column`, after null-filling the columns skipped.
+    fn column(&mut self, name: &str, ty: ColType) -> Option<&mut Column> {
+        let t = self.open?;
+        let table = &mut self.tables[t];
+        let schema = table.table;
+        let mut i = table.next;
+        while i < schema.columns.len() && schema.columns[i].0 != name {
+            if !schema.columns[i].2 {
+                let message = format!(
+                    "{}.{} left without a value",
+                    schema.name, schema.columns[i].0
+                );
+                self.fail(message);
+                return None;
+            }
+            table.columns[i].null();
+            i += 1;
+        }
+        if i == schema.columns.len() {
+            let message = format!(
+                "{}.{name}: no such column after the last one set",
+                schema.name
+            );
+            self.fail(message);
+            return None;
+        }
+        if schema.columns[i].1 != ty {
+            let message = format!(
+                "{}.{name} is {:?}, not {ty:?}",
+                schema.name, schema.columns[i].1
+            );
+            self.fail(message);
+            return None;
+        }
+        let table = &mut self.tables[t];
+        table.next = i + 1;
+        Some(&mut table.columns[i])
+    }
+
+    /// The finished record batch of every table (`None` where it got no rows), and the
+    /// batch's sizes.
+    pub fn finish(self) -> Result<(Vec<Option<RecordBatch>>, BatchSizes), ArrowError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let mut sizes = Vec::with_capacity(self.tables.len());
+        let mut batches = Vec::with_capacity(self.tables.len());
+        for table in self.tables {
+            sizes.push((
+                table.rows,
+                table.columns.iter().map(Column::value_bytes).collect(),
+            ));
+            if table.rows == 0 {
+                batches.push(None);
+                continue;
+            }
+            let columns = table.columns.into_iter().map(Column::finish).collect();
+            batches.push(Some(RecordBatch::try_new(table.arrow, columns)?));
+        }
+        Ok((batches, BatchSizes(sizes)))
+    }
+}
+
+impl Sink for FactBatch {
+    fn begin(&mut self, table: usize, received: DateTime<Utc>, key_id: &str) -> bool {
+        if self.skip[table] {
+            return false;
+        }
+        if self.open.is_some() {
+            self.fail("a row begun inside another".into());
+        }
+        let cols = &mut self.tables[table];
+        if let Column::Day(b) = &mut cols.columns[0] {
+            b.append_value(
+                chrono::Datelike::num_days_from_ce(&received.date_naive()) - UNIX_EPOCH_DAY,
+            );
+        }
+        if let Column::Hour(b) = &mut cols.columns[1] {
+            b.append_value(hour(received).timestamp_micros());
+        }
+        if let Column::Str(b) = &mut cols.columns[2] {
+            b.append_value(key_id);
+        }
+        if let Column::I64(b) = &mut cols.columns[3] {
+            b.append_value(POLICY_VERSION);
+        }
+        cols.next = 4;
+        self.open = Some(table);
+        true
+    }
+
+    fn str(&mut self, column: &'static str, value: &str) {
+        if let Some(Column::Str(b)) = self.column(column, ColType::Str) {
+            b.append_value(value);
+        }
+    }
+
+    fn i64(&mut self, column: &'static str, value: i64) {
+        if let Some(Column::I64(b)) = self.column(column, ColType::I64) {
+            b.append_value(value);
+        }
+    }
+
+    fn bool(&mut self, column: &'static str, value: bool) {
+        if let Some(Column::Bool(b)) = self.column(column, ColType::Bool) {
+            b.append_value(value);
+        }
+    }
+
+    fn strs(&mut self, column: &'static str, value: &[String]) {
+        if let Some(Column::Strs(b)) = self.column(column, ColType::Strs) {
+            for s in value {
+                b.values().append_value(s);
+            }
+            b.append(true);
+        }
+    }
+
+    fn hour(&mut self, column: &'static str, value: DateTime<Utc>) {
+        if let Some(Column::Hour(b)) = self.column(column, ColType::Hour) {
+            b.append_value(value.timestamp_micros());
+        }
+    }
+
+    fn day(&mut self, column: &'static str, value: NaiveDate) {
+        if let Some(Column::Day(b)) = self.column(column, ColType::Day) {
+            b.append_value(chrono::Datelike::num_days_from_ce(&value) - UNIX_EPOCH_DAY);
+        }
+    }
+
+    fn end(&mut self) {
+        let Some(t) = self.open.take() else {
+            self.fail("a row ended that was not begun".into());
+            return;
+        };
+        let table = &mut self.tables[t];
+        let schema = table.table;
+        for i in table.next..schema.columns.len() {
+            if !schema.columns[i].2 {
+                let message = format!(
+                    "{}.{} left without a value",
+                    schema.name, schema.columns[i].0
+                );
+                self.fail(message);
+                return;
+            }
+            self.tables[t].columns[i].null();
+        }
+        let table = &mut self.tables[t];
+        table.next = table.columns.len();
+        table.rows += 1;
+        self.wrote = true;
+    }
+}
+
+/// `batch` of `table` without the rows that name one of `erased` (user pseudonyms) in any of
+/// the table's user columns.
+pub fn without_users(
+    table: &TableSchema,
+    batch: RecordBatch,
+    erased: &HashSet<String>,
+) -> Result<RecordBatch, ArrowError> {
+    if erased.is_empty() {
+        return Ok(batch);
+    }
+    let mut keep = vec![true; batch.num_rows()];
+    for column in table.user_columns {
+        let Some(values) = batch.column_by_name(column) else {
+            continue;
+        };
+        let values = values.as_string::<i32>();
+        for (i, v) in values.iter().enumerate() {
+            if v.is_some_and(|p| erased.contains(p)) {
+                keep[i] = false;
+            }
+        }
+    }
+    if keep.iter().all(|k| *k) {
+        return Ok(batch);
+    }
+    filter_record_batch(&batch, &BooleanArray::from(keep))
 }
 
 #[cfg(test)]
@@ -266,5 +595,68 @@ mod tests {
         assert!(record_batch(t, &s, [missing].iter()).is_err());
         let other = schema("follows").unwrap();
         assert!(record_batch(other, &arrow_schema(other), [post(None, None)].iter()).is_err());
+    }
+
+    #[test]
+    fn a_fact_batch_refuses_rows_that_do_not_fit_and_fills_the_rest_with_nulls() {
+        let posts = TABLES.iter().position(|t| t.name == "posts").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 26, 13, 5, 7).unwrap();
+        let write = |columns: &[(&'static str, Option<i64>)]| {
+            let mut b = FactBatch::default();
+            b.start_action(None);
+            assert!(b.begin(posts, at, "k1"));
+            for &(c, v) in columns {
+                match v {
+                    Some(n) => b.i64(c, n),
+                    None => b.str(c, "x"),
+                }
+            }
+            b.end();
+            b
+        };
+        // A required column left out, columns out of order, a value of the wrong type.
+        for bad in [
+            &[("post", None), ("event", None)][..],
+            &[("author", None), ("post", None), ("event", None)][..],
+            &[("post", None), ("author", None), ("event", Some(1))][..],
+            &[
+                ("post", None),
+                ("author", None),
+                ("event", None),
+                ("colour", None),
+            ][..],
+        ] {
+            assert!(write(bad).finish().is_err(), "{bad:?}");
+        }
+        let good = write(&[("post", None), ("author", None), ("event", None)]);
+        assert!(good.wrote());
+        assert_eq!(good.rows(), 1);
+        let (batches, sizes) = good.finish().unwrap();
+        assert!(
+            batches
+                .iter()
+                .enumerate()
+                .all(|(t, b)| b.is_some() == (t == posts))
+        );
+        let batch = batches[posts].as_ref().unwrap();
+        let hour = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(
+            hour.value(0),
+            Utc.with_ymd_and_hms(2026, 11, 26, 13, 0, 0)
+                .unwrap()
+                .timestamp_micros()
+        );
+        assert!(batch.column_by_name("title").unwrap().is_null(0));
+        assert!(batch.column_by_name("tags").unwrap().is_null(0));
+        // The next batch starts its builders at this one's size.
+        let next = FactBatch::sized(&sizes);
+        assert_eq!(next.rows(), 0);
+        // A table the action is already in gets nothing.
+        let mut b = FactBatch::default();
+        let mut skip = vec![false; TABLES.len()];
+        skip[posts] = true;
+        b.start_action(Some(skip.as_slice()));
+        assert!(!b.begin(posts, at, "k1"));
+        assert!(!b.wrote());
     }
 }

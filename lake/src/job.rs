@@ -27,13 +27,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use deltalake::arrow::record_batch::RecordBatch;
 use philo_events::log::{Log, LogError, StoredRecord};
 use philo_events::{Action, Envelope};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::anonymize::{Anonymizer, Row, TABLES, table_index};
+use crate::anonymize::{Anonymizer, Row, TABLES};
+use crate::columnar::{BatchSizes, FactBatch, without_users};
 use crate::storage::Location;
 use crate::table::{LakeError, LakeTable, TableSettings};
 pub use crate::tables::{ErasureReceipt, Lake, Receipts, TableErasure};
@@ -157,11 +159,14 @@ pub struct LakeJob {
     /// The batch whose table commits are running ([`LakeJob::step_pipelined`]); its tables
     /// are away from `lake.tables` meanwhile.
     in_flight: Option<InFlight>,
+    /// The last batch's sizes, to start the next one's column builders at.
+    sizes: BatchSizes,
 }
 
 /// A batch read and anonymized, not yet committed.
 struct Gathered {
-    pending: Vec<Vec<Row>>,
+    /// Per fact table, its rows (`None`: none).
+    pending: Vec<Option<RecordBatch>>,
     failed: Vec<Row>,
     erasures: Vec<(Uuid, Uuid)>,
     report: StepReport,
@@ -297,6 +302,7 @@ impl LakeJob {
             last_optimize: Instant::now(),
             last_vacuum: Instant::now(),
             in_flight: None,
+            sizes: BatchSizes::default(),
             config,
         };
         job.catch_up().await?;
@@ -454,7 +460,8 @@ impl LakeJob {
         let topic = self.config.topic.clone();
         let max = self.config.batch_max_actions;
         let mut report = StepReport::default();
-        let mut pending: Vec<Vec<Row>> = vec![Vec::new(); TABLES.len()];
+        let mut facts = FactBatch::sized(&self.sizes);
+        let mut first_day: Option<NaiveDate> = None;
         let mut erasures: Vec<(Uuid, Uuid)> = Vec::new();
         let mut decoding: Option<Decoding> = None;
         let started = Instant::now();
@@ -487,12 +494,26 @@ impl LakeJob {
                 let next = Decoding::start(pi, records);
                 if let Some(previous) = decoding.replace(next) {
                     let (pi, decoded) = previous.finish().await;
-                    self.take(pi, decoded, &mut pending, &mut erasures, &mut report);
+                    self.take(
+                        pi,
+                        decoded,
+                        &mut facts,
+                        &mut erasures,
+                        &mut report,
+                        &mut first_day,
+                    );
                 }
             }
             if let Some(last) = decoding.take() {
                 let (pi, decoded) = last.finish().await;
-                self.take(pi, decoded, &mut pending, &mut erasures, &mut report);
+                self.take(
+                    pi,
+                    decoded,
+                    &mut facts,
+                    &mut erasures,
+                    &mut report,
+                    &mut first_day,
+                );
             }
             if report.actions >= max || started.elapsed() >= self.config.batch_max_wait {
                 break;
@@ -516,16 +537,30 @@ impl LakeJob {
         if report.actions == 0 && failed.is_empty() && failed_recorded {
             return Ok(None);
         }
+        let (mut pending, sizes) = facts.finish().map_err(|source| LakeError::Arrow {
+            table: "fact tables".into(),
+            source,
+        })?;
+        self.sizes = sizes;
         // An erased user's rows read earlier in this very batch never land.
         if !erasures.is_empty() {
-            for rows in pending.iter_mut().chain(std::iter::once(&mut failed)) {
-                rows.retain(|row| !self.anon.names_erased(row));
+            for (t, rows) in pending.iter_mut().enumerate() {
+                let Some(batch) = rows.take() else { continue };
+                let kept = without_users(&TABLES[t], batch, self.anon.erased_pseudonyms())
+                    .map_err(|source| LakeError::Arrow {
+                        table: TABLES[t].name.into(),
+                        source,
+                    })?;
+                *rows = Some(kept).filter(|b| b.num_rows() > 0);
             }
+            failed.retain(|row| !self.anon.names_erased(row));
         }
-        for row in pending.iter().flatten().chain(&failed) {
-            if let Some(crate::anonymize::Value::Day(day)) = row.values.first() {
-                self.daily_since = Some(self.daily_since.map_or(*day, |d| d.min(*day)));
-            }
+        let failed_days = failed.iter().filter_map(|row| match row.values.first() {
+            Some(crate::anonymize::Value::Day(day)) => Some(*day),
+            _ => None,
+        });
+        if let Some(day) = first_day.into_iter().chain(failed_days).min() {
+            self.daily_since = Some(self.daily_since.map_or(day, |d| d.min(day)));
         }
         Ok(Some(Gathered {
             pending,
@@ -535,15 +570,20 @@ impl LakeJob {
         }))
     }
 
-    /// Anonymizes one decoded chunk of partition `pi` into the batch.
+    /// Anonymizes one decoded chunk of partition `pi` into the batch; `first_day` is the
+    /// earliest day a row landed on.
     fn take(
         &mut self,
         pi: usize,
         decoded: Vec<(u64, Option<Envelope>)>,
-        pending: &mut [Vec<Row>],
+        facts: &mut FactBatch,
         erasures: &mut Vec<(Uuid, Uuid)>,
         report: &mut StepReport,
+        first_day: &mut Option<NaiveDate>,
     ) {
+        // Past every table's position (the usual case), no table skips an action.
+        let all_taken = self.taken.iter().map(|t| t[pi]).max().unwrap_or(0);
+        let mut skip = vec![false; TABLES.len()];
         for (offset, env) in decoded {
             let Some(env) = env else {
                 report.undecodable += 1;
@@ -553,7 +593,15 @@ impl LakeJob {
             {
                 erasures.push((env.id, env.actor_id));
             }
-            let rows = self.anon.anonymize(&env);
+            if offset >= all_taken {
+                facts.start_action(None);
+            } else {
+                for (t, taken) in self.taken.iter().enumerate() {
+                    skip[t] = offset < taken[pi];
+                }
+                facts.start_action(Some(skip.as_slice()));
+            }
+            self.anon.anonymize_into(&env, facts);
             if matches!(
                 env.action,
                 Action::UserRegistered(_)
@@ -563,16 +611,10 @@ impl LakeJob {
             ) {
                 self.users_dirty = true;
             }
-            let mut landed = false;
-            for row in rows {
-                let t = table_index(row.table).expect("the anonymizer writes fact tables");
-                if offset >= self.taken[t][pi] && !self.anon.names_erased(&row) {
-                    pending[t].push(row);
-                    landed = true;
-                }
-            }
-            if landed {
+            if facts.wrote() {
                 report.received_ms.push(env.received_at.timestamp_millis());
+                let day = env.received_at.date_naive();
+                *first_day = Some(first_day.map_or(day, |d| d.min(day)));
             }
         }
     }
@@ -609,8 +651,8 @@ impl LakeJob {
                 .filter(|(p, n)| **n > self.taken[t][*p])
                 .map(|(p, n)| (p as u32, *n))
                 .collect();
-            let rows = std::mem::take(&mut pending[t]);
-            if rows.is_empty() {
+            let rows = pending[t].take();
+            if rows.is_none() {
                 self.idle_batches[t] += 1;
                 if progress.is_empty() || self.idle_batches[t] < every {
                     continue;
@@ -675,14 +717,19 @@ impl LakeJob {
         let mut first_error = None;
         // `failed_actions` commits whenever it got rows or its topic moved (it is small).
         if !failed.is_empty() || !failed_progress.is_empty() {
-            match append_with_retry(
-                &mut self.lake.failed,
-                failed,
-                failed_progress.clone(),
-                &key_id,
-            )
-            .await
-            {
+            let appended = match self.lake.failed.batch_of(&failed) {
+                Ok(batch) => {
+                    append_with_retry(
+                        &mut self.lake.failed,
+                        batch,
+                        failed_progress.clone(),
+                        &key_id,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match appended {
                 Ok(rows) => {
                     committed_at = Some(Utc::now());
                     report.commits += 1;
@@ -954,12 +1001,13 @@ struct FailedRecord {
 /// reloads, drops what that writer already landed, and tries again. Returns the rows written.
 async fn append_with_retry(
     table: &mut LakeTable,
-    rows: Vec<Row>,
+    rows: Option<RecordBatch>,
     progress: HashMap<u32, u64>,
     key_id: &str,
 ) -> Result<usize, LakeError> {
-    match table.append(&rows, &progress, key_id).await {
-        Ok(_) => Ok(rows.len()),
+    let n = rows.as_ref().map_or(0, RecordBatch::num_rows);
+    match table.append_batch(rows, &progress, key_id).await {
+        Ok(_) => Ok(n),
         Err(LakeError::Raced(name)) => {
             // The rows carry no offsets, so a partial overlap cannot be split here: the job
             // restarts from the table's recorded positions instead.

@@ -84,22 +84,47 @@ impl Pseudonymizer {
 
     /// The pseudonym of `id` in `domain`.
     pub fn pseudonym(&self, domain: Domain, id: Uuid) -> String {
-        self.of_bytes(domain, id.as_bytes())
+        self.of_uuid(domain, id).as_str().to_owned()
+    }
+
+    /// The pseudonym of `id` in `domain`, held inline (no allocation).
+    pub fn of_uuid(&self, domain: Domain, id: Uuid) -> Pseudonym {
+        self.inline(domain, id.as_bytes())
     }
 
     /// The pseudonym of an identifier that is not a UUID (a payment reference, say).
     pub fn of_bytes(&self, domain: Domain, id: &[u8]) -> String {
+        self.inline(domain, id).as_str().to_owned()
+    }
+
+    fn inline(&self, domain: Domain, id: &[u8]) -> Pseudonym {
         let mut mac = self.mac.clone();
         mac.update(domain.tag());
         mac.update(&[0]);
         mac.update(id);
         let digest = mac.finalize().into_bytes();
-        let mut out = String::with_capacity(32);
-        for b in &digest[..16] {
-            out.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
-            out.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
+        let mut out = [0u8; 32];
+        for (i, b) in digest[..16].iter().enumerate() {
+            out[2 * i] = b"0123456789abcdef"[(b >> 4) as usize];
+            out[2 * i + 1] = b"0123456789abcdef"[(b & 15) as usize];
         }
-        out
+        Pseudonym(out)
+    }
+}
+
+/// A pseudonym held inline: 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pseudonym([u8; 32]);
+
+impl Pseudonym {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
+impl std::fmt::Debug for Pseudonym {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

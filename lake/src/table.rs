@@ -13,6 +13,7 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 
 use deltalake::arrow::datatypes::Schema as ArrowSchema;
+use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Transaction, transaction::TransactionError};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
@@ -276,7 +277,7 @@ impl LakeTable {
     /// one commit.
     pub async fn replace_days(
         &mut self,
-        batches: Vec<deltalake::arrow::record_batch::RecordBatch>,
+        batches: Vec<RecordBatch>,
         day: &str,
         key_id: &str,
     ) -> Result<(), LakeError> {
@@ -304,10 +305,11 @@ impl LakeTable {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             cast.push(
-                deltalake::arrow::record_batch::RecordBatch::try_new(self.arrow.clone(), columns)
-                    .map_err(|source| LakeError::Arrow {
-                    table: name.into(),
-                    source,
+                RecordBatch::try_new(self.arrow.clone(), columns).map_err(|source| {
+                    LakeError::Arrow {
+                        table: name.into(),
+                        source,
+                    }
                 })?,
             );
         }
@@ -393,6 +395,30 @@ impl LakeTable {
         progress: &HashMap<u32, u64>,
         key_id: &str,
     ) -> Result<u64, LakeError> {
+        let batch = self.batch_of(rows)?;
+        self.append_batch(batch, progress, key_id).await
+    }
+
+    /// `rows` (of this table) as one record batch, `None` when there are none.
+    pub fn batch_of(&self, rows: &[Row]) -> Result<Option<RecordBatch>, LakeError> {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        columnar::record_batch(self.schema, &self.arrow, rows.iter())
+            .map(Some)
+            .map_err(|source| LakeError::Arrow {
+                table: self.schema.name.into(),
+                source,
+            })
+    }
+
+    /// Like [`LakeTable::append`], with the rows already a record batch of this table's schema.
+    pub async fn append_batch(
+        &mut self,
+        batch: Option<RecordBatch>,
+        progress: &HashMap<u32, u64>,
+        key_id: &str,
+    ) -> Result<u64, LakeError> {
         let name = self.schema.name;
         let mut properties = CommitProperties::default()
             .with_metadata(commit_metadata(key_id))
@@ -408,13 +434,7 @@ impl LakeTable {
             .map_err(LakeError::delta(name))?
             .with_writer_properties(writer_properties(self.compression))
             .with_commit_properties(properties);
-        if !rows.is_empty() {
-            let batch = columnar::record_batch(self.schema, &self.arrow, rows.iter()).map_err(
-                |source| LakeError::Arrow {
-                    table: name.into(),
-                    source,
-                },
-            )?;
+        if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
             writer.write(batch).await.map_err(LakeError::delta(name))?;
         }
         let version = writer

@@ -1,6 +1,7 @@
 //! The anonymizer over a seeded social workload (every kind the platform has): every row fits
 //! its table's schema, no identifier, username or e-mail of the workload reaches a row, times
-//! are whole hours, opt-outs and erasures stop a user's rows, mentions become pseudonyms.
+//! are whole hours, opt-outs and erasures stop a user's rows, mentions become pseudonyms, and
+//! the job's column batches hold exactly these rows.
 
 use std::collections::HashSet;
 
@@ -8,6 +9,7 @@ use chrono::{Timelike, Utc};
 use philo_events::Envelope;
 use philo_events::action::ProfileUpdated;
 use philo_lake::anonymize::{Anonymizer, Row, TABLES, Value, schema};
+use philo_lake::columnar::{self, FactBatch};
 use philo_lake::pseudonym::{Domain, Pseudonymizer};
 use philo_streams::workload::{Workload, WorkloadConfig};
 use uuid::Uuid;
@@ -164,4 +166,94 @@ fn mentions_become_the_mentioned_users_pseudonym() {
     assert!(title.contains(&expected), "{title}");
     assert!(!title.to_lowercase().contains("ann_lee"), "{title}");
     assert!(!title.contains("nobody_here"), "{title}");
+}
+
+/// The job writes rows straight into column builders ([`FactBatch`]); the rows it gets must be
+/// exactly what [`Anonymizer::anonymize`] says, value for value, with a user erased and one
+/// opted out along the way, and tables marked as already holding an action get none of it.
+#[test]
+fn the_jobs_column_batches_hold_exactly_the_anonymizers_rows() {
+    let mut workload = Workload::new(WorkloadConfig::small(11));
+    let mut envelopes: Vec<Envelope> = workload.by_ref().take(6_000).collect();
+    // Someone who acted a lot is erased halfway, someone else opts out.
+    let busiest = |from: &[Envelope]| {
+        let mut counts = std::collections::HashMap::new();
+        for e in from {
+            *counts.entry(e.actor_id).or_insert(0) += 1;
+        }
+        let mut by_count: Vec<(Uuid, i32)> = counts.into_iter().collect();
+        by_count.sort_by_key(|(u, n)| (-n, *u));
+        (by_count[0].0, by_count[1].0)
+    };
+    let (erased, opted) = busiest(&envelopes);
+    let erasure: philo_events::Action =
+        serde_json::from_value(serde_json::json!({"type": "account.erased"})).unwrap();
+    let opt_out = ProfileUpdated {
+        display_name: None,
+        description: None,
+        sale_opt_out: Some(true),
+    };
+    envelopes.insert(3_000, env(erased, erasure));
+    envelopes.insert(3_500, env(opted, opt_out));
+
+    let mut by_rows = anonymizer();
+    let mut by_columns = anonymizer();
+    let mut rows: Vec<Vec<Row>> = vec![Vec::new(); TABLES.len()];
+    let mut facts = FactBatch::default();
+    let reactions = TABLES.iter().position(|t| t.name == "reactions").unwrap();
+    let mut skip = vec![false; TABLES.len()];
+    skip[reactions] = true;
+    let mut skipped_reactions = 0;
+    for (i, e) in envelopes.iter().enumerate() {
+        // Every tenth action is taken as already in the reactions table.
+        let skipping = i % 10 == 0;
+        for row in by_rows.anonymize(e) {
+            let t = TABLES.iter().position(|t| t.name == row.table).unwrap();
+            if skipping && t == reactions {
+                skipped_reactions += 1;
+            } else {
+                rows[t].push(row);
+            }
+        }
+        facts.start_action(skipping.then_some(skip.as_slice()));
+        by_columns.anonymize_into(e, &mut facts);
+    }
+    assert!(skipped_reactions > 0, "no reaction was skipped");
+    let (batches, _) = facts.finish().unwrap();
+    let batch_of = |table, rows: Vec<&Row>| {
+        (!rows.is_empty()).then(|| {
+            columnar::record_batch(table, &columnar::arrow_schema(table), rows.into_iter()).unwrap()
+        })
+    };
+    let (mut compared, mut named_erased) = (0, 0);
+    for (t, table) in TABLES.iter().enumerate() {
+        assert_eq!(
+            batches[t],
+            batch_of(table, rows[t].iter().collect()),
+            "{}",
+            table.name
+        );
+        compared += rows[t].len();
+        // What the job keeps of a batch once a user in it is erased: no row naming them.
+        let kept: Vec<&Row> = rows[t]
+            .iter()
+            .filter(|r| !by_rows.names_erased(r))
+            .collect();
+        named_erased += rows[t].len() - kept.len();
+        let filtered = batches[t]
+            .clone()
+            .map(|b| columnar::without_users(table, b, by_columns.erased_pseudonyms()).unwrap());
+        let filtered = filtered.filter(|b| b.num_rows() > 0);
+        assert_eq!(
+            filtered,
+            batch_of(table, kept),
+            "{} without the erased",
+            table.name
+        );
+    }
+    assert!(compared > 4_000, "only {compared} rows compared");
+    assert!(
+        named_erased > 0,
+        "the erased user had no rows before the erasure"
+    );
 }

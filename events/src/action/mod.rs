@@ -46,6 +46,7 @@ mod social;
 mod strict_json;
 mod system;
 mod validate;
+mod wire;
 
 pub use content::{
     ApproachCreated, ApproachDeleted, ApproachEdited, CommentCreated, CommentDeleted, PostCreated,
@@ -88,7 +89,10 @@ macro_rules! vocabulary {
         $variant:ident => $name:literal, version $version:literal, $who:ident;
     )*) => {
         /// One action, `{"type": "<kind>", ...fields}` on the wire.
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+        ///
+        /// `Deserialize` is written by hand (see [`wire`]): serde's derive for an internally
+        /// tagged enum buffers every object into an intermediate tree before it looks at the tag.
+        #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
         #[serde(tag = "type")]
         pub enum Action {
             $( $(#[$doc])* #[serde(rename = $name)] $variant($variant), )*
@@ -138,6 +142,19 @@ macro_rules! vocabulary {
 
             fn payload(&self) -> &dyn Payload {
                 match self { $(Action::$variant(p) => p,)* }
+            }
+        }
+
+        impl wire::Payloads for ActionKind {
+            const NAMES: &'static [&'static str] = &[$($name),*];
+
+            fn deserialize_payload<'de, D: serde::Deserializer<'de>>(
+                self,
+                payload: D,
+            ) -> Result<Action, D::Error> {
+                match self {
+                    $(ActionKind::$variant => $variant::deserialize(payload).map(Action::$variant),)*
+                }
             }
         }
 
