@@ -9,7 +9,6 @@
 //! is written again). Writing the rows as Delta tables is the next layer.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Utc};
 use philo_events::{Action, Envelope};
@@ -285,9 +284,9 @@ pub struct Anonymizer {
     /// What the `users` dimension is built from.
     facts: HashMap<Uuid, UserFacts>,
     /// Pseudonyms of users and referenced items computed lately: the same users act again
-    /// and again, and a lookup costs a fraction of an HMAC. Emptied when full.
-    /// (A mutex, uncontended, as the job is shared across await points.)
-    recent: Mutex<HashMap<(Domain, Uuid), Pseudonym>>,
+    /// and again, and a lookup costs a fraction of an HMAC. Emptied when full. (Reached only
+    /// through `&mut self`: a lock here was a third of a lookup's cost.)
+    recent: HashMap<(Domain, Uuid), Pseudonym, foldhash::fast::RandomState>,
 }
 
 /// Most pseudonyms [`Anonymizer`] keeps at hand (about 64 bytes each).
@@ -295,13 +294,13 @@ const RECENT_PSEUDONYMS: usize = 1 << 18;
 
 /// One row being written to a [`Sink`]: the setters take the anonymizer's view of a value
 /// (an id to pseudonymize, text to scrub) and do nothing when the sink did not want the row.
-struct RowOut<'a, S: Sink> {
-    anon: &'a Anonymizer,
-    sink: &'a mut S,
+struct RowOut<'w, 'a, S: Sink> {
+    w: &'w mut Writer<'a>,
+    sink: &'w mut S,
     on: bool,
 }
 
-impl<S: Sink> RowOut<'_, S> {
+impl<S: Sink> RowOut<'_, '_, S> {
     fn str(self, column: &'static str, value: &str) -> Self {
         if self.on {
             self.sink.str(column, value);
@@ -313,7 +312,7 @@ impl<S: Sink> RowOut<'_, S> {
     fn user(self, column: &'static str, id: Uuid) -> Self {
         if self.on {
             self.sink
-                .str(column, self.anon.recent(Domain::User, id).as_str());
+                .str(column, self.w.recent(Domain::User, id).as_str());
         }
         self
     }
@@ -330,7 +329,7 @@ impl<S: Sink> RowOut<'_, S> {
     fn item(self, column: &'static str, id: Uuid) -> Self {
         if self.on {
             self.sink
-                .str(column, self.anon.recent(Domain::Item, id).as_str());
+                .str(column, self.w.recent(Domain::Item, id).as_str());
         }
         self
     }
@@ -346,7 +345,7 @@ impl<S: Sink> RowOut<'_, S> {
     fn new_item(self, column: &'static str, id: Uuid) -> Self {
         if self.on {
             self.sink
-                .str(column, self.anon.pseudo.of_uuid(Domain::Item, id).as_str());
+                .str(column, self.w.pseudo.of_uuid(Domain::Item, id).as_str());
         }
         self
     }
@@ -354,7 +353,8 @@ impl<S: Sink> RowOut<'_, S> {
     /// Free text, scrubbed.
     fn text(self, column: &'static str, text: &str) -> Self {
         if self.on {
-            self.sink.str(column, &self.anon.scrubbed(text));
+            let scrubbed = self.w.scrubbed(text);
+            self.sink.str(column, &scrubbed);
         }
         self
     }
@@ -447,40 +447,18 @@ impl Anonymizer {
             erased: HashSet::new(),
             erased_pseudonyms: HashSet::new(),
             facts: HashMap::new(),
-            recent: Mutex::new(HashMap::new()),
+            recent: HashMap::default(),
         }
     }
 
-    /// The pseudonym of `id`, from the recent ones when it is there.
-    fn recent(&self, domain: Domain, id: Uuid) -> Pseudonym {
-        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(p) = recent.get(&(domain, id)) {
-            return *p;
-        }
-        let p = self.pseudo.of_uuid(domain, id);
-        if recent.len() >= RECENT_PSEUDONYMS {
-            recent.clear();
-        }
-        recent.insert((domain, id), p);
-        p
-    }
-
-    fn scrubbed(&self, text: &str) -> String {
-        let mention = |name: &str| {
-            self.usernames
-                .get(&name.to_lowercase())
-                .map(|id| self.recent(Domain::User, *id).as_str().to_owned())
-        };
-        self.scrub.scrub(text, &mention).text
-    }
-
-    /// Starts a row of fact table `table` for `env`.
-    fn row<'a, S: Sink>(&'a self, sink: &'a mut S, table: usize, env: &Envelope) -> RowOut<'a, S> {
-        let on = sink.begin(table, env.received_at, self.pseudo.key_id());
-        RowOut {
-            anon: self,
-            sink,
-            on,
+    /// What writing rows needs, borrowed apart from the bookkeeping.
+    fn writer(&mut self) -> Writer<'_> {
+        Writer {
+            pseudo: &self.pseudo,
+            scrub: &self.scrub,
+            usernames: &self.usernames,
+            erased: &self.erased,
+            recent: &mut self.recent,
         }
     }
 
@@ -660,7 +638,8 @@ impl Anonymizer {
                 } else {
                     self.opted_out.remove(&actor);
                 }
-                self.row(sink, fact("opt_outs"), env)
+                self.writer()
+                    .row(sink, fact("opt_outs"), env)
                     .user("user", actor)
                     .bool("opted_out", out)
                     .end();
@@ -694,8 +673,9 @@ impl Anonymizer {
             return;
         }
         let id = env.id;
+        let mut w = self.writer();
         match &env.action {
-            Action::PostCreated(a) => self
+            Action::PostCreated(a) => w
                 .row(sink, fact("posts"), env)
                 .new_item("post", id)
                 .user("author", actor)
@@ -705,7 +685,7 @@ impl Anonymizer {
                 .strs("tags", &a.tags)
                 .end(),
             Action::PostEdited(a) => {
-                let row = self
+                let row = w
                     .row(sink, fact("posts"), env)
                     .item("post", a.post_id)
                     .user("author", actor)
@@ -717,13 +697,13 @@ impl Anonymizer {
                     None => row.end(),
                 }
             }
-            Action::PostDeleted(a) => self
+            Action::PostDeleted(a) => w
                 .row(sink, fact("posts"), env)
                 .item("post", a.post_id)
                 .user("author", actor)
                 .str("event", "deleted")
                 .end(),
-            Action::ApproachCreated(a) => self
+            Action::ApproachCreated(a) => w
                 .row(sink, fact("approaches"), env)
                 .new_item("approach", id)
                 .opt_item("post", a.post_id)
@@ -732,7 +712,7 @@ impl Anonymizer {
                 .text("title", &a.title)
                 .text("body", &a.body)
                 .end(),
-            Action::ApproachEdited(a) => self
+            Action::ApproachEdited(a) => w
                 .row(sink, fact("approaches"), env)
                 .item("approach", a.approach_id)
                 .user("author", actor)
@@ -740,13 +720,13 @@ impl Anonymizer {
                 .opt_text("title", a.title.as_deref())
                 .opt_text("body", a.body.as_deref())
                 .end(),
-            Action::ApproachDeleted(a) => self
+            Action::ApproachDeleted(a) => w
                 .row(sink, fact("approaches"), env)
                 .item("approach", a.approach_id)
                 .user("author", actor)
                 .str("event", "deleted")
                 .end(),
-            Action::CommentCreated(a) => self
+            Action::CommentCreated(a) => w
                 .row(sink, fact("comments"), env)
                 .new_item("comment", id)
                 .item("target", a.target_id)
@@ -755,27 +735,27 @@ impl Anonymizer {
                 .str("event", "created")
                 .text("body", &a.body)
                 .end(),
-            Action::CommentDeleted(a) => self
+            Action::CommentDeleted(a) => w
                 .row(sink, fact("comments"), env)
                 .item("comment", a.comment_id)
                 .user("author", actor)
                 .str("event", "deleted")
                 .end(),
-            Action::ReactionAdded(a) => self
+            Action::ReactionAdded(a) => w
                 .row(sink, fact("reactions"), env)
                 .item("target", a.target_id)
                 .user("user", actor)
                 .str("kind", &wire(&a.kind))
                 .bool("removed", false)
                 .end(),
-            Action::ReactionRemoved(a) => self
+            Action::ReactionRemoved(a) => w
                 .row(sink, fact("reactions"), env)
                 .item("target", a.target_id)
                 .user("user", actor)
                 .str("kind", &wire(&a.kind))
                 .bool("removed", true)
                 .end(),
-            Action::DonationMade(a) => self
+            Action::DonationMade(a) => w
                 .row(sink, fact("donations"), env)
                 .new_item("donation", id)
                 .item("target", a.target_id)
@@ -783,7 +763,7 @@ impl Anonymizer {
                 .i64("amount_minor", a.amount_minor)
                 .str("currency", &wire(&a.currency))
                 .end(),
-            Action::CampaignCreated(a) => self
+            Action::CampaignCreated(a) => w
                 .row(sink, fact("campaigns"), env)
                 .new_item("campaign", id)
                 .item("target", a.target_id)
@@ -793,14 +773,14 @@ impl Anonymizer {
                 .str("currency", &wire(&a.currency))
                 .day("ends_day", a.ends_at.date_naive())
                 .end(),
-            Action::CampaignClosed(a) => self
+            Action::CampaignClosed(a) => w
                 .row(sink, fact("campaigns"), env)
                 .item("campaign", a.campaign_id)
                 .user("owner", actor)
                 .str("event", "closed")
                 .end(),
             Action::EventCreated(a) => {
-                let row = self
+                let row = w
                     .row(sink, fact("events"), env)
                     .new_item("event_id", id)
                     .user("organizer", actor)
@@ -821,7 +801,7 @@ impl Anonymizer {
                     (None, Some(_)) => Some(false),
                     (None, None) => None,
                 };
-                let row = self
+                let row = w
                     .row(sink, fact("events"), env)
                     .item("event_id", a.event_id)
                     .user("organizer", actor)
@@ -836,23 +816,23 @@ impl Anonymizer {
                     None => row.end(),
                 }
             }
-            Action::EventCancelled(a) => self
+            Action::EventCancelled(a) => w
                 .row(sink, fact("events"), env)
                 .item("event_id", a.event_id)
                 .user("organizer", actor)
                 .str("event", "cancelled")
                 .end(),
-            Action::EventRsvp(a) => self
+            Action::EventRsvp(a) => w
                 .row(sink, fact("event_rsvps"), env)
                 .item("event_id", a.event_id)
                 .user("user", actor)
                 .str("status", &wire(&a.status))
                 .end(),
             Action::JobOfferCreated(a) => {
-                if a.to_user_id.is_some_and(|u| self.erased.contains(&u)) {
+                if a.to_user_id.is_some_and(|u| w.erased.contains(&u)) {
                     return;
                 }
-                let row = self
+                let row = w
                     .row(sink, fact("job_offers"), env)
                     .new_item("offer", id)
                     .user("sender", actor)
@@ -866,23 +846,23 @@ impl Anonymizer {
                     None => row.end(),
                 }
             }
-            Action::JobOfferAnswered(a) => self
+            Action::JobOfferAnswered(a) => w
                 .row(sink, fact("job_offers"), env)
                 .item("offer", a.offer_id)
                 .user("sender", actor)
                 .str("event", &format!("answered:{}", wire(&a.answer)))
                 .end(),
-            Action::JobOfferWithdrawn(a) => self
+            Action::JobOfferWithdrawn(a) => w
                 .row(sink, fact("job_offers"), env)
                 .item("offer", a.offer_id)
                 .user("sender", actor)
                 .str("event", "withdrawn")
                 .end(),
-            Action::FollowCreated(a) => self.edge(sink, env, a.user_id, "follow"),
-            Action::FollowRemoved(a) => self.edge(sink, env, a.user_id, "unfollow"),
-            Action::BlockCreated(a) => self.edge(sink, env, a.user_id, "block"),
-            Action::BlockRemoved(a) => self.edge(sink, env, a.user_id, "unblock"),
-            Action::ResumeUpdated(a) => self
+            Action::FollowCreated(a) => w.edge(sink, env, a.user_id, "follow"),
+            Action::FollowRemoved(a) => w.edge(sink, env, a.user_id, "unfollow"),
+            Action::BlockCreated(a) => w.edge(sink, env, a.user_id, "block"),
+            Action::BlockRemoved(a) => w.edge(sink, env, a.user_id, "unblock"),
+            Action::ResumeUpdated(a) => w
                 .row(sink, fact("resumes"), env)
                 .user("user", actor)
                 .text("text", &a.text)
@@ -890,9 +870,9 @@ impl Anonymizer {
                 .end(),
             Action::ExploreViewed(a) => {
                 let table = fact("explore_interactions");
-                let me = self.recent(Domain::User, actor);
+                let me = w.recent(Domain::User, actor);
                 for (rank, item) in a.item_ids.iter().enumerate() {
-                    self.row(sink, table, env)
+                    w.row(sink, table, env)
                         .str("user", me.as_str())
                         .item("item", *item)
                         .str("kind", "viewed")
@@ -900,8 +880,8 @@ impl Anonymizer {
                         .end();
                 }
             }
-            Action::ExploreClicked(a) => self.interaction(sink, env, a.item_id, "clicked"),
-            Action::ExploreDismissed(a) => self.interaction(sink, env, a.item_id, "dismissed"),
+            Action::ExploreClicked(a) => w.interaction(sink, env, a.item_id, "clicked"),
+            Action::ExploreDismissed(a) => w.interaction(sink, env, a.item_id, "dismissed"),
             // Sessions, notification settings and image storage say nothing a procurer buys;
             // registrations and profiles feed the `users` dimension, built separately.
             Action::UserRegistered(_)
@@ -914,9 +894,54 @@ impl Anonymizer {
             | Action::NotificationPreferencesUpdated(_) => {}
         }
     }
+}
+
+/// What writing rows needs of an [`Anonymizer`]: its keys, scrubber and caches, borrowed apart
+/// from the bookkeeping that decides whether rows are written at all.
+struct Writer<'a> {
+    pseudo: &'a Pseudonymizer,
+    scrub: &'a Scrubber,
+    usernames: &'a HashMap<String, Uuid>,
+    erased: &'a HashSet<Uuid>,
+    recent: &'a mut HashMap<(Domain, Uuid), Pseudonym, foldhash::fast::RandomState>,
+}
+
+impl<'a> Writer<'a> {
+    /// The pseudonym of `id`, from the recent ones when it is there.
+    fn recent(&mut self, domain: Domain, id: Uuid) -> Pseudonym {
+        if let Some(p) = self.recent.get(&(domain, id)) {
+            return *p;
+        }
+        let p = self.pseudo.of_uuid(domain, id);
+        if self.recent.len() >= RECENT_PSEUDONYMS {
+            self.recent.clear();
+        }
+        self.recent.insert((domain, id), p);
+        p
+    }
+
+    fn scrubbed(&self, text: &str) -> String {
+        let mention = |name: &str| {
+            self.usernames
+                .get(&name.to_lowercase())
+                .map(|id| self.pseudo.of_uuid(Domain::User, *id).as_str().to_owned())
+        };
+        self.scrub.scrub(text, &mention).text
+    }
+
+    /// Starts a row of fact table `table` for `env`.
+    fn row<'w, S: Sink>(
+        &'w mut self,
+        sink: &'w mut S,
+        table: usize,
+        env: &Envelope,
+    ) -> RowOut<'w, 'a, S> {
+        let on = sink.begin(table, env.received_at, self.pseudo.key_id());
+        RowOut { w: self, sink, on }
+    }
 
     /// A `follows` row; none when the other user is erased.
-    fn edge<S: Sink>(&self, sink: &mut S, env: &Envelope, other: Uuid, kind: &str) {
+    fn edge<S: Sink>(&mut self, sink: &mut S, env: &Envelope, other: Uuid, kind: &str) {
         if self.erased.contains(&other) {
             return;
         }
@@ -927,7 +952,7 @@ impl Anonymizer {
             .end();
     }
 
-    fn interaction<S: Sink>(&self, sink: &mut S, env: &Envelope, item: Uuid, kind: &str) {
+    fn interaction<S: Sink>(&mut self, sink: &mut S, env: &Envelope, item: Uuid, kind: &str) {
         self.row(sink, fact("explore_interactions"), env)
             .user("user", env.actor_id)
             .item("item", item)
