@@ -22,7 +22,7 @@
 //! (a crash between the batch and the delete) is redone on the next start. The operations
 //! themselves live in [`crate::tables`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -129,6 +129,9 @@ pub struct StepReport {
     /// Time spent waiting for table commits to finish after gathering: near zero when
     /// gathering is the slower half of the pipeline.
     pub commit_wait: Duration,
+    /// Time gathering waited for the log's records (read and decoded off the job's task):
+    /// near zero when anonymizing is the slower half.
+    pub read_wait: Duration,
 }
 
 /// The anonymizer job over one log and one lake.
@@ -172,34 +175,57 @@ struct Gathered {
     report: StepReport,
 }
 
-/// A chunk of one partition's records being decoded on the blocking pool.
-struct Decoding {
+/// Chunks read and decoded ahead while the job anonymizes one: reading and decoding a chunk
+/// takes about as long as anonymizing it, and with one chunk ahead the job still waited for
+/// the log half of the time (`StepReport::read_wait`).
+const CHUNKS_AHEAD: usize = 2;
+
+/// A chunk of one partition's records being read and decoded off the job's task (the read on
+/// the log's own workers, the decoding on the blocking pool), while the job anonymizes the
+/// chunk before it.
+struct Fetch {
     pi: usize,
-    task: tokio::task::JoinHandle<Vec<(u64, Option<Envelope>)>>,
+    /// Records asked for (the most this chunk can add to the batch).
+    want: usize,
+    task: tokio::task::JoinHandle<Result<Vec<(u64, Option<Envelope>)>, LogError>>,
 }
 
-impl Decoding {
-    fn start(pi: usize, records: Vec<StoredRecord>) -> Self {
-        let task = tokio::task::spawn_blocking(move || {
-            records
-                .iter()
-                .map(|r| (r.offset, Envelope::from_json(&r.value).ok()))
-                .collect()
+impl Fetch {
+    fn start(log: Arc<dyn Log>, topic: String, p: u32, offset: u64, want: usize) -> Self {
+        let task = tokio::spawn(async move {
+            let records = log.read(&topic, p, offset, want).await?;
+            let decoded = tokio::task::spawn_blocking(move || {
+                records
+                    .iter()
+                    .map(|r| (r.offset, Envelope::from_json(&r.value).ok()))
+                    .collect()
+            })
+            .await;
+            Ok(decoded.unwrap_or_else(|e| rethrow(e, "decoding a chunk of the log")))
         });
-        Self { pi, task }
+        Self {
+            pi: p as usize,
+            want,
+            task,
+        }
     }
 
-    async fn finish(self) -> (usize, Vec<(u64, Option<Envelope>)>) {
-        match self.task.await {
-            Ok(decoded) => (self.pi, decoded),
-            // Decoding panics on no input, and the pool cancels tasks only when the runtime
-            // shuts down. Either way nothing may be skipped: the job stops before committing
-            // and a restart resumes from what the tables record.
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(e) => panic!("decoding a chunk of the log: {e}"),
-            },
-        }
+    async fn finish(self) -> Result<(usize, Vec<(u64, Option<Envelope>)>), LogError> {
+        let decoded = self
+            .task
+            .await
+            .unwrap_or_else(|e| rethrow(e, "reading a chunk of the log"))?;
+        Ok((self.pi, decoded))
+    }
+}
+
+/// A read or decode task that panicked or was cancelled. Decoding panics on no input, and the
+/// runtime cancels tasks only when it shuts down. Either way nothing may be skipped: the job
+/// stops before committing and a restart resumes from what the tables record.
+fn rethrow(e: tokio::task::JoinError, what: &str) -> ! {
+    match e.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        Err(e) => panic!("{what}: {e}"),
     }
 }
 
@@ -252,6 +278,7 @@ impl StepReport {
         self.erasures.extend(other.erasures);
         self.gather_time += other.gather_time;
         self.commit_wait += other.commit_wait;
+        self.read_wait += other.read_wait;
     }
 }
 
@@ -463,13 +490,23 @@ impl LakeJob {
         let mut facts = FactBatch::sized(&self.sizes);
         let mut first_day: Option<NaiveDate> = None;
         let mut erasures: Vec<(Uuid, Uuid)> = Vec::new();
-        let mut decoding: Option<Decoding> = None;
+        // Chunks being read and decoded while the oldest one is anonymized.
+        let mut fetching: VecDeque<Fetch> = VecDeque::new();
         let started = Instant::now();
         loop {
             let mut read_any = false;
             for p in 0..self.partitions {
                 let pi = p as usize;
-                if report.actions >= max {
+                // A chunk of this partition in flight must land first: its end is where the
+                // next read starts.
+                while fetching.iter().any(|f| f.pi == pi) {
+                    let f = fetching.pop_front().expect("a chunk is in flight");
+                    read_any |= self
+                        .land(f, &mut facts, &mut erasures, &mut report, &mut first_day)
+                        .await?;
+                }
+                let in_flight: usize = fetching.iter().map(|f| f.want).sum();
+                if report.actions + in_flight >= max {
                     break;
                 }
                 let wm = self.log.watermarks_hint(&topic, p).await?;
@@ -485,35 +522,25 @@ impl LakeJob {
                 if self.next[pi] >= wm.high {
                     continue;
                 }
-                let want = self.config.read_chunk.min(max - report.actions);
-                let records = self.log.read(&topic, p, self.next[pi], want).await?;
-                let Some(last) = records.last() else { continue };
-                self.next[pi] = last.offset + 1;
-                read_any = true;
-                report.actions += records.len();
-                let next = Decoding::start(pi, records);
-                if let Some(previous) = decoding.replace(next) {
-                    let (pi, decoded) = previous.finish().await;
-                    self.take(
-                        pi,
-                        decoded,
-                        &mut facts,
-                        &mut erasures,
-                        &mut report,
-                        &mut first_day,
-                    );
+                let want = self.config.read_chunk.min(max - report.actions - in_flight);
+                fetching.push_back(Fetch::start(
+                    self.log.clone(),
+                    topic.clone(),
+                    p,
+                    self.next[pi],
+                    want,
+                ));
+                if fetching.len() > CHUNKS_AHEAD {
+                    let f = fetching.pop_front().expect("a chunk is in flight");
+                    read_any |= self
+                        .land(f, &mut facts, &mut erasures, &mut report, &mut first_day)
+                        .await?;
                 }
             }
-            if let Some(last) = decoding.take() {
-                let (pi, decoded) = last.finish().await;
-                self.take(
-                    pi,
-                    decoded,
-                    &mut facts,
-                    &mut erasures,
-                    &mut report,
-                    &mut first_day,
-                );
+            while let Some(f) = fetching.pop_front() {
+                read_any |= self
+                    .land(f, &mut facts, &mut erasures, &mut report, &mut first_day)
+                    .await?;
             }
             if report.actions >= max || started.elapsed() >= self.config.batch_max_wait {
                 break;
@@ -568,6 +595,27 @@ impl LakeJob {
             erasures,
             report,
         }))
+    }
+
+    /// Waits for a fetched chunk and anonymizes it into the batch; `false` when it was empty.
+    async fn land(
+        &mut self,
+        fetch: Fetch,
+        facts: &mut FactBatch,
+        erasures: &mut Vec<(Uuid, Uuid)>,
+        report: &mut StepReport,
+        first_day: &mut Option<NaiveDate>,
+    ) -> Result<bool, JobError> {
+        let waiting = Instant::now();
+        let (pi, decoded) = fetch.finish().await?;
+        report.read_wait += waiting.elapsed();
+        let Some(last) = decoded.last().map(|(offset, _)| *offset) else {
+            return Ok(false);
+        };
+        self.next[pi] = last + 1;
+        report.actions += decoded.len();
+        self.take(pi, decoded, facts, erasures, report, first_day);
+        Ok(true)
     }
 
     /// Anonymizes one decoded chunk of partition `pi` into the batch; `first_day` is the

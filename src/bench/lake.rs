@@ -124,7 +124,7 @@ async fn land(log: &Arc<dyn Log>, location: &Location, batch: usize) -> Result<(
     let open_s = opened.elapsed().as_secs_f64();
     let started = Instant::now();
     let (mut actions, mut rows, mut commits, mut steps) = (0usize, 0usize, 0usize, 0usize);
-    let (mut gather, mut wait) = (Duration::ZERO, Duration::ZERO);
+    let (mut gather, mut wait, mut read_wait) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     // As `LakeJob::run` does: a batch commits while the next one is read and anonymized.
     loop {
         let r = job.step_pipelined().await?;
@@ -134,6 +134,7 @@ async fn land(log: &Arc<dyn Log>, location: &Location, batch: usize) -> Result<(
         commits += r.commits;
         gather += r.gather_time;
         wait += r.commit_wait;
+        read_wait += r.read_wait;
         if r.actions == 0 && !job.committing() {
             break;
         }
@@ -157,6 +158,9 @@ async fn land(log: &Arc<dyn Log>, location: &Location, batch: usize) -> Result<(
             // previous batch's commits (near zero when anonymizing is the slower half).
             "gather_s": gather.as_secs_f64(),
             "commit_wait_s": wait.as_secs_f64(),
+            // Of gathering: waiting for the log's records (read and decoded off the job's
+            // task), near zero when anonymizing is the slower half.
+            "read_wait_s": read_wait.as_secs_f64(),
             "open_lake_s": open_s,
             "users_dimension_s": users_s,
             "daily_aggregates_s": daily_s,
