@@ -187,8 +187,11 @@ struct Fetch {
     pi: usize,
     /// Records asked for (the most this chunk can add to the batch).
     want: usize,
-    task: tokio::task::JoinHandle<Result<Vec<(u64, Option<Envelope>)>, LogError>>,
+    task: tokio::task::JoinHandle<Result<Decoded, LogError>>,
 }
+
+/// A chunk's records decoded: offset and envelope (`None`: the record did not decode).
+type Decoded = Vec<(u64, Option<Envelope>)>;
 
 impl Fetch {
     fn start(log: Arc<dyn Log>, topic: String, p: u32, offset: u64, want: usize) -> Self {
@@ -210,7 +213,7 @@ impl Fetch {
         }
     }
 
-    async fn finish(self) -> Result<(usize, Vec<(u64, Option<Envelope>)>), LogError> {
+    async fn finish(self) -> Result<(usize, Decoded), LogError> {
         let decoded = self
             .task
             .await
@@ -623,7 +626,7 @@ impl LakeJob {
     fn take(
         &mut self,
         pi: usize,
-        decoded: Vec<(u64, Option<Envelope>)>,
+        decoded: Decoded,
         facts: &mut FactBatch,
         erasures: &mut Vec<(Uuid, Uuid)>,
         report: &mut StepReport,
