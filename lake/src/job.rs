@@ -78,7 +78,7 @@ impl Default for LakeJobConfig {
         Self {
             topic: "actions".into(),
             failed_topic: "actions.failed".into(),
-            batch_max_actions: 50_000,
+            batch_max_actions: 100_000,
             batch_max_wait: Duration::from_secs(1),
             read_chunk: 8_192,
             progress_every: 20,

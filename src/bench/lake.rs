@@ -37,7 +37,7 @@ pub struct LakeArgs {
     #[arg(long, default_value_t = 2_000)]
     users: usize,
     /// Actions per micro-batch.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 100_000)]
     batch: usize,
     /// Paced arrival rate of the lag run, actions per second.
     #[arg(long, default_value_t = 5_000)]
