@@ -310,7 +310,10 @@ impl FactBatch {
 
     /// The column of the open row named `column`, after null-filling the columns skipped.
     fn column(&mut self, name: &str, ty: ColType) -> Option<&mut Column> {
-        let t = self.open?;
+        let Some(t) = self.open else {
+            self.fail(format!("{name}: a value outside a row"));
+            return None;
+        };
         let table = &mut self.tables[t];
         let schema = table.table;
         let mut i = table.next;
@@ -658,5 +661,10 @@ mod tests {
         b.start_action(Some(skip.as_slice()));
         assert!(!b.begin(posts, at, "k1"));
         assert!(!b.wrote());
+        assert!(b.finish().is_ok());
+        // A value with no row begun is a bug, not a silent drop.
+        let mut b = FactBatch::default();
+        b.str("post", "p");
+        assert!(b.finish().is_err());
     }
 }
