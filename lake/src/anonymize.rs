@@ -206,6 +206,17 @@ pub trait Sink {
     fn end(&mut self);
 }
 
+/// A row of `table` with the common columns (`day`, `hour`, `key_id`, `policy_version`) set
+/// and the rest null.
+fn common_values(table: &TableSchema, received: DateTime<Utc>, key_id: &str) -> Vec<Value> {
+    let mut values = vec![Value::Null; table.columns.len()];
+    values[0] = Value::Day(received.date_naive());
+    values[1] = Value::Hour(hour(received));
+    values[2] = Value::Str(key_id.to_owned());
+    values[3] = Value::I64(POLICY_VERSION);
+    values
+}
+
 /// A [`Sink`] that collects [`Row`]s.
 #[derive(Debug, Default)]
 pub struct RowSink {
@@ -228,12 +239,7 @@ impl RowSink {
 impl Sink for RowSink {
     fn begin(&mut self, table: usize, received: DateTime<Utc>, key_id: &str) -> bool {
         let table = &TABLES[table];
-        let mut values = vec![Value::Null; table.columns.len()];
-        values[0] = Value::Day(received.date_naive());
-        values[1] = Value::Hour(hour(received));
-        values[2] = Value::Str(key_id.to_owned());
-        values[3] = Value::I64(POLICY_VERSION);
-        self.open = Some((table, values));
+        self.open = Some((table, common_values(table, received, key_id)));
         true
     }
 
@@ -509,11 +515,7 @@ impl Anonymizer {
             return None;
         }
         let table = &FAILED_ACTIONS;
-        let mut values = vec![Value::Null; table.columns.len()];
-        values[0] = Value::Day(received.date_naive());
-        values[1] = Value::Hour(hour(received));
-        values[2] = Value::Str(self.pseudo.key_id().to_owned());
-        values[3] = Value::I64(POLICY_VERSION);
+        let mut values = common_values(table, received, self.pseudo.key_id());
         values[4] = Value::Str(self.pseudo.pseudonym(Domain::Item, action));
         values[5] = Value::Str(self.pseudo.pseudonym(Domain::User, actor));
         values[6] = Value::Str(kind.to_owned());
@@ -761,7 +763,7 @@ impl Anonymizer {
                 .item("target", a.target_id)
                 .user("donor", actor)
                 .i64("amount_minor", a.amount_minor)
-                .str("currency", &wire(&a.currency))
+                .str("currency", a.currency.as_str())
                 .end(),
             Action::CampaignCreated(a) => w
                 .row(sink, fact("campaigns"), env)
@@ -770,7 +772,7 @@ impl Anonymizer {
                 .user("owner", actor)
                 .str("event", "created")
                 .i64("goal_minor", a.goal_minor)
-                .str("currency", &wire(&a.currency))
+                .str("currency", a.currency.as_str())
                 .day("ends_day", a.ends_at.date_naive())
                 .end(),
             Action::CampaignClosed(a) => w

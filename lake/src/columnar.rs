@@ -24,6 +24,11 @@ use crate::anonymize::{ColType, POLICY_VERSION, Row, Sink, TABLES, TableSchema, 
 /// Days between 0001-01-01 (chrono's day 1) and the Unix epoch.
 const UNIX_EPOCH_DAY: i32 = 719_163;
 
+/// `d` as an Arrow `Date32`: days since the Unix epoch.
+fn epoch_days(d: &NaiveDate) -> i32 {
+    chrono::Datelike::num_days_from_ce(d) - UNIX_EPOCH_DAY
+}
+
 /// The Delta type of a column type.
 fn delta_type(ty: ColType) -> DataType {
     match ty {
@@ -108,9 +113,7 @@ impl Column {
             (Column::Strs(b), _) => b.append(false),
             (Column::Hour(b), Value::Hour(t)) => b.append_value(t.timestamp_micros()),
             (Column::Hour(b), _) => b.append_null(),
-            (Column::Day(b), Value::Day(d)) => {
-                b.append_value(chrono::Datelike::num_days_from_ce(d) - UNIX_EPOCH_DAY)
-            }
+            (Column::Day(b), Value::Day(d)) => b.append_value(epoch_days(d)),
             (Column::Day(b), _) => b.append_null(),
         }
     }
@@ -308,33 +311,39 @@ impl FactBatch {
             .get_or_insert(ArrowError::InvalidArgumentError(message));
     }
 
+    /// Appends nulls to table `t`'s open row from its next column up to `until`; `false` (and
+    /// the batch fails) when one of them is required.
+    fn nulls_until(&mut self, t: usize, until: usize) -> bool {
+        let table = &mut self.tables[t];
+        let schema = table.table;
+        for i in table.next..until {
+            let (name, _, nullable) = schema.columns[i];
+            if !nullable {
+                self.fail(format!("{}.{name} left without a value", schema.name));
+                return false;
+            }
+            table.columns[i].null();
+        }
+        table.next = until;
+        true
+    }
+
     /// The column of the open row named `column`, after null-filling the columns skipped.
     fn column(&mut self, name: &str, ty: ColType) -> Option<&mut Column> {
         let Some(t) = self.open else {
             self.fail(format!("{name}: a value outside a row"));
             return None;
         };
-        let table = &mut self.tables[t];
-        let schema = table.table;
-        let mut i = table.next;
-        while i < schema.columns.len() && schema.columns[i].0 != name {
-            if !schema.columns[i].2 {
-                let message = format!(
-                    "{}.{} left without a value",
-                    schema.name, schema.columns[i].0
-                );
-                self.fail(message);
-                return None;
-            }
-            table.columns[i].null();
-            i += 1;
-        }
-        if i == schema.columns.len() {
+        let (schema, next) = (self.tables[t].table, self.tables[t].next);
+        let Some(i) = (next..schema.columns.len()).find(|&i| schema.columns[i].0 == name) else {
             let message = format!(
                 "{}.{name}: no such column after the last one set",
                 schema.name
             );
             self.fail(message);
+            return None;
+        };
+        if !self.nulls_until(t, i) {
             return None;
         }
         if schema.columns[i].1 != ty {
@@ -384,9 +393,7 @@ impl Sink for FactBatch {
         }
         let cols = &mut self.tables[table];
         if let Column::Day(b) = &mut cols.columns[0] {
-            b.append_value(
-                chrono::Datelike::num_days_from_ce(&received.date_naive()) - UNIX_EPOCH_DAY,
-            );
+            b.append_value(epoch_days(&received.date_naive()));
         }
         if let Column::Hour(b) = &mut cols.columns[1] {
             b.append_value(hour(received).timestamp_micros());
@@ -437,7 +444,7 @@ impl Sink for FactBatch {
 
     fn day(&mut self, column: &'static str, value: NaiveDate) {
         if let Some(Column::Day(b)) = self.column(column, ColType::Day) {
-            b.append_value(chrono::Datelike::num_days_from_ce(&value) - UNIX_EPOCH_DAY);
+            b.append_value(epoch_days(&value));
         }
     }
 
@@ -446,22 +453,10 @@ impl Sink for FactBatch {
             self.fail("a row ended that was not begun".into());
             return;
         };
-        let table = &mut self.tables[t];
-        let schema = table.table;
-        for i in table.next..schema.columns.len() {
-            if !schema.columns[i].2 {
-                let message = format!(
-                    "{}.{} left without a value",
-                    schema.name, schema.columns[i].0
-                );
-                self.fail(message);
-                return;
-            }
-            self.tables[t].columns[i].null();
+        if !self.nulls_until(t, self.tables[t].table.columns.len()) {
+            return;
         }
-        let table = &mut self.tables[t];
-        table.next = table.columns.len();
-        table.rows += 1;
+        self.tables[t].rows += 1;
         self.wrote = true;
     }
 }
