@@ -86,15 +86,17 @@ pub(crate) fn decode_meta(v: &[u8]) -> Result<Meta, LogError> {
     })
 }
 
-pub(crate) fn decode(partition: u32, offset: u64, v: &[u8]) -> Result<StoredRecord, LogError> {
-    let mut c = Cursor { buf: v, pos: 0 };
+/// Decodes a stored value without copying it: the record's key, header values and payload are
+/// views into `v` (one shared buffer per record instead of a copy per field).
+pub(crate) fn decode(partition: u32, offset: u64, v: Bytes) -> Result<StoredRecord, LogError> {
+    let mut c = Cursor { buf: &v, pos: 0 };
     if c.u8()? != VERSION {
         return Err(corrupt("version"));
     }
     let timestamp_ms = c.i64()?;
     let _cum = c.u64()?;
     let key_len = c.u32()? as usize;
-    let key = Bytes::copy_from_slice(c.take(key_len)?);
+    let key = c.span(key_len)?;
     let n = c.u16()?;
     let mut headers = Vec::with_capacity(n as usize);
     for _ in 0..n {
@@ -103,14 +105,14 @@ pub(crate) fn decode(partition: u32, offset: u64, v: &[u8]) -> Result<StoredReco
             .map_err(|_| corrupt("header name"))?
             .to_owned();
         let value_len = c.u32()? as usize;
-        headers.push((name, Bytes::copy_from_slice(c.take(value_len)?)));
+        headers.push((name, v.slice(c.span(value_len)?)));
     }
-    let value = Bytes::copy_from_slice(&v[c.pos..]);
+    let payload = c.pos..v.len();
     Ok(StoredRecord {
         partition,
         offset,
-        key,
-        value,
+        key: v.slice(key),
+        value: v.slice(payload),
         timestamp_ms,
         headers,
     })
@@ -134,6 +136,12 @@ impl<'a> Cursor<'a> {
             .ok_or_else(|| corrupt("truncated"))?;
         self.pos = end;
         Ok(s)
+    }
+    /// Skips `n` bytes, answering where they are.
+    fn span(&mut self, n: usize) -> Result<std::ops::Range<usize>, LogError> {
+        let start = self.pos;
+        self.take(n)?;
+        Ok(start..self.pos)
     }
     fn u8(&mut self) -> Result<u8, LogError> {
         Ok(self.take(1)?[0])
@@ -170,7 +178,7 @@ mod tests {
             .with_header("content-type", &b"application/json"[..])
             .with_header("schema-version", &b"1"[..]);
         let v = encode(&r, 99);
-        let back = decode(3, 7, &v).unwrap();
+        let back = decode(3, 7, Bytes::from(v.clone())).unwrap();
         assert_eq!(back.key, r.key);
         assert_eq!(back.value, r.value);
         assert_eq!(back.headers, r.headers);
@@ -186,9 +194,9 @@ mod tests {
         );
         for cut in 0..v.len() - 1 {
             // The payload is the unframed tail, so only cuts inside the framed prefix must fail.
-            let _ = decode(0, 0, &v[..cut]);
+            let _ = decode(0, 0, Bytes::copy_from_slice(&v[..cut]));
         }
-        assert!(decode(0, 0, &v[..5]).is_err());
-        assert!(decode(0, 0, &[]).is_err());
+        assert!(decode(0, 0, Bytes::copy_from_slice(&v[..5])).is_err());
+        assert!(decode(0, 0, Bytes::new()).is_err());
     }
 }

@@ -24,6 +24,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::{mpsc, oneshot};
 
@@ -261,7 +262,7 @@ fn recover_topic(
                 let (lk, lv) = last.into_inner().map_err(|e| storage("recover", e))?;
                 let (_, low) = codec::decode_key(&fk)?;
                 let (_, high) = codec::decode_key(&lk)?;
-                let first_rec = codec::decode(p, low, &fv)?;
+                let first_rec = codec::decode(p, low, Bytes::from_owner(fv.clone()))?;
                 let first_size = codec::stored_size(&first_rec);
                 let first_cum = codec::decode_meta(&fv)?.cum_bytes;
                 let cum = codec::decode_meta(&lv)?.cum_bytes;
@@ -403,7 +404,7 @@ impl Log for EmbeddedLog {
             {
                 let (k, v) = kv.into_inner().map_err(|e| storage("read", e))?;
                 let (_, off) = codec::decode_key(&k)?;
-                out.push(codec::decode(partition, off, &v)?);
+                out.push(codec::decode(partition, off, Bytes::from_owner(v))?);
             }
             Ok(out)
         })
