@@ -457,15 +457,21 @@ proptest! {
 
     /// Non-ASCII text (word characters of every kind the regex crate's `\b` knows: letters,
     /// decimal digits of other scripts, combining marks; and non-word ones: dashes, symbols,
-    /// `²`, which Rust calls alphanumeric and the regex crate does not) glued to IBANs, IP
-    /// addresses and the rest: the stand-in scrubs it exactly as scanning the text does.
+    /// `²`, which Rust calls alphanumeric and the regex crate does not, and a no-break space)
+    /// glued to IBANs, IP addresses, e-mail addresses (plain, obfuscated, with non-ASCII
+    /// letters), URLs and the rest: the stand-ins scrub it exactly as scanning the text does.
     #[test]
     fn the_ascii_stand_in_scrubs_exactly_like_the_text(
         pieces in prop::collection::vec(prop_oneof![
-            "[a-zA-Z0-9 .:@_#-]{0,6}",
+            "[a-zA-Z0-9 .:@_#(/\\[\\]-]{0,6}",
             "[é—٣\u{301}²€中ß\u{a0}]{1,2}",
             Just("10.0.0.1".to_owned()),
             Just("fe80::1".to_owned()),
+            Just("josé@exämple.com".to_owned()),
+            Just("ann(at)example.cöm".to_owned()),
+            Just("zoë [at] example [dot] fr".to_owned()),
+            Just("www.zürich.ch/été".to_owned()),
+            Just("https://例え.jp/".to_owned()),
             (0u8..6, prop::collection::vec(any::<u8>(), 8)).prop_map(|(k, seed)| pii(k, &seed)),
         ], 0..12)
     ) {
