@@ -94,32 +94,37 @@ pub(crate) fn prepare(raw: &[u8], actor: Uuid, now: DateTime<Utc>) -> Result<Env
 /// continued under a new span id when the request carries a valid `traceparent`, else a new
 /// trace. Consumers of the topic join their work to the request that caused it.
 pub(crate) fn trace_context(headers: Option<&HeaderMap>) -> Bytes {
-    let span = Uuid::new_v4();
-    let span = hex(&span.as_bytes()[..8]);
+    // Random hex from UUIDv4s, encoded into stack buffers: this runs once per request.
+    let mut span_buf = Uuid::encode_buffer();
+    let span = &Uuid::new_v4().simple().encode_lower(&mut span_buf)[..16];
     let caller = headers
         .and_then(|h| h.get("traceparent"))
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            let parts: Vec<&str> = v.trim().split('-').collect();
+            let mut parts = v.trim().split('-');
             let is_hex = |s: &str, n: usize| {
                 s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
             };
-            (parts.len() >= 4
-                && is_hex(parts[0], 2)
-                && parts[0] != "ff"
-                && is_hex(parts[1], 32)
-                && parts[1].bytes().any(|b| b != b'0')
-                && is_hex(parts[2], 16)
-                && is_hex(parts[3], 2))
-            .then(|| (parts[1].to_owned(), parts[3].to_owned()))
+            let (version, trace, parent, flags) =
+                (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            (is_hex(version, 2)
+                && version != "ff"
+                && is_hex(trace, 32)
+                && trace.bytes().any(|b| b != b'0')
+                && is_hex(parent, 16)
+                && is_hex(flags, 2))
+            .then_some((trace, flags))
         });
-    let (trace, flags) =
-        caller.unwrap_or_else(|| (Uuid::new_v4().simple().to_string(), "01".to_owned()));
-    Bytes::from(format!("00-{trace}-{span}-{flags}"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut trace_buf = Uuid::encode_buffer();
+    let (trace, flags) = match caller {
+        Some(c) => c,
+        None => (&*Uuid::new_v4().simple().encode_lower(&mut trace_buf), "01"),
+    };
+    let mut out = Vec::with_capacity(55);
+    for part in ["00-", trace, "-", span, "-", flags] {
+        out.extend_from_slice(part.as_bytes());
+    }
+    Bytes::from(out)
 }
 
 /// The log record for an envelope: keyed by actor, with headers for the content type, the kind
