@@ -54,6 +54,10 @@ pub struct LakeArgs {
     /// Scratch directory (default: a temporary one).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// Parquet compression of the data files: `zstd`, `snappy`, `lz4` or `none` (default: the
+    /// lake's default, as `[lake] compression`).
+    #[arg(long)]
+    compression: Option<String>,
 }
 
 const KEY: &[u8] = b"philo bench lake pseudonym key, not a secret of anyone";
@@ -99,26 +103,36 @@ async fn read_decode(log: &Arc<dyn Log>) -> Result<(u64, Duration)> {
     Ok((n, started.elapsed()))
 }
 
-fn job_config(batch: usize, wait: Duration) -> LakeJobConfig {
-    LakeJobConfig {
-        batch_max_actions: batch,
+fn job_config(args: &LakeArgs, wait: Duration) -> Result<LakeJobConfig> {
+    let mut settings = philo_lake::table::TableSettings::default();
+    if let Some(name) = &args.compression {
+        settings.compression = philo_lake::table::parse_compression(name)
+            .with_context(|| format!("unknown compression `{name}`"))?;
+    }
+    Ok(LakeJobConfig {
+        batch_max_actions: args.batch,
         batch_max_wait: wait,
         optimize_every: None,
         vacuum_every: None,
+        settings,
         ..Default::default()
-    }
+    })
 }
 
 /// Lands the whole log into the lake at `location`; returns the figures and the job. The
 /// throughput counts the steps (read, anonymize, Parquet, commit); opening the lake (creating
 /// its tables) and the `users` rewrite are reported apart.
-async fn land(log: &Arc<dyn Log>, location: &Location, batch: usize) -> Result<(Value, LakeJob)> {
+async fn land(
+    log: &Arc<dyn Log>,
+    location: &Location,
+    args: &LakeArgs,
+) -> Result<(Value, LakeJob)> {
     let opened = Instant::now();
     let mut job = LakeJob::start(
         log.clone(),
         location,
         anonymizer()?,
-        job_config(batch, Duration::ZERO),
+        job_config(args, Duration::ZERO)?,
     )
     .await?;
     let open_s = opened.elapsed().as_secs_f64();
@@ -221,7 +235,7 @@ async fn lag(args: &LakeArgs, dir: &Path) -> Result<Value> {
         log.clone(),
         &location,
         anonymizer()?,
-        job_config(args.batch, wait),
+        job_config(args, wait)?,
     )
     .await?;
     while job.step().await?.actions > 0 {}
@@ -350,20 +364,28 @@ pub async fn run(args: LakeArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
 
     let log = fresh_log(&dir.join("log")).await?;
+    eprintln!("appending the workload to the log…");
     fill(&log, &args).await?;
+    eprintln!("reference: reading and decoding the log…");
     // Every envelope decodes: the reference's count is the workload's size.
     let (envelopes, took) = read_decode(&log).await?;
     let reference = envelopes as f64 / took.as_secs_f64();
 
     let location = Location::local(&dir.join("lake"))?;
-    let (local, mut job) = land(&log, &location, args.batch).await?;
+    eprintln!("landing the log on local disk…");
+    let (local, mut job) = land(&log, &location, &args).await?;
     let before = files_per_day(&job);
+    eprintln!("compacting…");
     let started = Instant::now();
     job.lake_mut().optimize(128 * 1024 * 1024, "bench").await?;
     let optimize_s = started.elapsed().as_secs_f64();
     let after = files_per_day(&job);
     drop(job);
 
+    eprintln!(
+        "lake lag at {} actions/s for {} s…",
+        args.lag_rate, args.lag_seconds
+    );
     let lag = lag(&args, &dir).await?;
 
     let s3 = match moto_binary(&args) {
@@ -381,7 +403,8 @@ pub async fn run(args: LakeArgs) -> Result<()> {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
             let location = Location::parse("s3://philo-lake/bench", options)?;
-            let (figures, _) = land(&log, &location, args.batch).await?;
+            eprintln!("landing the log on S3 (moto)…");
+            let (figures, _) = land(&log, &location, &args).await?;
             figures
         }
     };
@@ -389,7 +412,7 @@ pub async fn run(args: LakeArgs) -> Result<()> {
     let actions_per_s = local["actions_per_s"].as_f64().unwrap_or_default();
     let report = json!({
         "bench": "lake",
-        "workload": {"envelopes": envelopes, "content_actions": args.actions, "users": args.users, "batch": args.batch},
+        "workload": {"envelopes": envelopes, "content_actions": args.actions, "users": args.users, "batch": args.batch, "compression": format!("{:?}", job_config(&args, Duration::ZERO)?.settings.compression)},
         "reference_read_decode_per_s": reference,
         "local": local,
         "ratio_local_vs_read_decode": actions_per_s / reference,
