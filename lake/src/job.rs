@@ -635,7 +635,9 @@ impl LakeJob {
         // Past every table's position (the usual case), no table skips an action.
         let all_taken = self.taken.iter().map(|t| t[pi]).max().unwrap_or(0);
         let mut skip = vec![false; TABLES.len()];
-        for (offset, env) in decoded {
+        // By reference: moving each envelope out of the vector copies it.
+        for (offset, env) in &decoded {
+            let offset = *offset;
             let Some(env) = env else {
                 report.undecodable += 1;
                 continue;
@@ -652,7 +654,7 @@ impl LakeJob {
                 }
                 facts.start_action(Some(skip.as_slice()));
             }
-            self.anon.anonymize_into(&env, facts);
+            self.anon.anonymize_into(env, facts);
             if matches!(
                 env.action,
                 Action::UserRegistered(_)

@@ -292,7 +292,12 @@ impl Scrubber {
         let mut present = Present::of(text);
         // Non-ASCII text goes through the URL and e-mail patterns only when their prefilter
         // (see `class_stand_in`) finds a match.
-        let mut classes = self.classes_of(text);
+        let wants_url = present.any(b"/") || text.contains("www.");
+        let mut classes = if wants_url || present.any(b"@[({<") {
+            self.classes_of(text)
+        } else {
+            None
+        };
         let may_match = |re: &Regex, classes: &Option<String>| {
             classes.as_deref().is_none_or(|c| re.is_match(c))
         };
