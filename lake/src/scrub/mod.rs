@@ -301,21 +301,20 @@ impl Scrubber {
         let may_match = |re: &Regex, classes: &Option<String>| {
             classes.as_deref().is_none_or(|c| re.is_match(c))
         };
-        let mut text =
-            if (present.any(b"/") || text.contains("www.")) && may_match(&self.url, &classes) {
-                let after = self.pass(text, None, &self.url, removed, |t, s, e, out| {
-                    let end = s + trim_url(&t[s..e]);
-                    if end > s {
-                        out.push(Edit::token(s, end, PiiKind::Url));
-                    }
-                });
-                if after != text {
-                    classes = self.classes_of(&after);
+        let mut text = if wants_url && may_match(&self.url, &classes) {
+            let after = self.pass(text, None, &self.url, removed, |t, s, e, out| {
+                let end = s + trim_url(&t[s..e]);
+                if end > s {
+                    out.push(Edit::token(s, end, PiiKind::Url));
                 }
-                after
-            } else {
-                text.to_owned()
-            };
+            });
+            if after != text {
+                classes = self.classes_of(&after);
+            }
+            after
+        } else {
+            text.to_owned()
+        };
         if present.any(b"@") && may_match(&self.email, &classes) {
             let after = self.pass(&text, None, &self.email, removed, |_, s, e, out| {
                 out.push(Edit::token(s, e, PiiKind::Email));
