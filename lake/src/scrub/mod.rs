@@ -504,20 +504,13 @@ impl Present {
 /// engine (a lazy DFA) runs over ASCII text, where Unicode word boundaries in non-ASCII text
 /// make it fall back to a backtracking one (a fifth of the anonymizer's time before).
 fn ascii_stand_in(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_ascii() {
-            out.push(c);
+    stand_in(text, |c| {
+        if regex_syntax::is_word_character(c) {
+            '_'
         } else {
-            let with = if regex_syntax::is_word_character(c) {
-                '_'
-            } else {
-                '#'
-            };
-            out.extend(std::iter::repeat_n(with, c.len_utf8()));
+            '#'
         }
-    }
-    out
+    })
 }
 
 /// `text` with each non-ASCII character replaced, byte for byte, by `a` when it is a word
@@ -533,19 +526,26 @@ fn ascii_stand_in(text: &str) -> String {
 /// one. It may match more (`a` also stands for a digit of another script, and a multi-byte
 /// letter counts as several), so a match here sends the text itself through the pattern.
 fn class_stand_in(text: &str) -> String {
+    stand_in(text, |c| {
+        if regex_syntax::is_word_character(c) {
+            'a'
+        } else if c.is_whitespace() {
+            ' '
+        } else {
+            ','
+        }
+    })
+}
+
+/// `text` with each non-ASCII character replaced, byte for byte, by `replace(c)` (ASCII): an
+/// ASCII string with the text's length and offsets.
+fn stand_in(text: &str, replace: impl Fn(char) -> char) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_ascii() {
             out.push(c);
         } else {
-            let with = if regex_syntax::is_word_character(c) {
-                'a'
-            } else if c.is_whitespace() {
-                ' '
-            } else {
-                ','
-            };
-            out.extend(std::iter::repeat_n(with, c.len_utf8()));
+            out.extend(std::iter::repeat_n(replace(c), c.len_utf8()));
         }
     }
     out
