@@ -355,6 +355,8 @@ fn moto_binary(args: &LakeArgs) -> Option<String> {
 }
 
 pub async fn run(args: LakeArgs) -> Result<()> {
+    // Checked before the workload is written: a bad `--compression` fails at once.
+    let compression = job_config(&args, Duration::ZERO)?.settings.compression;
     let scratch = tempfile::tempdir()?;
     let dir = args
         .dir
@@ -412,7 +414,7 @@ pub async fn run(args: LakeArgs) -> Result<()> {
     let actions_per_s = local["actions_per_s"].as_f64().unwrap_or_default();
     let report = json!({
         "bench": "lake",
-        "workload": {"envelopes": envelopes, "content_actions": args.actions, "users": args.users, "batch": args.batch, "compression": format!("{:?}", job_config(&args, Duration::ZERO)?.settings.compression)},
+        "workload": {"envelopes": envelopes, "content_actions": args.actions, "users": args.users, "batch": args.batch, "compression": format!("{compression:?}")},
         "reference_read_decode_per_s": reference,
         "local": local,
         "ratio_local_vs_read_decode": actions_per_s / reference,
