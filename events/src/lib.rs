@@ -24,5 +24,5 @@ pub mod log;
 mod metrics;
 
 pub use action::{Action, ActionKind, DecodeError, ValidationError};
-pub use envelope::{Envelope, new_action_id};
+pub use envelope::{Envelope, KIND_HEADER, new_action_id};
 pub use log::Log;

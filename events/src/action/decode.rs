@@ -65,7 +65,9 @@ pub(super) fn from_json(bytes: &[u8]) -> Result<Action, DecodeError> {
     // members, duplicate members, trailing bytes, wrong types — except a struct written as a
     // positional array, which only `salary_band` could be; those, and every failure, take the
     // strict path below, so error codes and fields always come from one place.
-    if let Ok(action) = serde_json::from_slice::<Action>(bytes)
+    // (UTF-8 checked once for the whole input, then the `&str` parser: see `Envelope::from_json`.)
+    if let Ok(text) = std::str::from_utf8(bytes)
+        && let Ok(action) = serde_json::from_str::<Action>(text)
         && !matches!(&action, Action::JobOfferCreated(j) if j.salary_band.is_some())
     {
         return Ok(action);

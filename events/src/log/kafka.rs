@@ -745,7 +745,7 @@ fn stored(partition: u32, m: &rdkafka::message::BorrowedMessage<'_>) -> StoredRe
             hs.iter()
                 .map(|h| {
                     (
-                        h.key.to_owned(),
+                        super::header_name(h.key),
                         Bytes::copy_from_slice(h.value.unwrap_or_default()),
                     )
                 })

@@ -17,6 +17,7 @@ pub mod embedded;
 pub mod kafka;
 mod partitioner;
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
@@ -35,6 +36,28 @@ pub const ACTIONS_TOPIC: &str = "actions";
 /// The topic stream jobs write the actions they could not apply to, with a reason code.
 pub const FAILED_TOPIC: &str = "actions.failed";
 
+/// A record header's name. The names Philo writes are static strings, and a record read back
+/// borrows them from [`header_name`] instead of allocating one string per header and record.
+pub type HeaderName = Cow<'static, str>;
+
+/// The header names Philo's own writers use.
+const KNOWN_HEADERS: [&str; 6] = [
+    "content-type",
+    crate::envelope::KIND_HEADER,
+    "philo-schema-version",
+    "traceparent",
+    "philo-job",
+    "philo-reason",
+];
+
+/// `name` as a [`HeaderName`]: one of Philo's own header names is borrowed, any other copied.
+pub fn header_name(name: &str) -> HeaderName {
+    match KNOWN_HEADERS.iter().find(|known| **known == name) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(name.to_owned()),
+    }
+}
+
 /// A record to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -45,7 +68,7 @@ pub struct Record {
     /// Producer timestamp, unix milliseconds.
     pub timestamp_ms: i64,
     /// Headers (schema version, content type, trace context).
-    pub headers: Vec<(String, Bytes)>,
+    pub headers: Vec<(HeaderName, Bytes)>,
 }
 
 impl Record {
@@ -60,7 +83,7 @@ impl Record {
     }
 
     /// Adds a header.
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn with_header(mut self, name: impl Into<HeaderName>, value: impl Into<Bytes>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
@@ -74,7 +97,7 @@ pub struct StoredRecord {
     pub key: Bytes,
     pub value: Bytes,
     pub timestamp_ms: i64,
-    pub headers: Vec<(String, Bytes)>,
+    pub headers: Vec<(HeaderName, Bytes)>,
 }
 
 impl StoredRecord {

@@ -137,7 +137,7 @@ pub(crate) fn record_of(env: &Envelope, trace: &Bytes) -> Record {
     )
     .with_header("content-type", Bytes::from_static(b"application/json"))
     .with_header(
-        "philo-kind",
+        philo_events::KIND_HEADER,
         Bytes::from_static(env.action.kind().as_str().as_bytes()),
     )
     .with_header(

@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 
-use crate::log::{LogError, Record, StoredRecord};
+use crate::log::{HeaderName, LogError, Record, StoredRecord, header_name};
 
 const VERSION: u8 = 1;
 
@@ -41,7 +41,7 @@ pub(crate) fn stored_size(r: &StoredRecord) -> u64 {
     framed_size(&r.key, &r.value, &r.headers)
 }
 
-fn framed_size(key: &[u8], value: &[u8], headers: &[(String, Bytes)]) -> u64 {
+fn framed_size(key: &[u8], value: &[u8], headers: &[(HeaderName, Bytes)]) -> u64 {
     (key.len()
         + value.len()
         + headers
@@ -101,9 +101,9 @@ pub(crate) fn decode(partition: u32, offset: u64, v: Bytes) -> Result<StoredReco
     let mut headers = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let name_len = c.u16()? as usize;
-        let name = std::str::from_utf8(c.take(name_len)?)
-            .map_err(|_| corrupt("header name"))?
-            .to_owned();
+        let name = header_name(
+            std::str::from_utf8(c.take(name_len)?).map_err(|_| corrupt("header name"))?,
+        );
         let value_len = c.u32()? as usize;
         headers.push((name, v.slice(c.span(value_len)?)));
     }
