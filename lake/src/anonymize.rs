@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Utc};
-use philo_events::{Action, Envelope};
+use philo_events::{Action, ActionKind, Envelope};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -480,6 +480,19 @@ impl Anonymizer {
         self.bookkeep(env, &mut Discard);
     }
 
+    /// Whether [`Anonymizer::observe`] learns anything from actions of `kind`. Bookkeeping
+    /// consults it first, so it is the one list of the kinds it handles: a restarted job skips
+    /// decoding every other kind while it catches up (by the record's `philo-kind` header).
+    pub fn learns_from(kind: ActionKind) -> bool {
+        matches!(
+            kind,
+            ActionKind::UserRegistered
+                | ActionKind::AccountErased
+                | ActionKind::ProfileUpdated
+                | ActionKind::ResumeUpdated
+        )
+    }
+
     /// Records that `user` is erased before their `account.erased` is reached (a replay knows
     /// every erasure in the log up front, so nothing of theirs is written even once).
     pub fn mark_erased(&mut self, user: Uuid) {
@@ -601,6 +614,9 @@ impl Anonymizer {
         let actor = env.actor_id;
         if self.erased.contains(&actor) {
             return true;
+        }
+        if !Self::learns_from(env.action.kind()) {
+            return false;
         }
         match &env.action {
             Action::UserRegistered(a) => {

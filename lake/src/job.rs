@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDate, Utc};
 use deltalake::arrow::record_batch::RecordBatch;
 use philo_events::log::{Log, LogError, StoredRecord};
-use philo_events::{Action, Envelope};
+use philo_events::{Action, ActionKind, Envelope};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -373,6 +373,16 @@ impl LakeJob {
                 wm.high,
                 chunk,
                 |record| {
+                    // Only erasures matter ahead of the resume point, and only what the
+                    // anonymizer learns from behind it: the kind header (written with the
+                    // record, so it names the record's own kind) spares decoding the rest.
+                    // Records without one (other writers) are decoded.
+                    if let Some(kind) = kind_header(record)
+                        && kind != ActionKind::AccountErased
+                        && (record.offset >= resume || !Anonymizer::learns_from(kind))
+                    {
+                        return;
+                    }
                     let Ok(env) = Envelope::from_json(&record.value) else {
                         return;
                     };
@@ -1039,6 +1049,15 @@ async fn read_range(
         records.iter().filter(|r| r.offset < until).for_each(&mut f);
     }
     Ok(())
+}
+
+/// The kind a record's [`philo_events::KIND_HEADER`] names, when it has one that names a known kind.
+fn kind_header(record: &StoredRecord) -> Option<ActionKind> {
+    let (_, value) = record
+        .headers
+        .iter()
+        .find(|(name, _)| name == philo_events::KIND_HEADER)?;
+    ActionKind::parse(std::str::from_utf8(value).ok()?)
 }
 
 /// A record of the failed-actions topic (the stream jobs' `FailedAction`).

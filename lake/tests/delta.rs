@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use deltalake::arrow::array::{Array, AsArray};
 use deltalake::arrow::datatypes::Int64Type;
-use philo_events::Envelope;
 use philo_events::log::{Durability, EmbeddedLog, EmbeddedLogConfig, Log, Record};
+use philo_events::{Envelope, KIND_HEADER};
 use philo_lake::anonymize::{Anonymizer, TABLES, USERS};
 use philo_lake::job::{Lake, LakeJob, LakeJobConfig};
 use philo_lake::pseudonym::Pseudonymizer;
@@ -43,16 +43,25 @@ async fn log_in(dir: &std::path::Path) -> Arc<dyn Log> {
     log
 }
 
+/// Appends `envelopes`, every other one with the kind header ingest writes: a restarted job
+/// catches up by that header where there is one and by decoding where there is not, and the
+/// restart tests below need both ways to agree.
 async fn append(log: &Arc<dyn Log>, envelopes: &[Envelope]) {
     for chunk in envelopes.chunks(1_000) {
         let records = chunk
             .iter()
-            .map(|e| {
-                Record::new(
+            .enumerate()
+            .map(|(i, e)| {
+                let record = Record::new(
                     e.key().to_vec(),
                     e.to_json(),
                     e.received_at.timestamp_millis(),
-                )
+                );
+                if i % 2 == 0 {
+                    record.with_header(KIND_HEADER, e.action.kind().as_str())
+                } else {
+                    record
+                }
             })
             .collect();
         log.append(TOPIC, records).await.unwrap();
@@ -579,5 +588,114 @@ async fn a_new_column_is_added_and_older_rows_read_as_null() {
         LakeTable::open(&location, &EVOLVING_V1, &Default::default())
             .await
             .is_err()
+    );
+}
+
+/// A restarted job still knows what the log taught it before its resume point — a username
+/// for mentions, an opt-out — whether it learns it from a record's kind header or by decoding
+/// the record (the helper writes every other record without the header).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_job_remembers_what_the_log_taught_before_its_resume_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_in(dir.path()).await;
+    let location = Location::local(&dir.path().join("lake")).unwrap();
+    let now = chrono::Utc::now();
+    let env = |actor: Uuid, json: String| {
+        Envelope::new(
+            actor,
+            philo_events::Action::from_json(json.as_bytes()).unwrap(),
+            now,
+        )
+    };
+    let post = |actor: Uuid, body: &str| {
+        env(
+            actor,
+            serde_json::json!({"type": "post.created", "title": "t", "body": body, "tags": []})
+                .to_string(),
+        )
+    };
+    // Twice over, so each fact is taught once with the header and once without.
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    let mut mentioned = Vec::new();
+    for i in 0..2 {
+        let (opted, named, writer) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        if i == 1 {
+            // Shifts the second round by one record: what had the header now has none.
+            before.push(env(
+                Uuid::new_v4(),
+                r#"{"type":"user.registered","username":"filler","role":"user"}"#.to_owned(),
+            ));
+        }
+        for (user, name) in [(opted, "opted"), (named, "named"), (writer, "writer")] {
+            before.push(env(
+                user,
+                format!(r#"{{"type":"user.registered","username":"{name}_{i}","role":"user"}}"#),
+            ));
+        }
+        before.push(env(
+            opted,
+            r#"{"type":"profile.updated","sale_opt_out":true}"#.to_owned(),
+        ));
+        after.push(post(opted, "an opted-out user's post"));
+        after.push(post(writer, &format!("ask @named_{i} about it")));
+        mentioned.push(named);
+    }
+    append(&log, &before).await;
+    // Every table records its progress at every batch, rows or not, so the restart resumes
+    // past everything above and learns it only by catching up.
+    let every_batch = LakeJobConfig {
+        progress_every: 1,
+        ..config(1_000)
+    };
+    let mut job = LakeJob::start(log.clone(), &location, anonymizer(), every_batch.clone())
+        .await
+        .unwrap();
+    run_to_end(&mut job).await;
+    drop(job);
+
+    let mut highs = Vec::new();
+    for p in 0..PARTITIONS {
+        highs.push(log.watermarks(TOPIC, p).await.unwrap().high);
+    }
+    append(&log, &after).await;
+    let mut job = LakeJob::start(log.clone(), &location, anonymizer(), every_batch)
+        .await
+        .unwrap();
+    assert_eq!(job.positions(), highs, "the restart resumes past `before`");
+    run_to_end(&mut job).await;
+    let ctx = job.lake_mut().session().await.unwrap();
+    let batches = ctx
+        .sql("SELECT body FROM posts ORDER BY body")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let bodies: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let col = deltalake::arrow::compute::cast(
+                b.column(0),
+                &deltalake::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let col = col.as_string::<i32>();
+            (0..col.len())
+                .map(|i| col.value(i).to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut want: Vec<String> = mentioned
+        .iter()
+        .map(|named| {
+            let pseudonym = anonymizer().user_pseudonym(*named);
+            format!("ask @{pseudonym} about it")
+        })
+        .collect();
+    want.sort();
+    assert_eq!(
+        bodies, want,
+        "opted-out posts left out, mentions pseudonymised"
     );
 }
