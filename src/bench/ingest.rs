@@ -273,12 +273,16 @@ pub async fn run(args: IngestArgs) -> Result<serde_json::Value> {
     );
     let r_ref = closed_loop(&client, args.connections, secs, reference).await?;
     eprintln!("single actions…");
+    let cpu_before = server.cpu_seconds();
     let r_single = closed_loop(&client, args.connections, secs, single.clone()).await?;
+    let single_cpu = cpu_per(&server, cpu_before, r_single.ok);
     let half = r_single.rate() / 2.0;
     eprintln!("latency at {half:.0} req/s…");
     let r_half = open_loop(&client, args.connections, half, secs, single).await?;
     eprintln!("batches of {}…", args.batch_size);
+    let cpu_before = server.cpu_seconds();
     let r_batch = closed_loop(&client, args.batch_connections, secs, batch).await?;
+    let batch_cpu = cpu_per(&server, cpu_before, r_batch.ok * args.batch_size as u64);
     let rss = server.peak_rss_bytes();
     let commits = group_commit_stats(&client, &base).await;
     let log_bytes = dir_size(&scratch.join("log"));
@@ -322,6 +326,11 @@ pub async fn run(args: IngestArgs) -> Result<serde_json::Value> {
         "  batch       POST /v1/actions/batch    {:>10.0} actions/s ({} per request, {} connections; target >= 200000)",
         batch_actions, args.batch_size, args.batch_connections
     );
+    println!(
+        "  server CPU per action                {:>10.1} µs single, {:.1} µs in batches (user + system, all threads)",
+        single_cpu.unwrap_or(f64::NAN),
+        batch_cpu.unwrap_or(f64::NAN)
+    );
     if let Some((records, seconds)) = commits {
         println!(
             "  log group commits (whole run)        {records:>10.1} records, {:.2} ms write+fsync per commit (means)",
@@ -347,11 +356,18 @@ pub async fn run(args: IngestArgs) -> Result<serde_json::Value> {
         "single_p99_ms": r_single.ms(0.99),
         "half_rate_rps": r_half.rate(), "half_rate_p50_ms": r_half.ms(0.5), "half_rate_p99_ms": r_half.ms(0.99),
         "batch_actions_per_s": batch_actions, "peak_rss_mb": rss_mb, "failed": failed,
+        "single_server_cpu_us": single_cpu, "batch_server_cpu_us_per_action": batch_cpu,
     });
     if args.json {
         println!("{figures}");
     }
     Ok(figures)
+}
+
+/// Server CPU microseconds per action since `before` (a reading of [`ServerProcess::cpu_seconds`]).
+fn cpu_per(server: &ServerProcess, before: Option<f64>, actions: u64) -> Option<f64> {
+    let used = server.cpu_seconds()? - before?;
+    (actions > 0).then(|| used * 1e6 / actions as f64)
 }
 
 /// Mean records per group commit and mean commit time (write + fsync), from the server's own

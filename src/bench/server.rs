@@ -83,6 +83,21 @@ impl ServerProcess {
             .map(|kb| kb * 1024)
     }
 
+    /// CPU time (user + system, every thread's) the server process has used so far, seconds:
+    /// what a phase cost the server, less sensitive to what else shares the cores than a rate.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let pid = self.child.id()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The fields after the command name (which may hold spaces or parentheses): state is
+        // field 3 of the line, utime and stime are 14 and 15, in clock ticks.
+        let after_name = stat.get(stat.rfind(')')? + 1..)?;
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // USER_HZ, the unit of these fields, is 100 on every Linux architecture Philo runs on.
+        Some(ticks as f64 / 100.0)
+    }
+
     pub async fn stop(mut self) -> Result<()> {
         if let Some(pid) = self.child.id() {
             // SIGTERM for a graceful stop.

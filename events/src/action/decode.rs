@@ -66,8 +66,14 @@ pub(super) fn from_json(bytes: &[u8]) -> Result<Action, DecodeError> {
     // positional array, which only `salary_band` could be; those, and every failure, take the
     // strict path below, so error codes and fields always come from one place.
     // (UTF-8 checked once for the whole input, then the `&str` parser: see `Envelope::from_json`.)
+    // A client may write `"type"` after other members: that object is decoded in two passes
+    // instead of through the derive's tree (`wire::decode_tag_anywhere`).
     if let Ok(text) = std::str::from_utf8(bytes)
-        && let Ok(action) = serde_json::from_str::<Action>(text)
+        && let Some(action) = if text.trim_start().starts_with(r#"{"type""#) {
+            serde_json::from_str::<Action>(text).ok()
+        } else {
+            super::wire::decode_tag_anywhere(text)
+        }
         && !matches!(&action, Action::JobOfferCreated(j) if j.salary_band.is_some())
     {
         return Ok(action);
@@ -349,6 +355,16 @@ mod tests {
             r#"{"type":"job_offer.created","title":"t","description":"d","skills":[],"salary_band":{"min_minor":1,"max_minor":2,"currency":"EUR","period":"year","min_minor":3}}"#.to_owned(),
             r#"{"type":"donation.made","target_id":"x","amount_minor":1.5,"currency":"EUR","payment_ref":"r"}"#.to_owned(),
             r#"{"type":"post.created","title":"t","body":"b"} "#.to_owned(),
+            r#"{"title":"t","type":"post.created","body":"b","type":"post.created"}"#.to_owned(),
+            r#"{"title":"t","type":"post.created","body":"b","colour":"red"}"#.to_owned(),
+            r#"{"title":"t","body":"b","type":"post\u002ecreated"}"#.to_owned(),
+            r#"{"title":"t","body":"b","type":"post.created"}x"#.to_owned(),
+            r#"{"title":"t","body":"b","type":"post.created","title":"u"}"#.to_owned(),
+            r#"{"title":"t","body":"b","type":7}"#.to_owned(),
+            r#"{"title":"t","body":"b","type":"post.exploded"}"#.to_owned(),
+            r#" { "title" : "t" , "body" : "b" , "type" : "post.created" } "#.to_owned(),
+            format!(r#"{{"user_id":"{UUID}","type":"follow.created"}}"#),
+            format!(r#"{{"title":"t","description":"d","skills":[],"salary_band":[1,2,"EUR","year"],"type":"job_offer.created"}}"#),
         ];
         for case in &cases {
             let strict = strict_from_json(case.as_bytes());
@@ -360,6 +376,13 @@ mod tests {
                     "fast path accepted what the strict path refuses: {case}"
                 ),
                 _ => {}
+            }
+            if let Some(two_pass) = super::super::wire::decode_tag_anywhere(case) {
+                assert!(
+                    strict.as_ref() == Ok(&two_pass)
+                        || matches!(&two_pass, Action::JobOfferCreated(j) if j.salary_band.is_some()),
+                    "the two-pass decoder accepted what the strict path refuses: {case}"
+                );
             }
             assert_eq!(Action::from_json(case.as_bytes()), strict, "{case}");
         }

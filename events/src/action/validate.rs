@@ -107,9 +107,10 @@ pub(crate) fn opt_text(field: &str, s: Option<&String>, max: usize, lines: Lines
 /// A text that may be empty (clearing it): at most `max` characters, no forbidden controls.
 pub(crate) fn text_may_be_empty(field: &str, s: &str, max: usize, lines: Lines) -> Check {
     max_chars(field, s, max)?;
-    let forbidden =
-        |c: char| c.is_control() && !(lines == Lines::Multi && matches!(c, '\n' | '\r' | '\t'));
-    if let Some(c) = s.chars().find(|&c| forbidden(c)) {
+    if !may_hold_control(s, lines) {
+        return Ok(());
+    }
+    if let Some(c) = s.chars().find(|&c| forbidden_control(c, lines)) {
         return Err(ValidationError::at(
             "invalid_value",
             field,
@@ -120,6 +121,23 @@ pub(crate) fn text_may_be_empty(field: &str, s: &str, max: usize, lines: Lines) 
         ));
     }
     Ok(())
+}
+
+/// A control character (`Cc`: U+0000–U+001F, U+007F–U+009F) that `lines` does not allow.
+fn forbidden_control(c: char, lines: Lines) -> bool {
+    c.is_control() && !(lines == Lines::Multi && matches!(c, '\n' | '\r' | '\t'))
+}
+
+/// Whether `s` may hold a [`forbidden_control`] character: a byte-level superset check without
+/// an early exit, which the compiler vectorises, so the char-by-char search runs only on text
+/// with a control byte, `0x7F`, or a `0xC2` lead byte (U+0080–U+00BF, the C1 controls among
+/// them). Every text a client sends goes through it.
+fn may_hold_control(s: &str, lines: Lines) -> bool {
+    let multi = lines == Lines::Multi;
+    s.bytes().fold(false, |hit, b| {
+        let allowed = multi & ((b == b'\n') | (b == b'\r') | (b == b'\t'));
+        hit | ((b < 0x20) & !allowed) | (b == 0x7f) | (b == 0xc2)
+    })
 }
 
 /// At most `max` characters (counted as `char`s).
@@ -335,6 +353,26 @@ mod tests {
 
     fn code(r: Check) -> Option<(&'static str, Option<String>)> {
         r.err().map(|e| (e.code, e.field))
+    }
+
+    /// The byte prefilter never passes a text holding a forbidden control: every char, alone
+    /// and between others, in both line modes.
+    #[test]
+    fn the_control_prefilter_misses_no_control_character() {
+        for lines in [Lines::Single, Lines::Multi] {
+            for c in (0..=0x10_FFFF).filter_map(char::from_u32) {
+                if forbidden_control(c, lines) {
+                    for text in [c.to_string(), format!("ab{c}cd"), format!("é{c}")] {
+                        assert!(may_hold_control(&text, lines), "{c:?} in {text:?}");
+                        assert!(text_may_be_empty("f", &text, 100, lines).is_err());
+                    }
+                }
+            }
+            assert!(!may_hold_control("plain text, ünïcödé ✓", lines));
+        }
+        assert!(!may_hold_control("two\nlines\r\n\tand a tab", Lines::Multi));
+        assert!(may_hold_control("two\nlines", Lines::Single));
+        assert!(text_may_be_empty("f", "© 2026\u{a0}ok", 100, Lines::Single).is_ok());
     }
 
     fn s(v: &[&str]) -> Vec<String> {

@@ -6,7 +6,8 @@
 //! writes `"type"` first (serialization puts the tag first), so this decoder reads the first
 //! member and, when it is `"type"`, decodes the rest of the object straight into the kind's
 //! payload struct. An object whose `"type"` comes later (a client may write members in any
-//! order) is buffered as a JSON tree first, as the derive would. Both paths refuse what the
+//! order) is buffered as a JSON tree first, as the derive would; [`decode_tag_anywhere`], for
+//! JSON text (what clients send), reads such an object twice instead, with no tree. Both paths refuse what the
 //! derive refused: unknown kinds, a missing `"type"`, unknown or duplicate members (the payload
 //! structs deny unknown fields; a second `"type"` is refused here).
 
@@ -83,6 +84,90 @@ fn buffered<'de, A: MapAccess<'de>>(first: Cow<'de, str>, mut map: A) -> Result<
     let kind = kind.ok_or_else(|| de::Error::missing_field("type"))?;
     kind.deserialize_payload(Value::Object(members))
         .map_err(de::Error::custom)
+}
+
+/// Decodes JSON text whose `"type"` may be any member, without the slow path's tree: a first
+/// pass reads only `"type"` (skipping the other members' values unparsed into anything), a
+/// second decodes the object straight into that kind's payload, passing over `"type"`.
+/// `None` for whatever this way cannot decode — the caller's strict path then finds the error
+/// (or, for a struct written as an array, the action).
+pub(super) fn decode_tag_anywhere(text: &str) -> Option<Action> {
+    /// Only the tag; the derive skips other members and refuses a duplicate `"type"`.
+    #[derive(Deserialize)]
+    struct Tag<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+    }
+    let tag: Tag<'_> = serde_json::from_str(text).ok()?;
+    let kind = ActionKind::parse(tag.kind)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let action = kind.deserialize_payload(WithoutType(&mut de)).ok()?;
+    de.end().ok()?;
+    Some(action)
+}
+
+/// A JSON object's deserializer that hands its visitor every member except `"type"`.
+struct WithoutType<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for WithoutType<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(WithoutTypeVisitor(visitor))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
+    }
+}
+
+struct WithoutTypeVisitor<V>(V);
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for WithoutTypeVisitor<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.0.visit_map(SkipType(map))
+    }
+}
+
+/// The members of an object, `"type"` passed over (the first pass checked there is one).
+struct SkipType<A>(A);
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for SkipType<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        loop {
+            match self.0.next_key::<Key<'de>>()? {
+                None => return Ok(None),
+                Some(Key::Type) => {
+                    self.0.next_value::<de::IgnoredAny>()?;
+                }
+                Some(Key::Other(Cow::Borrowed(name))) => {
+                    return seed
+                        .deserialize(BorrowedStrDeserializer::new(name))
+                        .map(Some);
+                }
+                Some(Key::Other(Cow::Owned(name))) => {
+                    return seed.deserialize(StringDeserializer::new(name)).map(Some);
+                }
+            }
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.0.next_value_seed(seed)
+    }
 }
 
 /// An object member's name: `"type"` or another, borrowed from the input where it can be.

@@ -128,6 +128,19 @@ fn exercise(value: Value) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// `value`'s members as JSON text, rotated left by `by`: `"type"` lands at every position
+/// over the cases (`Value`'s own text sorts members by name).
+fn rotated(value: &Value, by: usize) -> String {
+    let obj = value.as_object().expect("an object");
+    let mut members: Vec<String> = obj
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", Value::from(k.as_str())))
+        .collect();
+    let n = members.len().max(1);
+    members.rotate_left(by % n);
+    format!("{{{}}}", members.join(","))
+}
+
 // ---- valid actions ----
 
 fn id() -> impl Strategy<Value = Uuid> {
@@ -322,6 +335,18 @@ proptest! {
     fn action_shaped_values_never_panic(value in action_shaped()) {
         let _ = Action::from_json(value.to_string().as_bytes());
         exercise(value)?;
+    }
+
+    #[test]
+    fn member_order_does_not_change_the_decoding(value in action_shaped(), by in 0usize..9) {
+        let text = rotated(&value, by);
+        prop_assert_eq!(Action::from_json(text.as_bytes()), Action::from_value(value), "{}", text);
+    }
+
+    #[test]
+    fn valid_actions_decode_whatever_their_member_order(action in valid_action(), by in 0usize..9) {
+        let text = rotated(&serde_json::to_value(&action).unwrap(), by);
+        prop_assert_eq!(Action::from_json(text.as_bytes()), Ok(action), "{}", text);
     }
 
     #[test]
