@@ -24,6 +24,7 @@ pub struct Envelope {
     /// The user who performed the action.
     pub actor_id: Uuid,
     /// Server receive time.
+    #[serde(serialize_with = "rfc3339")]
     pub received_at: DateTime<Utc>,
     /// Schema version of `action`'s kind at the time it was written.
     pub schema_version: u16,
@@ -55,8 +56,11 @@ impl Envelope {
 
     /// Serialises to the JSON stored as the log record's value.
     pub fn to_json(&self) -> Vec<u8> {
-        // Serialising a plain data struct to a Vec cannot fail.
-        serde_json::to_vec(self).expect("envelope serialises")
+        // Most envelopes fit 512 bytes: one allocation instead of growing from serde_json's
+        // 128. Serialising a plain data struct to a Vec cannot fail.
+        let mut out = Vec::with_capacity(512);
+        serde_json::to_writer(&mut out, self).expect("envelope serialises");
+        out
     }
 
     /// Parses a log record's value.
@@ -67,6 +71,14 @@ impl Envelope {
         let text = std::str::from_utf8(bytes).map_err(serde::de::Error::custom)?;
         serde_json::from_str(text)
     }
+}
+
+/// Writes a time exactly as chrono's own `Serialize` does (RFC 3339 with `Z`, as many fractional
+/// digits as needed: none, 3, 6 or 9), but through chrono's direct RFC 3339 writer: its
+/// `Serialize` goes through `Display`, which hands serde_json the text a few characters at a time
+/// to escape, and every action's envelope is serialised once on the ingest path.
+fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 
 /// A UUIDv7 whose timestamp is `now` (the injected clock). Ids made by one process are
@@ -87,6 +99,41 @@ pub fn new_action_id(now: DateTime<Utc>) -> Uuid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn receive_times_serialise_as_chrono_writes_them() {
+        use chrono::TimeZone;
+        let base = Utc.with_ymd_and_hms(2026, 11, 28, 5, 4, 3).unwrap();
+        let action = Action::from_json(br#"{"type":"user.logged_out"}"#).unwrap();
+        for nanos in [
+            0,
+            1,
+            999,
+            1_000,
+            120_000,
+            1_000_000,
+            123_000_000,
+            123_456_000,
+            123_456_789,
+            999_999_999,
+        ] {
+            for t in [
+                base,
+                Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap(),
+                Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            ] {
+                let t = t + chrono::TimeDelta::nanoseconds(nanos);
+                let env = Envelope::new(Uuid::nil(), action.clone(), t);
+                let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
+                assert_eq!(
+                    json["received_at"],
+                    serde_json::to_value(t).unwrap(),
+                    "{t:?}"
+                );
+                assert_eq!(Envelope::from_json(&env.to_json()).unwrap(), env);
+            }
+        }
+    }
 
     #[test]
     fn ids_of_one_millisecond_increase_in_creation_order() {

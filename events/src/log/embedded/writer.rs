@@ -70,7 +70,8 @@ impl Writer {
                 entry.1 += codec::record_size(record);
                 batch.insert(
                     &state.keyspace,
-                    codec::key(partition, offset).to_vec(),
+                    // A 12-byte key: held inline by the engine, no heap copy.
+                    &codec::key(partition, offset)[..],
                     codec::encode(record, entry.1),
                 );
                 positions.push(Position { partition, offset });
