@@ -201,7 +201,8 @@ impl Fetch {
     fn start(log: Arc<dyn Log>, topic: String, p: u32, offset: u64, want: usize) -> Self {
         let runtime = tokio::runtime::Handle::current();
         // A blocking-pool thread is outside the runtime's async context, so it may block on
-        // the read (on a current-thread runtime, the thread awaiting this task drives it).
+        // the read (on a current-thread runtime, the thread awaiting this task drives the
+        // runtime's I/O and timers meanwhile).
         let task = tokio::task::spawn_blocking(move || {
             let records = runtime.block_on(log.read(&topic, p, offset, want))?;
             Ok(records
@@ -1054,7 +1055,7 @@ async fn read_range(
     Ok(())
 }
 
-/// The kind a record's [`philo_events::KIND_HEADER`] names, when it has one that names a known kind.
+/// The kind a record's [`philo_events::KIND_HEADER`] names, when it names a known one.
 fn kind_header(record: &StoredRecord) -> Option<ActionKind> {
     let (_, value) = record
         .headers

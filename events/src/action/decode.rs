@@ -65,9 +65,9 @@ pub(super) fn from_json(bytes: &[u8]) -> Result<Action, DecodeError> {
     // members, duplicate members, trailing bytes, wrong types — except a struct written as a
     // positional array, which only `salary_band` could be; those, and every failure, take the
     // strict path below, so error codes and fields always come from one place.
-    // (UTF-8 checked once for the whole input, then the `&str` parser: see `Envelope::from_json`.)
-    // A client may write `"type"` after other members: that object is decoded in two passes
-    // instead of through the derive's tree (`wire::decode_tag_anywhere`).
+    // The input's UTF-8 is checked once, then the `&str` parser runs (see
+    // `Envelope::from_json`). A client may write `"type"` after other members: that object is
+    // decoded in two passes instead of through the derive's tree (`wire::decode_tag_anywhere`).
     if let Ok(text) = std::str::from_utf8(bytes)
         && let Some(action) = if text.trim_start().starts_with(r#"{"type""#) {
             serde_json::from_str::<Action>(text).ok()

@@ -7,9 +7,9 @@
 //! member and, when it is `"type"`, decodes the rest of the object straight into the kind's
 //! payload struct. An object whose `"type"` comes later (a client may write members in any
 //! order) is buffered as a JSON tree first, as the derive would; [`decode_tag_anywhere`], for
-//! JSON text (what clients send), reads such an object twice instead, with no tree. Both paths refuse what the
-//! derive refused: unknown kinds, a missing `"type"`, unknown or duplicate members (the payload
-//! structs deny unknown fields; a second `"type"` is refused here).
+//! JSON text (what clients send), reads such an object twice instead, with no tree. Every path
+//! refuses what the derive refused: unknown kinds, a missing `"type"`, unknown or duplicate
+//! members (the payload structs deny unknown fields; a second `"type"` is refused here).
 
 use std::borrow::Cow;
 use std::fmt;
