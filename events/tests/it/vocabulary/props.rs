@@ -340,7 +340,10 @@ proptest! {
     #[test]
     fn member_order_does_not_change_the_decoding(value in action_shaped(), by in 0usize..9) {
         let text = rotated(&value, by);
-        prop_assert_eq!(Action::from_json(text.as_bytes()), Action::from_value(value), "{}", text);
+        // The tree is parsed from the same text: serde_json's float parsing need not give back
+        // the very `f64` the generator drew, and error messages quote it.
+        let tree: Value = serde_json::from_str(&text).unwrap();
+        prop_assert_eq!(Action::from_json(text.as_bytes()), Action::from_value(tree), "{}", text);
     }
 
     #[test]
