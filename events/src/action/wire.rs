@@ -51,7 +51,10 @@ impl<'de> Visitor<'de> for ActionVisitor {
             None => Err(de::Error::missing_field("type")),
             Some(Key::Type) => {
                 let Kind(kind) = map.next_value()?;
-                kind.deserialize_payload(MapAccessDeserializer::new(NoSecondType(map)))
+                kind.deserialize_payload(MapAccessDeserializer::new(OtherMembers {
+                    map,
+                    on_type: OnType::Refuse,
+                }))
             }
             Some(Key::Other(first)) => buffered(first, map),
         }
@@ -133,40 +136,10 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for WithoutTypeVisitor<V> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
-        self.0.visit_map(SkipType(map))
-    }
-}
-
-/// The members of an object, `"type"` passed over (the first pass checked there is one).
-struct SkipType<A>(A);
-
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for SkipType<A> {
-    type Error = A::Error;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, A::Error> {
-        loop {
-            match self.0.next_key::<Key<'de>>()? {
-                None => return Ok(None),
-                Some(Key::Type) => {
-                    self.0.next_value::<de::IgnoredAny>()?;
-                }
-                Some(Key::Other(Cow::Borrowed(name))) => {
-                    return seed
-                        .deserialize(BorrowedStrDeserializer::new(name))
-                        .map(Some);
-                }
-                Some(Key::Other(Cow::Owned(name))) => {
-                    return seed.deserialize(StringDeserializer::new(name)).map(Some);
-                }
-            }
-        }
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
-        self.0.next_value_seed(seed)
+        self.0.visit_map(OtherMembers {
+            map,
+            on_type: OnType::Skip,
+        })
     }
 }
 
@@ -241,36 +214,56 @@ impl Visitor<'_> for KindVisitor {
     }
 }
 
-/// The members after a leading `"type"`, handed to the payload's decoder; a second `"type"`
-/// is an error (the payload structs would otherwise see it as an unknown field, or not at
-/// all if one day one does not deny them).
-struct NoSecondType<A>(A);
+/// What [`OtherMembers`] does with a `"type"` member.
+enum OnType {
+    /// Refuse it: the leading `"type"` was read already, so this is a second one (the payload
+    /// structs would otherwise see it as an unknown field, or not at all if one day one does
+    /// not deny them).
+    Refuse,
+    /// Pass over it: [`decode_tag_anywhere`]'s first pass read it and checked there is one.
+    Skip,
+}
 
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for NoSecondType<A> {
+/// An object's members other than `"type"`, handed to the payload's decoder.
+struct OtherMembers<A> {
+    map: A,
+    on_type: OnType,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for OtherMembers<A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
-        match self.0.next_key::<Key<'de>>()? {
-            None => Ok(None),
-            Some(Key::Type) => Err(de::Error::duplicate_field("type")),
-            Some(Key::Other(Cow::Borrowed(name))) => seed
-                .deserialize(BorrowedStrDeserializer::new(name))
-                .map(Some),
-            Some(Key::Other(Cow::Owned(name))) => {
-                seed.deserialize(StringDeserializer::new(name)).map(Some)
+        loop {
+            match (self.map.next_key::<Key<'de>>()?, &self.on_type) {
+                (None, _) => return Ok(None),
+                (Some(Key::Type), OnType::Refuse) => {
+                    return Err(de::Error::duplicate_field("type"));
+                }
+                (Some(Key::Type), OnType::Skip) => {
+                    self.map.next_value::<de::IgnoredAny>()?;
+                }
+                (Some(Key::Other(Cow::Borrowed(name))), _) => {
+                    return seed
+                        .deserialize(BorrowedStrDeserializer::new(name))
+                        .map(Some);
+                }
+                (Some(Key::Other(Cow::Owned(name))), _) => {
+                    return seed.deserialize(StringDeserializer::new(name)).map(Some);
+                }
             }
         }
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
-        self.0.next_value_seed(seed)
+        self.map.next_value_seed(seed)
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.0.size_hint()
+        self.map.size_hint()
     }
 }
 
