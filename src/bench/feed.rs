@@ -44,6 +44,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use super::load::record_of;
+use super::scrape::{Interval, Scrape};
 use super::server::ServerProcess;
 
 #[derive(Args, Clone)]
@@ -416,6 +417,10 @@ struct Freshness {
     /// hidden batch tail, docs/kafka.md): part of `fresh`, not spent in the views.
     hidden: Latencies,
     peak_rss: Option<u64>,
+    /// The server's CPU time over the load, per second of it (2.0 = both cores of this VM).
+    cpu_share: Option<f64>,
+    /// The server's own histograms over the load (see [`BREAKDOWN`]); `None` where absent.
+    breakdown: Vec<(&'static str, Option<Interval>)>,
 }
 
 #[derive(Clone)]
@@ -526,6 +531,8 @@ async fn freshness(args: &FeedArgs, dir: &Path) -> Result<Freshness> {
     let posts = Arc::new(posts);
     let followers = Arc::new(followers);
     let secs = Duration::from_secs(args.seconds);
+    let scrape_before = Scrape::fetch(&client, &base).await?;
+    let cpu_before = server.cpu_seconds();
 
     eprintln!(
         "{} s: ingest {} actions/s, feed reads {}/s, {} freshness probes/s…",
@@ -606,7 +613,16 @@ async fn freshness(args: &FeedArgs, dir: &Path) -> Result<Freshness> {
         secs.saturating_sub(PROBE_MARGIN).max(PROBE_MARGIN),
         args.seed,
     );
+    let load_started = Instant::now();
     let (ingest, reads, (fresh, later_page, missing, hidden)) = tokio::join!(ingest, reads, probes);
+    let cpu_share = cpu_before
+        .zip(server.cpu_seconds())
+        .map(|(a, b)| (b - a) / load_started.elapsed().as_secs_f64());
+    let scrape_after = Scrape::fetch(&client, &base).await?;
+    let breakdown = BREAKDOWN
+        .iter()
+        .map(|(what, name, labels)| (*what, scrape_after.since(&scrape_before, name, labels).ok()))
+        .collect();
     let peak_rss = server.peak_rss_bytes();
     server.stop().await?;
     Ok(Freshness {
@@ -617,8 +633,49 @@ async fn freshness(args: &FeedArgs, dir: &Path) -> Result<Freshness> {
         missing,
         hidden,
         peak_rss,
+        cpu_share,
+        breakdown,
     })
 }
+
+/// The server's histograms a freshness run reports over its load: (what, name, labels).
+const BREAKDOWN: &[(&str, &str, &[(&str, &str)])] = &[
+    (
+        "GET /v1/feed (server side)",
+        "philo_ingest_http_request_duration_seconds",
+        &[("route", "/v1/feed"), ("method", "GET")],
+    ),
+    (
+        "read waits for the views (after=)",
+        "philo_ingest_read_after_wait_seconds",
+        &[("part", "views")],
+    ),
+    (
+        "log group commit (write + fsync)",
+        "philo_log_group_commit_duration_seconds",
+        &[],
+    ),
+    (
+        "social job step",
+        "philo_streams_step_seconds",
+        &[("job", "social")],
+    ),
+    (
+        "  of which: read the log",
+        "philo_streams_step_phase_seconds",
+        &[("job", "social"), ("phase", "read")],
+    ),
+    (
+        "  of which: apply",
+        "philo_streams_step_phase_seconds",
+        &[("job", "social"), ("phase", "apply")],
+    ),
+    (
+        "  of which: store batch + fsync",
+        "philo_streams_step_phase_seconds",
+        &[("job", "social"), ("phase", "sync")],
+    ),
+];
 
 fn post(title: &str) -> Value {
     json!({
@@ -882,6 +939,11 @@ fn dir_size(path: &Path) -> u64 {
         .sum()
 }
 
+/// JSON has no infinity: a quantile past the last bucket is `null`.
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
@@ -1012,6 +1074,35 @@ fn print(args: &FeedArgs, fanout: Option<&Fanout>, fresh: Option<&Freshness>) ->
             "  server peak RSS                      {:>12.1} MB",
             f.peak_rss.map_or(f64::NAN, |b| b as f64 / MB)
         );
+        println!(
+            "  server CPU over the load             {:>12.2} cores",
+            f.cpu_share.unwrap_or(f64::NAN)
+        );
+        println!("  server-side histograms over the load (bucket bounds of its /metrics):");
+        let mut parts = serde_json::Map::new();
+        for (what, interval) in &f.breakdown {
+            let Some(i) = interval else {
+                println!("    {what:<36} (not in the server's metrics)");
+                continue;
+            };
+            println!(
+                "    {what:<36} n {:>7.0}  mean {:>7.2} ms  p50 <= {:>6} ms  p99 <= {:>6} ms  over 25 ms {:>5.2} %",
+                i.count,
+                i.mean_s * 1e3,
+                i.quantile_bound(0.5) * 1e3,
+                i.quantile_bound(0.99) * 1e3,
+                i.share_above(0.025) * 100.0
+            );
+            parts.insert(
+                what.trim().to_owned(),
+                json!({
+                    "count": i.count, "mean_ms": i.mean_s * 1e3,
+                    "p50_le_ms": finite(i.quantile_bound(0.5) * 1e3),
+                    "p99_le_ms": finite(i.quantile_bound(0.99) * 1e3),
+                    "share_over_25ms": i.share_above(0.025),
+                }),
+            );
+        }
         out.extend(
             json!({
                 "ingest_actions_per_s": f.ingest.rate(), "ingest_failed": f.ingest.failed,
@@ -1024,6 +1115,7 @@ fn print(args: &FeedArgs, fanout: Option<&Fanout>, fresh: Option<&Freshness>) ->
                 "read_p50_ms": f.reads.ms(0.5), "read_p99_ms": f.reads.ms(0.99),
                 "reads_per_s": f.reads.rate(), "reads_failed": f.reads.failed,
                 "server_peak_rss_mb": f.peak_rss.map(|b| b as f64 / MB),
+                "server_cpu_cores": f.cpu_share, "server_histograms": parts,
             })
             .as_object()
             .expect("an object")

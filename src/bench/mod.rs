@@ -6,6 +6,7 @@ mod ingest;
 mod kafka;
 mod lake;
 mod load;
+mod scrape;
 mod server;
 
 use anyhow::Result;
