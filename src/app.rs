@@ -140,6 +140,8 @@ pub async fn open_lake(config: &PhiloConfig) -> Result<philo_lake::job::Lake> {
 pub struct LakeRole {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// The lake's own runtime, when it has one ([`start_lake_beside_api`]).
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl LakeRole {
@@ -147,8 +149,54 @@ impl LakeRole {
     pub async fn stop(self) -> Result<()> {
         self.stop.cancel();
         self.task.await?;
+        if let Some(rt) = self.runtime {
+            // Its job has ended; what remains are idle threads (dropping a runtime inside
+            // another one's task must not block).
+            rt.shutdown_background();
+        }
         Ok(())
     }
+}
+
+/// Starts the anonymizer in a process that also serves the API (`philo up`): with
+/// `lake.nice` > 0 on a runtime of its own — one worker thread and its blocking threads, all at
+/// that nice value — so that landing a batch (anonymizing, Parquet encoding, compression: tens
+/// of milliseconds of CPU every batch) never holds an API worker and yields the cores to the
+/// API's and the social job's threads when both want them. Measured with `philo bench feed`
+/// (README, *Feeds*).
+pub async fn start_lake_beside_api(config: &PhiloConfig, log: Arc<dyn Log>) -> Result<LakeRole> {
+    let nice = config.lake.nice;
+    if nice == 0 {
+        return start_lake(config, log).await;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(4)
+        .thread_name("philo-lake")
+        .on_thread_start(move || lower_thread_priority(nice))
+        .enable_all()
+        .build()
+        .context("building the lake's runtime")?;
+    let config = config.clone();
+    let role = runtime
+        .spawn(async move { start_lake(&config, log).await })
+        .await
+        .context("starting the lake")??;
+    Ok(LakeRole {
+        runtime: Some(runtime),
+        ..role
+    })
+}
+
+/// Raises the calling thread's nice value to `nice` (Linux keeps one per thread). Failing to
+/// is harmless (the thread keeps its priority), so it is only logged.
+fn lower_thread_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
+        tracing::warn!(error = %e, nice, "could not lower a lake thread's priority");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// Starts the anonymizer job on `log`, landing the configured lake. The first start must
@@ -190,7 +238,11 @@ pub async fn start_lake(config: &PhiloConfig, log: Arc<dyn Log>) -> Result<LakeR
             }
         }
     });
-    Ok(LakeRole { stop, task })
+    Ok(LakeRole {
+        stop,
+        task,
+        runtime: None,
+    })
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {

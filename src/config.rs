@@ -161,6 +161,11 @@ pub struct LakeSection {
     pub vacuum_retention_hours: u64,
     /// Address of the `philo lake` role's `/metrics` and `/healthz`.
     pub listen: SocketAddr,
+    /// In `philo up`, the anonymizer runs on its own thread (and blocking threads) at this nice
+    /// value, 1 – 19, so the API's and the social job's threads win the cores when both want
+    /// them (as RocksDB lowers its compaction threads' priority); 0 runs it on the API's
+    /// runtime at their priority. The `philo lake` role ignores it.
+    pub nice: i32,
 }
 
 impl Default for LakeSection {
@@ -181,6 +186,7 @@ impl Default for LakeSection {
             vacuum_every_hours: 6,
             vacuum_retention_hours: 7 * 24,
             listen: "127.0.0.1:9092".parse().expect("valid address"),
+            nice: 10,
         }
     }
 }
@@ -372,6 +378,11 @@ impl PhiloConfig {
             philo_lake::table::parse_compression(&config.lake.compression).is_some(),
             "invalid configuration: lake.compression `{}` is not zstd, snappy, lz4 or none",
             config.lake.compression
+        );
+        anyhow::ensure!(
+            (0..=19).contains(&config.lake.nice),
+            "invalid configuration: lake.nice {} is not 0 – 19",
+            config.lake.nice
         );
         Ok(config)
     }

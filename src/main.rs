@@ -200,7 +200,7 @@ async fn run(cli: Cli) -> Result<()> {
             // One process with the API: it holds every view the API reads.
             let streams = app::start_streams(&config, log.clone(), false).await?;
             let lake = if config.lake.enabled {
-                Some(app::start_lake(&config, log).await?)
+                Some(app::start_lake_beside_api(&config, log).await?)
             } else {
                 None
             };
