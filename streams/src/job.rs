@@ -268,9 +268,20 @@ pub struct Observed<'a> {
 /// Sees every action a job handles, after its writes are staged (`philo log replay`).
 pub type Observer = Box<dyn FnMut(Observed<'_>) + Send>;
 
+/// Told which partitions of some tables each step wrote, once the step's batch is in the
+/// store and before readers learn of its positions: read-side caches drop those rows there
+/// (see [`crate::read::ItemCache`]).
+pub trait CommitListener: Send + Sync {
+    /// The tables whose written partition keys it wants.
+    fn tables(&self) -> &[&'static str];
+    /// (table, partition key) of every row the step put or deleted in those tables.
+    fn committed(&self, written: &[(&'static str, Bytes)]);
+}
+
 /// A processor bound to a log and a store.
 pub struct Job<P: Processor> {
     observer: Option<Observer>,
+    listener: Option<Arc<dyn CommitListener>>,
     processor: P,
     log: Arc<dyn Log>,
     store: Arc<dyn StateStore>,
@@ -374,6 +385,7 @@ impl<P: Processor> Job<P> {
             Aggregator::start(config.aggregation_workers).map_err(JobError::Aggregation)?;
         Ok(Self {
             observer: None,
+            listener: None,
             aggregator,
             processor,
             log,
@@ -551,6 +563,18 @@ impl<P: Processor> Job<P> {
         self.observer = Some(observer);
     }
 
+    /// Tells `listener` what every step from now on wrote (see [`CommitListener`]).
+    pub fn on_commit(&mut self, listener: Arc<dyn CommitListener>) {
+        self.listener = Some(listener);
+    }
+
+    /// Publishes this job's progress to `progress` from now on (and its positions at once):
+    /// a job reopened after a failure reports to the readers of the one it replaces.
+    pub fn adopt_progress(&mut self, progress: Arc<Progress>) {
+        progress.publish(&self.positions, false);
+        self.progress = progress;
+    }
+
     /// Progress shared with readers.
     pub fn progress(&self) -> Arc<Progress> {
         self.progress.clone()
@@ -685,7 +709,29 @@ impl<P: Processor> Job<P> {
                 );
             }
         }
-        if let Err(e) = store.apply(batch).and_then(|()| store.sync()) {
+        let written: Vec<(&'static str, Bytes)> = match &self.listener {
+            Some(l) => batch
+                .mutations
+                .iter()
+                .filter_map(|m| {
+                    let (table, pk) = match m {
+                        Mutation::Put { table, pk, .. }
+                        | Mutation::Delete { table, pk, .. }
+                        | Mutation::DeleteRange { table, pk, .. } => (*table, pk),
+                    };
+                    l.tables().contains(&table).then(|| (table, pk.clone()))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let applied = store.apply(batch);
+        if applied.is_ok()
+            && let Some(l) = &self.listener
+        {
+            // The rows are in the store (readable) even if the fsync below fails.
+            l.committed(&written);
+        }
+        if let Err(e) = applied.and_then(|()| store.sync()) {
             self.processor.reset();
             return Err(e.into());
         }

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::job::CommitListener;
 use crate::social::content::{
     APPROACHES_STAT, COMMENTS_STAT, DONATIONS_STAT, REACTIONS_STAT, RECEIVED_BOX, SENT_BOX,
 };
@@ -24,6 +26,10 @@ use crate::store::{CkRange, Order, StateStore, StoreError};
 
 /// Most rows one page may ask for.
 pub const MAX_LIMIT: usize = 100;
+
+/// Rows a feed read takes beyond a page (and the one that tells whether more follow) in one
+/// round, for deleted items it skips; more rounds follow when they were not enough.
+const FEED_ROUND_SLACK: usize = 8;
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +61,7 @@ pub struct ItemStats {
 }
 
 /// A content item as readers see it.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Item {
     pub id: Uuid,
     pub kind: ItemKind,
@@ -67,10 +73,50 @@ pub struct Item {
     /// The post of an approach; the target of a comment or campaign.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_id: Option<Uuid>,
-    /// The kind's fields as submitted, edits applied (title, body, tags, starts_at …).
+    /// The kind's fields as submitted, edits applied (title, body, tags, starts_at …): the
+    /// stored JSON object, passed through without being parsed into a tree and written again
+    /// (on a feed page that was most of a read's CPU).
     #[schema(value_type = Object)]
-    pub data: Map<String, Value>,
+    pub data: Box<RawValue>,
     pub stats: ItemStats,
+}
+
+impl Item {
+    /// `data` as a JSON tree.
+    pub fn fields(&self) -> Map<String, Value> {
+        serde_json::from_str(self.data.get()).unwrap_or_default()
+    }
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.kind == other.kind
+            && self.author_id == other.author_id
+            && self.created_at == other.created_at
+            && self.edited_at == other.edited_at
+            && self.state == other.state
+            && self.parent_id == other.parent_id
+            && self.data.get() == other.data.get()
+            && self.stats == other.stats
+    }
+}
+
+/// A stored [`ItemDoc`] as the read side decodes it: `data` borrowed as raw JSON. Reads the
+/// same documents as `ItemDoc` (its other fields, `pushed`, are the job's and ignored here).
+#[derive(Deserialize)]
+struct StoredItem<'a> {
+    id: Uuid,
+    kind: ItemKind,
+    author: Uuid,
+    created_at: DateTime<Utc>,
+    #[serde(default)]
+    edited_at: Option<DateTime<Utc>>,
+    state: ItemState,
+    #[serde(default)]
+    parent: Option<Uuid>,
+    #[serde(borrow)]
+    data: &'a RawValue,
 }
 
 /// A user in a follower/following list.
@@ -145,6 +191,106 @@ pub enum OfferBox {
 pub struct SocialViews {
     store: Arc<dyn StateStore>,
     config: SocialConfig,
+    items: Arc<ItemCache>,
+}
+
+/// Items as readers see them (document and counters, or their absence), as last read from the
+/// store: a feed page is otherwise 50 document reads and 50 counter scans, most of a read's
+/// CPU (`philo bench feed`). It never serves an item older than the store once a step's
+/// positions are published: the social job drops every item whose document or counters a step
+/// wrote, after the step's batch is in the store and before readers learn of its positions
+/// ([`CommitListener`], installed by [`crate::runtime::Streams`]); and a read caches what it
+/// read only if no step committed since it looked the item up (an epoch, bumped with every
+/// drop under the same lock). Bounded: when full it starts over empty.
+///
+/// Hand-written: the invalidation protocol is the job's; a generic cache crate would add a
+/// dependency for a map and a counter.
+pub struct ItemCache {
+    inner: std::sync::Mutex<CacheInner>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    items: std::collections::HashMap<Uuid, Option<Item>>,
+    epoch: u64,
+}
+
+impl ItemCache {
+    /// A cache of at most `capacity` items (0: nothing is cached).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: std::sync::Mutex::new(CacheInner::default()),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached item (`Some(None)`: cached as missing or deleted), or the epoch to pass to
+    /// [`Self::insert`] with what the store holds.
+    fn lookup(&self, id: &Uuid) -> Result<Option<Item>, u64> {
+        let inner = self.lock();
+        match inner.items.get(id) {
+            Some(item) => Ok(item.clone()),
+            None => Err(inner.epoch),
+        }
+    }
+
+    /// Caches `item` as read from the store after a lookup that returned `epoch`, unless a step
+    /// committed since (it may have changed the item after the read).
+    fn insert(&self, id: Uuid, item: Option<Item>, epoch: u64) {
+        let mut inner = self.lock();
+        if inner.epoch != epoch || self.capacity == 0 {
+            return;
+        }
+        if inner.items.len() >= self.capacity {
+            inner.items.clear();
+        }
+        inner.items.insert(id, item);
+    }
+
+    /// Forgets `ids`; lookups from before this call no longer insert.
+    pub fn invalidate(&self, ids: impl IntoIterator<Item = Uuid>) {
+        let mut inner = self.lock();
+        for id in ids {
+            inner.items.remove(&id);
+        }
+        inner.epoch += 1;
+    }
+
+    /// Forgets everything.
+    pub fn invalidate_all(&self) {
+        let mut inner = self.lock();
+        inner.items.clear();
+        inner.epoch += 1;
+    }
+
+    /// Items cached now.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl CommitListener for ItemCache {
+    fn tables(&self) -> &[&'static str] {
+        &[tables::ITEMS, tables::ITEM_STATS]
+    }
+
+    fn committed(&self, written: &[(&'static str, bytes::Bytes)]) {
+        // Both tables are keyed by the item's id.
+        self.invalidate(
+            written
+                .iter()
+                .filter_map(|(_, pk)| Uuid::from_slice(pk).ok()),
+        );
+    }
 }
 
 fn encode_cursor(bytes: &[u8]) -> String {
@@ -165,9 +311,22 @@ fn decode_cursor(s: &str) -> Result<Vec<u8>, ReadError> {
 
 impl SocialViews {
     pub fn new(store: Arc<dyn StateStore>, config: SocialConfig) -> Self {
-        Self { store, config }
+        let items = Arc::new(ItemCache::new(config.read_cache_items));
+        Self {
+            store,
+            config,
+            items,
+        }
     }
 
+    /// The item cache, for the job to invalidate ([`crate::job::Job::on_commit`]). Reads that
+    /// bypass the job (a store another process writes) must not use a capacity above 0.
+    pub fn item_cache(&self) -> Arc<ItemCache> {
+        self.items.clone()
+    }
+
+    /// An item's counters: one scan of its partition (on the LSM store cheaper than a point
+    /// read per counter: each point read searches every memtable).
     fn stats(&self, id: &Uuid) -> Result<ItemStats, StoreError> {
         let rows = self.store.scan(
             tables::ITEM_STATS,
@@ -200,9 +359,48 @@ impl SocialViews {
             edited_at: doc.edited_at,
             state: doc.state,
             parent_id: doc.parent,
-            data: doc.data,
+            data: serde_json::value::to_raw_value(&doc.data).expect("a JSON map serialises"),
             stats,
         })
+    }
+
+    /// The item `id` as readers see it, unless missing or deleted: the list reads' path, from
+    /// the [`ItemCache`] or the store.
+    fn live_item(&self, id: &Uuid) -> Result<Option<Item>, StoreError> {
+        match self.items.lookup(id) {
+            Ok(cached) => Ok(cached),
+            Err(epoch) => {
+                let item = self.stored_item(id)?;
+                self.items.insert(*id, item.clone(), epoch);
+                Ok(item)
+            }
+        }
+    }
+
+    /// [`Self::live_item`] from the store: decodes the stored document without building its
+    /// `data` tree.
+    fn stored_item(&self, id: &Uuid) -> Result<Option<Item>, StoreError> {
+        let Some(bytes) = self.store.get(tables::ITEMS, id.as_bytes(), b"")? else {
+            return Ok(None);
+        };
+        // As `read_item`: a document that does not decode reads as absent.
+        let Ok(doc) = serde_json::from_slice::<StoredItem<'_>>(&bytes) else {
+            return Ok(None);
+        };
+        if doc.state == ItemState::Deleted {
+            return Ok(None);
+        }
+        Ok(Some(Item {
+            id: doc.id,
+            kind: doc.kind,
+            author_id: doc.author,
+            created_at: doc.created_at,
+            edited_at: doc.edited_at,
+            state: doc.state,
+            parent_id: doc.parent,
+            data: doc.data.to_owned(),
+            stats: self.stats(&doc.id)?,
+        }))
     }
 
     /// A live item of `kind`.
@@ -240,15 +438,6 @@ impl SocialViews {
                 next_cursor: None,
             });
         }
-        let range = after.as_deref().map_or_else(CkRange::all, CkRange::after);
-        // Read a little more than asked: deleted items are skipped, one extra tells if more.
-        let want = limit + 1;
-        let mut rows: Vec<Vec<u8>> = self
-            .store
-            .scan(tables::FEED, user.as_bytes(), &range, Order::Asc, want * 2)?
-            .into_iter()
-            .map(|r| r.ck.to_vec())
-            .collect();
         let pulled = self.store.scan(
             tables::PULLED,
             user.as_bytes(),
@@ -256,38 +445,51 @@ impl SocialViews {
             Order::Asc,
             usize::MAX,
         )?;
-        for author in pulled {
-            rows.extend(
-                self.store
-                    .scan(
-                        tables::AUTHOR_ITEMS,
-                        &author.ck,
-                        &range,
-                        Order::Asc,
-                        want * 2,
-                    )?
-                    .into_iter()
-                    .map(|r| r.ck.to_vec()),
-            );
-        }
-        rows.sort_unstable();
-        rows.dedup();
+        // Rows are read in rounds of a little more than a page (deleted items are skipped) from
+        // the pushed feed and each pulled author's list, merged by key. A source that filled
+        // its round may hold more rows below its last one, so a round uses its rows only up to
+        // the lowest such last row (the horizon) and the next round starts after it.
+        let round = limit + 1 + FEED_ROUND_SLACK;
+        let mut range = after.as_deref().map_or_else(CkRange::all, CkRange::after);
         let mut items = Vec::with_capacity(limit);
         let mut last: Option<Vec<u8>> = None;
         let mut more = false;
-        for ck in rows {
-            if items.len() == limit {
-                more = true;
-                break;
+        'rounds: loop {
+            let mut rows: Vec<Vec<u8>> = Vec::new();
+            let mut horizon: Option<Vec<u8>> = None;
+            let sources = std::iter::once((tables::FEED, user.as_bytes().as_slice()))
+                .chain(pulled.iter().map(|a| (tables::AUTHOR_ITEMS, a.ck.as_ref())));
+            for (table, pk) in sources {
+                let got = self.store.scan(table, pk, &range, Order::Asc, round)?;
+                if got.len() == round
+                    && let Some(end) = got.last()
+                    && horizon.as_deref().is_none_or(|h| end.ck.as_ref() < h)
+                {
+                    horizon = Some(end.ck.to_vec());
+                }
+                rows.extend(got.into_iter().map(|r| r.ck.to_vec()));
             }
-            let Some(id) = keys::undesc(&ck) else {
-                continue;
-            };
-            last = Some(ck);
-            if let Some(doc) = read_item(&*self.store, &id)?
-                && doc.state != ItemState::Deleted
-            {
-                items.push(self.item_of(doc)?);
+            rows.sort_unstable();
+            rows.dedup();
+            if let Some(h) = &horizon {
+                rows.retain(|r| r <= h);
+            }
+            for ck in rows {
+                if items.len() == limit {
+                    more = true;
+                    break 'rounds;
+                }
+                let Some(id) = keys::undesc(&ck) else {
+                    continue;
+                };
+                last = Some(ck);
+                if let Some(item) = self.live_item(&id)? {
+                    items.push(item);
+                }
+            }
+            match horizon {
+                Some(h) => range = CkRange::after(&h),
+                None => break,
             }
         }
         let served = served + items.len();
@@ -431,10 +633,9 @@ impl SocialViews {
         let mut items = Vec::with_capacity(limit);
         for r in rows.iter().take(limit) {
             if let Some(id) = id_of(&r.ck[1..])
-                && let Some(doc) = read_item(&*self.store, &id)?
-                && doc.state != ItemState::Deleted
+                && let Some(item) = self.live_item(&id)?
             {
-                items.push(self.item_of(doc)?);
+                items.push(item);
             }
         }
         let next_cursor = more
@@ -754,5 +955,57 @@ impl SocialViews {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn item(id: Uuid, title: &str) -> Item {
+        Item {
+            id,
+            kind: ItemKind::Post,
+            author_id: Uuid::nil(),
+            created_at: DateTime::<Utc>::MIN_UTC,
+            edited_at: None,
+            state: ItemState::Open,
+            parent_id: None,
+            data: serde_json::value::to_raw_value(&serde_json::json!({"title": title})).unwrap(),
+            stats: ItemStats::default(),
+        }
+    }
+
+    #[test]
+    fn a_read_that_raced_a_commit_is_not_cached() {
+        let cache = ItemCache::new(10);
+        let id = Uuid::now_v7();
+        let epoch = cache.lookup(&id).unwrap_err();
+        // A step commits between the reader's store read and its insert: what the reader
+        // read may predate the step.
+        cache.invalidate([Uuid::now_v7()]);
+        cache.insert(id, Some(item(id, "old")), epoch);
+        assert!(cache.lookup(&id).is_err(), "a stale read was cached");
+        let epoch = cache.lookup(&id).unwrap_err();
+        cache.insert(id, Some(item(id, "new")), epoch);
+        assert_eq!(cache.lookup(&id).unwrap().unwrap().fields()["title"], "new");
+        cache.invalidate([id]);
+        assert!(cache.lookup(&id).is_err());
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_capacity_and_zero_turns_it_off() {
+        let cache = ItemCache::new(3);
+        for _ in 0..10 {
+            let id = Uuid::now_v7();
+            let epoch = cache.lookup(&id).unwrap_err();
+            cache.insert(id, None, epoch);
+            assert!(cache.len() <= 3);
+        }
+        let off = ItemCache::new(0);
+        let id = Uuid::now_v7();
+        let epoch = off.lookup(&id).unwrap_err();
+        off.insert(id, None, epoch);
+        assert!(off.is_empty());
     }
 }

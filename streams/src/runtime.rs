@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use philo_events::log::{ACTIONS_TOPIC, Log};
 
 use crate::job::{Job, JobConfig, JobError, Progress, StepStats};
-use crate::read::SocialViews;
+use crate::read::{ItemCache, SocialViews};
 use crate::social::{SocialConfig, SocialProcessor, tables};
 use crate::store::{EmbeddedStore, EmbeddedStoreConfig, StateStore, StoreError};
 
@@ -61,8 +61,11 @@ impl Streams {
         config: StreamsConfig,
     ) -> Result<Self, JobError> {
         let processor = SocialProcessor::new(config.social.clone());
-        let job = Job::open(processor, log.clone(), store.clone(), config.job.clone()).await?;
+        let mut job = Job::open(processor, log.clone(), store.clone(), config.job.clone()).await?;
         let progress = job.progress();
+        let views = SocialViews::new(store.clone(), config.social.clone());
+        let cache = views.item_cache();
+        job.on_commit(cache.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
@@ -70,14 +73,14 @@ impl Streams {
             let store = store.clone();
             std::thread::Builder::new()
                 .name("philo-streams-social".into())
-                .spawn(move || run_forever(job, log, store, config, stop))
+                .spawn(move || run_forever(job, log, store, config, stop, cache))
                 .map_err(|e| StoreError::Storage(format!("spawning the job thread: {e}")))?
         };
         Ok(Self {
             stop,
             thread: Some(thread),
             progress,
-            views: SocialViews::new(store, config.social),
+            views,
         })
     }
 
@@ -118,7 +121,10 @@ fn run_forever(
     store: Arc<dyn StateStore>,
     config: StreamsConfig,
     stop: Arc<AtomicBool>,
+    cache: Arc<ItemCache>,
 ) {
+    // A reopened job reports to the readers of the first one and keeps their cache current.
+    let progress = job.progress();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -139,7 +145,14 @@ fn run_forever(
                     let processor = SocialProcessor::new(config.social.clone());
                     match Job::open(processor, log.clone(), store.clone(), config.job.clone()).await
                     {
-                        Ok(j) => j,
+                        Ok(mut j) => {
+                            j.adopt_progress(progress.clone());
+                            // Whatever the failed step left in the store, nothing cached
+                            // before it is trusted.
+                            cache.invalidate_all();
+                            j.on_commit(cache.clone());
+                            j
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "reopening the social job failed");
                             tokio::time::sleep(backoff).await;

@@ -156,6 +156,9 @@ pub struct SocialConfig {
     pub backfill: usize,
     /// How many recent items are kept per author (for backfill and pull).
     pub author_items_cap: usize,
+    /// Items the read side keeps decoded, with their counters ([`crate::read::ItemCache`]);
+    /// 0 turns the cache off.
+    pub read_cache_items: usize,
 }
 
 impl Default for SocialConfig {
@@ -165,6 +168,7 @@ impl Default for SocialConfig {
             pull_threshold: 10_000,
             backfill: 20,
             author_items_cap: 800,
+            read_cache_items: 50_000,
         }
     }
 }

@@ -26,6 +26,7 @@ fn small_config() -> SocialConfig {
         pull_threshold: 150,
         backfill: 5,
         author_items_cap: 60,
+        ..SocialConfig::default()
     }
 }
 

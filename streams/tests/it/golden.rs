@@ -127,7 +127,7 @@ async fn social_views_match_the_golden_file() {
         }),
     );
     let post2 = w.views.post(&names.id("post2"), None, None, 10).unwrap();
-    out.insert("post2_title".into(), post2.item.data["title"].clone());
+    out.insert("post2_title".into(), post2.item.fields()["title"].clone());
     let camp = w.views.campaign(&names.id("camp1")).unwrap();
     out.insert(
         "camp1".into(),

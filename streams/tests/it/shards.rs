@@ -27,6 +27,7 @@ fn config() -> SocialConfig {
         pull_threshold: 150,
         backfill: 5,
         author_items_cap: 60,
+        ..SocialConfig::default()
     }
 }
 

@@ -119,7 +119,7 @@ async fn edits_and_deletes_reach_every_feed() {
     for f in &fans {
         let page = w.views.feed(f, None, 10).unwrap();
         assert_eq!(page.items.len(), 1);
-        assert_eq!(page.items[0].data["title"], "edited title");
+        assert_eq!(page.items[0].fields()["title"], "edited title");
         assert!(page.items[0].edited_at.is_some());
     }
     // Only the author may delete.
@@ -142,6 +142,49 @@ async fn edits_and_deletes_reach_every_feed() {
         assert!(w.feed(*f).is_empty(), "deleted post still in a feed");
     }
     assert!(w.views.post(&p, None, None, 10).is_err());
+}
+
+#[tokio::test]
+async fn feed_reads_see_edits_and_counters_after_the_items_were_cached() {
+    let mut w = World::new().await;
+    let author = w.user("author").await;
+    let fan = w.user("fan").await;
+    w.act(fan, json!({"type": "follow.created", "user_id": author}))
+        .await;
+    let p = w.act(author, post("original")).await;
+    w.sync().await;
+    let page = w.views.feed(&fan, None, 10).unwrap();
+    assert_eq!(page.items[0].fields()["title"], "original");
+    assert_eq!(page.items[0].stats.reactions, 0);
+    assert!(
+        !w.views.item_cache().is_empty(),
+        "the read cached the item (else this test proves nothing)"
+    );
+    w.act(
+        fan,
+        json!({"type": "reaction.added", "target_id": p, "kind": "insightful"}),
+    )
+    .await;
+    w.act(
+        fan,
+        json!({"type": "comment.created", "target_id": p, "body": "Tried it: works."}),
+    )
+    .await;
+    w.act(
+        author,
+        json!({"type": "post.edited", "post_id": p, "title": "edited title"}),
+    )
+    .await;
+    w.sync().await;
+    let page = w.views.feed(&fan, None, 10).unwrap();
+    assert_eq!(page.items[0].fields()["title"], "edited title");
+    assert_eq!(
+        (page.items[0].stats.reactions, page.items[0].stats.comments),
+        (1, 1)
+    );
+    // The same through the post's own read, which does not go through the cache.
+    let thread = w.views.post(&p, None, None, 10).unwrap();
+    assert_eq!(thread.item, page.items[0]);
 }
 
 #[tokio::test]
@@ -474,6 +517,69 @@ async fn feeds_are_capped_and_paginate_without_gaps() {
         w.views.feed(&reader, Some("not-a-cursor!"), 7),
         Err(philo_streams::read::ReadError::InvalidCursor)
     ));
+}
+
+#[tokio::test]
+async fn pages_merge_pulled_authors_and_skip_runs_of_deleted_items() {
+    // A feed read takes rows in rounds of a little more than a page from the pushed feed and
+    // from each pulled author; a run of deleted items longer than a round, and a pulled author
+    // whose items interleave with the pushed ones, must still give full pages without gaps.
+    let config = SocialConfig {
+        pull_threshold: 3,
+        ..SocialConfig::default()
+    };
+    let mut w = World::with(config, JobConfig::default(), 4).await;
+    let star = w.user("star").await;
+    let plain = w.user("plain").await;
+    let mut fans = Vec::new();
+    for i in 0..4 {
+        let f = w.user(&format!("fan{i}")).await;
+        w.act(f, json!({"type": "follow.created", "user_id": star}))
+            .await;
+        fans.push(f);
+    }
+    let reader = fans[0];
+    w.act(reader, json!({"type": "follow.created", "user_id": plain}))
+        .await;
+    let (mut stars, mut plains) = (Vec::new(), Vec::new());
+    for i in 0..30 {
+        stars.push(w.act(star, post(&format!("s{i}"))).await);
+        plains.push(w.act(plain, post(&format!("p{i}"))).await);
+        plains.push(w.act(plain, post(&format!("q{i}"))).await);
+    }
+    // 25 of the plain author's posts in a row go: more than one round of a page of 5.
+    for id in &plains[20..45] {
+        w.act(plain, json!({"type": "post.deleted", "post_id": id}))
+            .await;
+    }
+    let s = w.sync().await;
+    assert_eq!(s.failed, 0, "{:?}", w.failed());
+    let deleted: std::collections::HashSet<_> = plains[20..45].iter().collect();
+    let mut expected: Vec<Uuid> = stars
+        .iter()
+        .chain(&plains)
+        .filter(|id| !deleted.contains(id))
+        .copied()
+        .collect();
+    expected.sort_unstable_by(|a, b| b.cmp(a)); // UUIDv7: newest first
+    assert_eq!(w.feed(reader), expected);
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = w.views.feed(&reader, cursor.as_deref(), 5).unwrap();
+        paged.extend(page.items.iter().map(|i| i.id));
+        match page.next_cursor {
+            Some(c) => {
+                assert_eq!(page.items.len(), 5, "a page before the last is full");
+                cursor = Some(c);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(
+        paged, expected,
+        "pages of 5 cover the feed without gaps or repeats"
+    );
 }
 
 #[tokio::test]

@@ -47,7 +47,7 @@ impl World {
         let store: Arc<dyn StateStore> = Arc::new(
             EmbeddedStore::open(EmbeddedStoreConfig::new(dir.path().join("state"))).unwrap(),
         );
-        let job = Job::open(
+        let mut job = Job::open(
             SocialProcessor::new(config.clone()),
             log.clone(),
             store.clone(),
@@ -56,6 +56,7 @@ impl World {
         .await
         .unwrap();
         let views = SocialViews::new(store.clone(), config.clone());
+        job.on_commit(views.item_cache());
         Self {
             _dir: dir,
             log,
