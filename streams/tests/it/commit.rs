@@ -53,3 +53,33 @@ async fn the_group_commit_catches_up_with_the_store_positions() {
     assert_ne!(later, positions);
     assert_eq!(committed(&world).await, later);
 }
+
+#[tokio::test]
+async fn a_reopened_job_reports_to_the_readers_of_the_first() {
+    // The runtime reopens a job that failed; readers keep the first job's progress.
+    let mut world = World::new().await;
+    let ann = world.user("ann").await;
+    world.sync().await;
+    let readers = world.job.progress();
+    let mut reopened = philo_streams::job::Job::open(
+        philo_streams::social::SocialProcessor::new(Default::default()),
+        world.log.clone(),
+        world.store.clone(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    reopened.adopt_progress(readers.clone());
+    let (_, position) = world
+        .act_at(
+            ann,
+            json!({"type": "post.created", "title": "after the restart", "body": "b", "tags": []}),
+        )
+        .await;
+    assert!(!readers.covers(position));
+    reopened.catch_up().await.unwrap();
+    assert!(
+        readers.covers(position),
+        "the first job's readers never learn of the reopened job's steps"
+    );
+}
