@@ -89,6 +89,9 @@ pub struct StreamsSection {
     pub backfill: usize,
     /// Most records a job reads per partition in one step.
     pub max_batch_records: usize,
+    /// Items the read side keeps decoded with their counters (each a few hundred bytes to a
+    /// few KiB); 0 turns the cache off.
+    pub read_cache_items: usize,
     /// Address of the `philo streams` role's `/metrics` and `/healthz`.
     pub listen: SocketAddr,
 }
@@ -102,6 +105,7 @@ impl Default for StreamsSection {
             pull_threshold: social.pull_threshold,
             backfill: social.backfill,
             max_batch_records: philo_streams::job::JobConfig::default().max_batch_records,
+            read_cache_items: social.read_cache_items,
             listen: "127.0.0.1:9091".parse().expect("valid address"),
         }
     }
@@ -119,6 +123,7 @@ impl PhiloConfig {
         c.social.feed_cap = self.streams.feed_cap.max(1);
         c.social.pull_threshold = self.streams.pull_threshold.max(1);
         c.social.backfill = self.streams.backfill;
+        c.social.read_cache_items = self.streams.read_cache_items;
         c.job.max_batch_records = self.streams.max_batch_records.max(1);
         c.job.failed_topic = Some(philo_events::log::FAILED_TOPIC.to_owned());
         c

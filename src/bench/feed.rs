@@ -638,8 +638,15 @@ async fn freshness(args: &FeedArgs, dir: &Path) -> Result<Freshness> {
     })
 }
 
-/// The server's histograms a freshness run reports over its load: (what, name, labels).
-const BREAKDOWN: &[(&str, &str, &[(&str, &str)])] = &[
+/// One histogram series of the server: (what it measures, metric name, labels).
+type Series = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// The server's histograms a freshness run reports over its load.
+const BREAKDOWN: &[Series] = &[
     (
         "GET /v1/feed (server side)",
         "philo_ingest_http_request_duration_seconds",
