@@ -169,9 +169,11 @@ pub async fn start_lake_beside_api(config: &PhiloConfig, log: Arc<dyn Log>) -> R
     if nice == 0 {
         return start_lake(config, log).await;
     }
+    // The blocking pool keeps tokio's default bound: the Delta kernel waits on a blocking
+    // thread for listings that object_store runs on another one, so a small pool deadlocks
+    // (four threads did, at shutdown, all waiting for listings none was left to run).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .max_blocking_threads(4)
         .thread_name("philo-lake")
         .on_thread_start(move || lower_thread_priority(nice))
         .enable_all()

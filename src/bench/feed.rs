@@ -21,7 +21,12 @@
 //!   (which waits until the views include it; when newer items pushed the post past the first
 //!   page, the probe follows `next_cursor`). Freshness is the time from the post's 202 to the
 //!   answer holding the post. Open-loop latencies count from the scheduled send
-//!   time, so a stall is not hidden.
+//!   time, so a stall is not hidden. As the reference, `--reference-rate` times a second the
+//!   same client asks `GET /healthz` (no work behind it) under the same load: what any read's
+//!   latency includes on this machine (client, HTTP, scheduling) before the read does anything.
+//! - **Where the server's time went.** The server's CPU over the load, and its own histograms
+//!   (feed handler, `after=` waits, group commit, the social job's steps and their phases) as
+//!   deltas of two `/metrics` scrapes (`scrape.rs`).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -92,6 +97,11 @@ pub struct FeedArgs {
     /// Freshness probes per second.
     #[arg(long, default_value_t = 20.0)]
     pub probe_rate: f64,
+    /// Reference requests per second during the freshness phase: `GET /healthz` (no work
+    /// behind it) from the same client under the same load, the floor of what a read's
+    /// latency can be on this machine (0: none).
+    #[arg(long, default_value_t = 200.0)]
+    pub reference_rate: f64,
     /// Skip the fan-out phase.
     #[arg(long)]
     pub skip_fanout: bool,
@@ -408,6 +418,8 @@ impl Latencies {
 struct Freshness {
     ingest: Latencies,
     reads: Latencies,
+    /// `GET /healthz` under the same load (`--reference-rate`).
+    reference: Latencies,
     fresh: Latencies,
     /// Probes whose post was past the first page (newer items arrived in the same job step).
     later_page: u64,
@@ -614,7 +626,27 @@ async fn freshness(args: &FeedArgs, dir: &Path) -> Result<Freshness> {
         args.seed,
     );
     let load_started = Instant::now();
-    let (ingest, reads, (fresh, later_page, missing, hidden)) = tokio::join!(ingest, reads, probes);
+    let reference = {
+        let (client, base) = (client.clone(), base.clone());
+        let rate = args.reference_rate;
+        async move {
+            if rate <= 0.0 {
+                return Ok(Latencies::new());
+            }
+            open_loop(4, rate, secs, move |_, _| {
+                let (client, base) = (client.clone(), base.clone());
+                async move {
+                    let r = client.get(format!("{base}/healthz")).send().await?;
+                    ensure!(r.status().is_success(), "healthz: {}", r.status());
+                    r.bytes().await?;
+                    Ok(1)
+                }
+            })
+            .await
+        }
+    };
+    let (ingest, reads, reference, (fresh, later_page, missing, hidden)) =
+        tokio::join!(ingest, reads, reference, probes);
     let cpu_share = cpu_before
         .zip(server.cpu_seconds())
         .map(|(a, b)| (b - a) / load_started.elapsed().as_secs_f64());
@@ -628,6 +660,7 @@ async fn freshness(args: &FeedArgs, dir: &Path) -> Result<Freshness> {
     Ok(Freshness {
         ingest: ingest?,
         reads: reads?,
+        reference: reference?,
         fresh,
         later_page,
         missing,
@@ -1077,6 +1110,14 @@ fn print(args: &FeedArgs, fanout: Option<&Fanout>, fresh: Option<&Freshness>) ->
             f.reads.failed,
             met(f.reads.ok > 0 && f.reads.ms(0.99) <= 5.0)
         );
+        if f.reference.ok > 0 {
+            println!(
+                "  reference: GET /healthz (open loop)  p50 {:>7.2} ms   p99 {:>7.2} ms ({:.0}/s; the same client and load, no work behind it)",
+                f.reference.ms(0.5),
+                f.reference.ms(0.99),
+                f.reference.rate(),
+            );
+        }
         println!(
             "  server peak RSS                      {:>12.1} MB",
             f.peak_rss.map_or(f64::NAN, |b| b as f64 / MB)
@@ -1121,6 +1162,7 @@ fn print(args: &FeedArgs, fanout: Option<&Fanout>, fresh: Option<&Freshness>) ->
                 "freshness_failed": f.fresh.failed,
                 "read_p50_ms": f.reads.ms(0.5), "read_p99_ms": f.reads.ms(0.99),
                 "reads_per_s": f.reads.rate(), "reads_failed": f.reads.failed,
+                "reference_p50_ms": f.reference.ms(0.5), "reference_p99_ms": f.reference.ms(0.99),
                 "server_peak_rss_mb": f.peak_rss.map(|b| b as f64 / MB),
                 "server_cpu_cores": f.cpu_share, "server_histograms": parts,
             })
