@@ -501,18 +501,9 @@ async fn feeds_are_capped_and_paginate_without_gaps() {
     let rows = w.feed_rows(reader);
     assert!(rows.len() <= 45, "{} rows stored", rows.len());
     // Pages of 7 cover the same items.
-    let mut paged = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = w.views.feed(&reader, cursor.as_deref(), 7).unwrap();
-        assert!(page.items.len() <= 7);
-        paged.extend(page.items.iter().map(|i| i.id));
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    assert_eq!(paged, newest);
+    let pages = w.feed_pages(reader, 7);
+    assert!(pages.iter().all(|p| p.len() <= 7));
+    assert_eq!(pages.concat(), newest);
     assert!(matches!(
         w.views.feed(&reader, Some("not-a-cursor!"), 7),
         Err(philo_streams::read::ReadError::InvalidCursor)
@@ -563,21 +554,13 @@ async fn pages_merge_pulled_authors_and_skip_runs_of_deleted_items() {
         .collect();
     expected.sort_unstable_by(|a, b| b.cmp(a)); // UUIDv7: newest first
     assert_eq!(w.feed(reader), expected);
-    let mut paged = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = w.views.feed(&reader, cursor.as_deref(), 5).unwrap();
-        paged.extend(page.items.iter().map(|i| i.id));
-        match page.next_cursor {
-            Some(c) => {
-                assert_eq!(page.items.len(), 5, "a page before the last is full");
-                cursor = Some(c);
-            }
-            None => break,
-        }
+    let pages = w.feed_pages(reader, 5);
+    for page in &pages[..pages.len() - 1] {
+        assert_eq!(page.len(), 5, "a page before the last is full");
     }
     assert_eq!(
-        paged, expected,
+        pages.concat(),
+        expected,
         "pages of 5 cover the feed without gaps or repeats"
     );
 }

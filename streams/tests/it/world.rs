@@ -102,14 +102,19 @@ impl World {
 
     /// Item ids of `user`'s whole feed, newest first.
     pub fn feed(&self, user: Uuid) -> Vec<Uuid> {
-        let mut out = Vec::new();
+        self.feed_pages(user, 100).concat()
+    }
+
+    /// Item ids of each page of `user`'s feed read `limit` at a time, following the cursor.
+    pub fn feed_pages(&self, user: Uuid, limit: usize) -> Vec<Vec<Uuid>> {
+        let mut pages = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let page = self.views.feed(&user, cursor.as_deref(), 100).unwrap();
-            out.extend(page.items.iter().map(|i| i.id));
+            let page = self.views.feed(&user, cursor.as_deref(), limit).unwrap();
+            pages.push(page.items.iter().map(|i| i.id).collect());
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
-                None => return out,
+                None => return pages,
             }
         }
     }
