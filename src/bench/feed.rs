@@ -40,9 +40,11 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use philo_events::log::{ACTIONS_TOPIC, EmbeddedLog, EmbeddedLogConfig, Log, Record};
 use philo_streams::job::{Job, JobConfig};
-use philo_streams::runtime::open_store;
+use philo_streams::runtime::store_config;
 use philo_streams::social::{SocialConfig, SocialProcessor};
-use philo_streams::store::{EmbeddedStore, EmbeddedStoreConfig, StateStore, WriteBatch};
+use philo_streams::store::{
+    EmbeddedStore, EmbeddedStoreConfig, ResidentTables, StateStore, WriteBatch,
+};
 use philo_streams::workload::{Workload, WorkloadConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -63,6 +65,17 @@ pub struct FeedArgs {
     /// Seeds the workload and the load generators.
     #[arg(long, default_value_t = 0x5eed)]
     pub seed: u64,
+    /// Posts of the burst phase, after the content actions: the `--burst-authors`
+    /// most-followed authors under the pull threshold post in turn (0: no burst).
+    #[arg(long, default_value_t = 1_000)]
+    pub burst_posts: usize,
+    /// Authors of the burst phase.
+    #[arg(long, default_value_t = 50)]
+    pub burst_authors: usize,
+    /// Where the fan-out phase keeps home feeds: `resident` (in memory with a changelog, as
+    /// `philo up` does) or `lsm` (one LSM row per delivery, as before ADR 011), for comparison.
+    #[arg(long, default_value = "resident", value_parser = ["resident", "lsm"])]
+    pub feed_store: String,
     /// Records per append while loading the log.
     #[arg(long, default_value_t = 16_384)]
     pub chunk: usize,
@@ -184,18 +197,24 @@ struct Fanout {
     graph: Phase,
     /// The content actions: where feeds are written.
     content: Phase,
+    /// Posts by the most-followed pushed authors: fan-out on its own.
+    burst: Option<Phase>,
     reference: Duration,
     reference_rows: u64,
+    /// The burst's writes alone, as `reference` for the content phase.
+    burst_reference: Option<Duration>,
     disk_bytes: u64,
     rss_growth: Option<u64>,
 }
 
 impl Fanout {
     fn records(&self) -> u64 {
-        self.graph.records + self.content.records
+        self.graph.records + self.content.records + self.burst.as_ref().map_or(0, |b| b.records)
     }
     fn deliveries(&self) -> u64 {
-        self.graph.deliveries + self.content.deliveries
+        self.graph.deliveries
+            + self.content.deliveries
+            + self.burst.as_ref().map_or(0, |b| b.deliveries)
     }
     fn per_million(&self, bytes: u64) -> f64 {
         bytes as f64 / 1_048_576.0 / (self.deliveries().max(1) as f64 / 1e6)
@@ -285,8 +304,11 @@ async fn fanout(args: &FeedArgs, dir: &Path) -> Result<Fanout> {
     let mut append_time = started.elapsed();
     let rss_before = rss_bytes();
     let store = {
-        let d = dir.join("state");
-        tokio::task::spawn_blocking(move || open_store(&d)).await??
+        let mut config = store_config(&dir.join("state"));
+        if args.feed_store == "lsm" {
+            config.resident_tables = ResidentTables::None;
+        }
+        Arc::new(tokio::task::spawn_blocking(move || EmbeddedStore::open(config)).await??)
     };
     let job_config = JobConfig::default();
     let mut job = Job::open(
@@ -310,6 +332,38 @@ async fn fanout(args: &FeedArgs, dir: &Path) -> Result<Fanout> {
         "the job applied {total} of {} records",
         graph_records + content_records
     );
+    let (workload, burst) = if args.burst_posts > 0 {
+        let (posts, authors) = (args.burst_posts, args.burst_authors);
+        let below = job.processor().config().pull_threshold.max(0) as usize;
+        let (workload, records) = tokio::task::spawn_blocking(move || {
+            let mut workload: Workload = workload;
+            let records: Vec<Record> = workload
+                .post_burst(posts, authors, below)
+                .iter()
+                .map(record_of)
+                .collect();
+            (workload, records)
+        })
+        .await?;
+        eprintln!("appending a burst of {} posts…", records.len());
+        let started = Instant::now();
+        let n = records.len() as u64;
+        for chunk in records.chunks(args.chunk) {
+            log.append(ACTIONS_TOPIC, chunk.to_vec()).await?;
+        }
+        append_time += started.elapsed();
+        eprintln!("social job over them…");
+        let burst = run_job(&mut job).await?;
+        ensure!(
+            burst.records == n,
+            "the job applied {} of {n} posts",
+            burst.records
+        );
+        (workload, Some(burst))
+    } else {
+        (workload, None)
+    };
+
     store.sync()?;
     let disk_bytes = store.disk_bytes();
     let rss_growth = rss_before
@@ -326,13 +380,30 @@ async fn fanout(args: &FeedArgs, dir: &Path) -> Result<Fanout> {
         raw_writes(&ref_dir, steps, rows, markers, job_config.dedupe_ttl)
     })
     .await??;
+    let burst_reference = match &burst {
+        Some(b) => {
+            eprintln!("reference: the burst's writes straight into a fresh store…");
+            let ref_dir = dir.join("reference-burst");
+            let (steps, rows, markers) = (b.steps, b.deliveries, b.records);
+            let ttl = JobConfig::default().dedupe_ttl;
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    raw_writes(&ref_dir, steps, rows, markers, ttl)
+                })
+                .await??,
+            )
+        }
+        None => None,
+    };
     Ok(Fanout {
         append: append_time,
         log_bytes,
         graph,
         content,
+        burst,
         reference,
         reference_rows: rows + markers,
+        burst_reference,
         disk_bytes,
         rss_growth,
     })
@@ -1048,6 +1119,36 @@ fn print(args: &FeedArgs, fanout: Option<&Fanout>, fresh: Option<&Freshness>) ->
             c.steps,
             ratio
         );
+        let burst = f.burst.as_ref().zip(f.burst_reference).map(|(b, r)| {
+            let d_rate = rate(b.deliveries, b);
+            let ref_rate = (b.deliveries + b.records) as f64 / r.as_secs_f64().max(1e-9);
+            println!(
+                "  burst: posts by the {} most-followed pushed authors {:>7.0} posts/s ({} in {:.2} s, {} steps)",
+                args.burst_authors,
+                rate(b.records, b),
+                b.records,
+                b.time.as_secs_f64(),
+                b.steps
+            );
+            println!(
+                "  feed deliveries (burst)              {:>12.0} /s ({} rows, {:.0} per post; target >= 1000000: {})",
+                d_rate,
+                b.deliveries,
+                b.deliveries as f64 / b.records.max(1) as f64,
+                met(d_rate >= 1e6)
+            );
+            println!(
+                "  reference: the burst's writes alone  {:>12.0} rows/s ({:.2} s) -> the job runs at {:.3} of it",
+                ref_rate,
+                r.as_secs_f64(),
+                r.as_secs_f64() / b.time.as_secs_f64().max(1e-9)
+            );
+            json!({
+                "burst_posts": b.records, "burst_job_s": b.time.as_secs_f64(),
+                "burst_deliveries": b.deliveries, "burst_deliveries_per_s": d_rate,
+                "burst_reference_rows_per_s": ref_rate,
+            })
+        });
         println!(
             "  state store on disk                  {:>12.1} MB per 1M deliveries ({:.0} MB)",
             f.per_million(f.disk_bytes),
@@ -1074,6 +1175,9 @@ fn print(args: &FeedArgs, fanout: Option<&Fanout>, fresh: Option<&Freshness>) ->
             .expect("an object")
             .clone(),
         );
+        if let Some(Value::Object(b)) = burst {
+            out.extend(b);
+        }
     }
     if let Some(f) = fresh {
         println!(

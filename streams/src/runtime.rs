@@ -11,7 +11,7 @@ use philo_events::log::{ACTIONS_TOPIC, Log};
 use crate::job::{Job, JobConfig, JobError, Progress, StepStats};
 use crate::read::{ItemCache, SocialViews};
 use crate::social::{SocialConfig, SocialProcessor, tables};
-use crate::store::{EmbeddedStore, EmbeddedStoreConfig, StateStore, StoreError};
+use crate::store::{EmbeddedStore, EmbeddedStoreConfig, ResidentTables, StateStore, StoreError};
 
 /// Settings of the streams role.
 #[derive(Debug, Clone)]
@@ -37,11 +37,19 @@ impl StreamsConfig {
     }
 }
 
-/// Opens the embedded state store under `dir`.
+/// The embedded state store's settings for the social views under `dir`: home feeds are a
+/// resident table (in memory, durable through a changelog and checkpoints): a fan-out writes
+/// one row into each follower's feed, which as LSM rows capped the delivery rate at the
+/// store's row rate (ADR 011).
+pub fn store_config(dir: &Path) -> EmbeddedStoreConfig {
+    let mut config = EmbeddedStoreConfig::new(dir);
+    config.resident_tables = ResidentTables::Named(vec![tables::FEED.to_owned()]);
+    config
+}
+
+/// Opens the embedded state store under `dir` ([`store_config`]).
 pub fn open_store(dir: &Path) -> Result<Arc<EmbeddedStore>, StoreError> {
-    Ok(Arc::new(EmbeddedStore::open(EmbeddedStoreConfig::new(
-        dir,
-    ))?))
+    Ok(Arc::new(EmbeddedStore::open(store_config(dir))?))
 }
 
 /// Running stream jobs and their read side.

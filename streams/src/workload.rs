@@ -765,6 +765,50 @@ impl Workload {
         self.stats.record(action.kind());
         Envelope::with_id(id, self.users[actor as usize], action, now)
     }
+
+    /// A burst of `posts` posts, after everything the iterator yields, by the `authors`
+    /// most-followed users with fewer than `below` followers in the graph as it stands (the
+    /// initial graph and the follows and unfollows yielded so far), in turn: the writes a
+    /// fan-out-on-write feed is built for. Fewer authors when fewer qualify; none when none do.
+    pub fn post_burst(&mut self, posts: usize, authors: usize, below: usize) -> Vec<Envelope> {
+        let mut followers = vec![0usize; self.users.len()];
+        for list in &self.following {
+            for &t in list {
+                followers[t as usize] += 1;
+            }
+        }
+        let mut ranked: Vec<u32> = self
+            .social
+            .iter()
+            .copied()
+            .filter(|&u| followers[u as usize] < below)
+            .collect();
+        ranked.sort_by_key(|&u| std::cmp::Reverse(followers[u as usize]));
+        ranked.truncate(authors);
+        if ranked.is_empty() {
+            return Vec::new();
+        }
+        (0..posts)
+            .map(|i| {
+                let now = self.next_at;
+                self.next_at = now + self.config.step;
+                let id = make_id(&mut self.rng, now);
+                let author = ranked[i % ranked.len()];
+                let action = PostCreated {
+                    title: text::post_title(&mut self.rng),
+                    body: text::paragraphs(&mut self.rng, 1, 2),
+                    tags: text::tags(&mut self.rng),
+                };
+                self.posts.push(Post {
+                    id,
+                    author,
+                    alive: true,
+                });
+                self.stats.record(ActionKind::PostCreated);
+                Envelope::with_id(id, self.users[author as usize], action.into(), now)
+            })
+            .collect()
+    }
 }
 
 /// The generators: each returns the actor and the action, or `None` when the draw cannot be

@@ -108,6 +108,58 @@ fn the_follow_graph_has_celebrities_and_a_long_tail() {
 }
 
 #[test]
+fn a_post_burst_comes_from_the_most_followed_authors_below_the_bound() {
+    let config = WorkloadConfig::small(5);
+    let mut workload = Workload::new(config.clone());
+    let mut followers: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
+    let (mut last_id, mut last_at) = (Uuid::nil(), config.start);
+    for env in workload.by_ref() {
+        match &env.action {
+            Action::FollowCreated(f) => {
+                followers.entry(f.user_id).or_default().insert(env.actor_id);
+            }
+            Action::FollowRemoved(f) => {
+                followers
+                    .entry(f.user_id)
+                    .or_default()
+                    .remove(&env.actor_id);
+            }
+            Action::AccountErased(_) => panic!("the mix erases nobody"),
+            _ => {}
+        }
+        (last_id, last_at) = (env.id, env.received_at);
+    }
+    let count = |u: &Uuid| followers.get(u).map_or(0, HashSet::len);
+    // Below the celebrities' count: the celebrities are left out.
+    let below = config.celebrity_followers;
+    let burst = workload.post_burst(30, 4, below);
+    assert_eq!(burst.len(), 30);
+    let authors: Vec<Uuid> = burst[..4].iter().map(|e| e.actor_id).collect();
+    let distinct: HashSet<&Uuid> = authors.iter().collect();
+    assert_eq!(distinct.len(), 4, "four authors in turn: {authors:?}");
+    let weakest = authors.iter().map(count).min().unwrap();
+    assert!(authors.iter().all(|a| count(a) < below));
+    // Nobody left out (a social user under the bound) has more followers than the weakest one.
+    for u in workload.users() {
+        if !authors.contains(u) && count(u) < below && count(u) > weakest {
+            let role = workload.roles()[workload.users().iter().position(|x| x == u).unwrap()];
+            assert_eq!(role, UserRole::Procurer, "{u} has {} followers", count(u));
+        }
+    }
+    for (i, env) in burst.iter().enumerate() {
+        assert!(matches!(env.action, Action::PostCreated(_)));
+        assert_eq!(env.actor_id, authors[i % 4]);
+        env.action.validate(env.received_at).expect("valid");
+        assert!(
+            env.id > last_id && env.received_at > last_at,
+            "after the stream"
+        );
+        (last_id, last_at) = (env.id, env.received_at);
+    }
+    assert!(workload.post_burst(3, 4, 0).is_empty(), "nobody has < 0");
+}
+
+#[test]
 fn a_20k_run_shows_every_kind_of_the_mix() {
     let config = WorkloadConfig {
         actions: 20_000,

@@ -31,7 +31,7 @@ pub(crate) const AUTHOR_ITEMS_STAT: &str = "author_items";
 /// of the job's state: cleared on [`crate::job::Processor::reset`], since a failed step's
 /// discarded writes may have set it.
 #[derive(Debug, Default)]
-pub(crate) struct Floors(std::collections::HashMap<Uuid, [u8; 16]>);
+pub(crate) struct Floors(foldhash::HashMap<Uuid, [u8; 16]>);
 
 impl Floors {
     /// The range holding every live row of `user`'s list.
@@ -102,13 +102,31 @@ fn feed_value(author: &Uuid, kind: ItemKind) -> Bytes {
     Bytes::from(v)
 }
 
-/// Writes `items` (item id, author, kind) into `user`'s feed, trimming it to the cap.
-/// Items must not already be in the feed.
+/// A feed item as delivered: its id, and its feed row's clustering key and value, built once
+/// for all the feeds it goes to.
+pub(crate) struct Entry {
+    id: Uuid,
+    ck: Bytes,
+    value: Bytes,
+}
+
+impl Entry {
+    fn new(id: Uuid, author: &Uuid, kind: ItemKind) -> Self {
+        Self {
+            id,
+            ck: Bytes::copy_from_slice(&keys::desc(&id)),
+            value: feed_value(author, kind),
+        }
+    }
+}
+
+/// Writes `items` into `user`'s feed, trimming it to the cap. Items must not already be in the
+/// feed.
 fn deliver(
     p: &mut SocialProcessor,
     ctx: &mut Ctx<'_>,
     user: &Uuid,
-    items: &[(Uuid, Uuid, ItemKind)],
+    items: &[Entry],
 ) -> Result<(), StoreError> {
     if items.is_empty() {
         return Ok(());
@@ -131,7 +149,7 @@ fn deliver(
         let mut candidates: Vec<[u8; 16]> = oldest
             .iter()
             .filter_map(|r| r.ck.as_ref().try_into().ok())
-            .chain(items.iter().map(|(id, _, _)| keys::desc(id)))
+            .chain(items.iter().map(|e| keys::desc(&e.id)))
             .collect();
         candidates.sort_unstable_by(|a, b| b.cmp(a));
         // Rows the scan did not reach sort before every scanned one, so the first candidate
@@ -142,25 +160,20 @@ fn deliver(
         candidates.truncate(excess);
         evict = candidates;
     } else {
-        for (id, _, _) in items {
-            p.feed_floors.raise(user, &keys::desc(id));
+        for e in items {
+            p.feed_floors.raise(user, &keys::desc(&e.id));
         }
     }
     let pk = keys::id(user);
-    for (id, author, kind) in items {
-        let ck = keys::desc(id);
-        if !evict.contains(&ck) {
-            ctx.batch.put(
-                tables::FEED,
-                pk.clone(),
-                Bytes::copy_from_slice(&ck),
-                feed_value(author, *kind),
-            );
+    for e in items {
+        if evict.is_empty() || !evict.contains(&keys::desc(&e.id)) {
+            ctx.batch
+                .put(tables::FEED, pk.clone(), e.ck.clone(), e.value.clone());
             p.deliveries += 1;
         }
     }
     for ck in &evict {
-        if !items.iter().any(|(id, _, _)| keys::desc(id) == *ck) {
+        if !items.iter().any(|e| keys::desc(&e.id) == *ck) {
             ctx.batch
                 .delete(tables::FEED, pk.clone(), Bytes::copy_from_slice(ck));
         }
@@ -216,7 +229,7 @@ pub(crate) fn publish(
             -(evicted.len() as i64),
         )?;
     }
-    let entry = [(item, author, kind)];
+    let entry = [Entry::new(item, &author, kind)];
     deliver(p, ctx, &author, &entry)?;
     doc.pushed = !super::graph::is_pulled(ctx, &author)?;
     ctx.put_item(doc);
@@ -266,7 +279,7 @@ pub(crate) fn backfill(
             .get(tables::FEED, follower.as_bytes(), &r.ck)?
             .is_none()
         {
-            items.push((id, *followee, kind));
+            items.push(Entry::new(id, followee, kind));
         }
     }
     deliver(p, ctx, follower, &items)

@@ -194,7 +194,7 @@ pub struct SocialProcessor {
     config: SocialConfig,
     /// Exact number of rows in each feed seen so far; filled by counting on a miss, so it is a
     /// function of the store and survives restarts by recomputation.
-    feed_len: HashMap<Uuid, usize>,
+    feed_len: foldhash::HashMap<Uuid, usize>,
     /// Where each feed's and each author's recent-items list's live rows end (trim scans
     /// start there instead of walking earlier trims' tombstones).
     feed_floors: feed::Floors,
@@ -202,7 +202,7 @@ pub struct SocialProcessor {
     notify: notify::NotifyCache,
     /// Per user: `None` unknown, `Some(erased)` registered. An exact function of the store,
     /// refilled on a miss; saves decoding the profile on every action.
-    users: HashMap<Uuid, Option<bool>>,
+    users: foldhash::HashMap<Uuid, Option<bool>>,
     facts: Vec<Fact>,
     deliveries: u64,
     /// Whose per-user rows this instance holds: fan-out skips the others' feeds.
@@ -216,11 +216,11 @@ impl SocialProcessor {
             // log); until then nothing is skipped.
             shards: Arc::new(Shards::all(0)),
             config,
-            feed_len: HashMap::new(),
+            feed_len: foldhash::HashMap::default(),
             feed_floors: feed::Floors::default(),
             author_item_floors: feed::Floors::default(),
             notify: notify::NotifyCache::default(),
-            users: HashMap::new(),
+            users: foldhash::HashMap::default(),
             facts: Vec::new(),
             deliveries: 0,
         }

@@ -21,6 +21,13 @@
 //!
 //! TTL: rows past their expiry are hidden from every read; [`EmbeddedStore::purge_expired`]
 //! deletes them, and a background thread runs it for every table every `purge_interval`.
+//!
+//! Resident tables ([`EmbeddedStoreConfig::resident_tables`]) are held in memory and made
+//! durable by a changelog record in the same fjall batch, with checkpoints (see
+//! [`super::resident`]); they keep every guarantee above. Their keyspaces are `r.<table>.log`
+//! and `r.<table>.parts`; a table found there on disk is resident whatever the configuration
+//! says, and a table configured resident whose rows are still plain is moved into memory when
+//! the store opens.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -35,7 +42,30 @@ use fjall::{
     Readable, Slice, Snapshot,
 };
 
+use super::resident::{self, LogState, Op, Part, Rows};
 use super::{CkRange, Mutation, Order, Row, StateStore, StoreError, WriteBatch, prefix_successor};
+
+/// Which tables a store holds in memory (see [`super::resident`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ResidentTables {
+    /// None: every table is an LSM table.
+    #[default]
+    None,
+    /// These tables.
+    Named(Vec<String>),
+    /// Every table (the contract suite runs so).
+    All,
+}
+
+impl ResidentTables {
+    fn includes(&self, table: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::Named(names) => names.iter().any(|n| n == table),
+            Self::All => true,
+        }
+    }
+}
 
 /// Settings of the embedded store.
 #[derive(Clone)]
@@ -50,6 +80,11 @@ pub struct EmbeddedStoreConfig {
     pub now_ms: Arc<dyn Fn() -> i64 + Send + Sync>,
     /// How often the background thread purges expired rows; `None` disables it.
     pub purge_interval: Option<Duration>,
+    /// Tables held in memory, durable through a changelog (see [`super::resident`]).
+    pub resident_tables: ResidentTables,
+    /// A resident table is checkpointed once its changelog holds more than this many bytes and
+    /// more than the table's rows take in memory.
+    pub checkpoint_bytes: u64,
 }
 
 impl EmbeddedStoreConfig {
@@ -62,6 +97,8 @@ impl EmbeddedStoreConfig {
             memtable_bytes: 16 << 20,
             now_ms: Arc::new(|| chrono::Utc::now().timestamp_millis()),
             purge_interval: Some(Duration::from_secs(60)),
+            resident_tables: ResidentTables::None,
+            checkpoint_bytes: 64 << 20,
         }
     }
 }
@@ -73,6 +110,8 @@ impl std::fmt::Debug for EmbeddedStoreConfig {
             .field("cache_bytes", &self.cache_bytes)
             .field("memtable_bytes", &self.memtable_bytes)
             .field("purge_interval", &self.purge_interval)
+            .field("resident_tables", &self.resident_tables)
+            .field("checkpoint_bytes", &self.checkpoint_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -102,7 +141,22 @@ struct Inner {
     /// Batches with a `DeleteRange` and purges (which read, then write) hold it exclusively;
     /// every other batch holds it shared. See the module docs.
     write_gate: RwLock<()>,
+    /// Resident tables by name.
+    resident: RwLock<HashMap<String, Arc<ResidentTable>>>,
+    /// Held by every batch that writes a resident table, from its changelog sequence number to
+    /// its rows in memory, so memory changes in changelog order.
+    resident_gate: std::sync::Mutex<()>,
     config: EmbeddedStoreConfig,
+}
+
+/// A resident table: its rows in memory, its changelog and checkpoint keyspaces.
+struct ResidentTable {
+    rows: Rows,
+    /// Changelog records by sequence number (u64 BE).
+    log: Keyspace,
+    /// Checkpoint blocks by partition key.
+    parts: Keyspace,
+    state: std::sync::Mutex<LogState>,
 }
 
 /// Longest key fjall accepts (it panics on longer ones).
@@ -110,6 +164,11 @@ const MAX_KEY: usize = u16::MAX as usize;
 /// Longest `pk ++ ck`: the key also holds the 2-byte length of pk.
 const MAX_PK_CK: usize = MAX_KEY - 2;
 const KEYSPACE_PREFIX: &str = "t.";
+const RESIDENT_PREFIX: &str = "r.";
+const RESIDENT_LOG_SUFFIX: &str = ".log";
+const RESIDENT_PARTS_SUFFIX: &str = ".parts";
+/// Most bytes of checkpoint blocks per fjall batch.
+const CHECKPOINT_CHUNK: usize = 32 << 20;
 /// Expired rows removed per purge commit (bounds memory and how long writers wait).
 const PURGE_CHUNK: usize = 10_000;
 
@@ -130,8 +189,11 @@ impl EmbeddedStore {
             db,
             tables: RwLock::new(HashMap::new()),
             write_gate: RwLock::new(()),
+            resident: RwLock::new(HashMap::new()),
+            resident_gate: std::sync::Mutex::new(()),
             config,
         });
+        inner.open_resident_tables()?;
         let purge = PurgeThread::spawn(Arc::downgrade(&inner), interval)?;
         Ok(Self {
             _purge: Arc::new(purge),
@@ -148,6 +210,9 @@ impl EmbeddedStore {
     /// Rows physically stored in `table`, expired ones not yet purged included. A full scan:
     /// for tests and operators.
     pub fn stored_rows(&self, table: &str) -> Result<u64, StoreError> {
+        if let Some(t) = self.inner.resident_table(table) {
+            return Ok(t.rows.count());
+        }
         let Some(ks) = self.inner.lookup(table)? else {
             return Ok(0);
         };
@@ -162,6 +227,17 @@ impl EmbeddedStore {
     /// Bytes the store's files take on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.inner.db.disk_space().unwrap_or(0)
+    }
+
+    /// Memory the rows of resident tables take (arenas without dead bytes, plus their indexes).
+    pub fn resident_bytes(&self) -> u64 {
+        self.inner
+            .resident
+            .read()
+            .expect("resident tables")
+            .values()
+            .map(|t| t.rows.live_bytes())
+            .sum()
     }
 }
 
@@ -207,13 +283,24 @@ impl Inner {
         Ok(ks)
     }
 
-    /// Every table on disk, opened or not.
+    /// Every table on disk, opened or not, resident ones included.
     fn table_names(&self) -> Vec<String> {
-        self.db
+        let mut names: Vec<String> = self
+            .db
             .list_keyspace_names()
             .iter()
             .filter_map(|n| n.strip_prefix(KEYSPACE_PREFIX).map(str::to_owned))
-            .collect()
+            .collect();
+        names.extend(
+            self.resident
+                .read()
+                .expect("resident tables")
+                .keys()
+                .cloned(),
+        );
+        names.sort_unstable();
+        names.dedup();
+        names
     }
 
     fn now(&self) -> i64 {
@@ -221,6 +308,9 @@ impl Inner {
     }
 
     fn purge_expired(&self, table: &str) -> Result<u64, StoreError> {
+        if let Some(t) = self.resident_table(table) {
+            return self.purge_resident(table, &t);
+        }
         let Some(ks) = self.lookup(table)? else {
             return Ok(0);
         };
@@ -270,10 +360,275 @@ impl Inner {
         Ok(n)
     }
 
-    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+    fn apply(&self, mut batch: WriteBatch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
+        if self.config.resident_tables == ResidentTables::None
+            && self.resident.read().expect("resident tables").is_empty()
+        {
+            return self.apply_plain(batch, Vec::new());
+        }
+        let mut resident: Vec<(Arc<ResidentTable>, Vec<Op>)> = Vec::new();
+        let mut plain = Vec::with_capacity(batch.mutations.len());
+        let now = self.now();
+        for m in batch.mutations.drain(..) {
+            let table = match &m {
+                Mutation::Put { table, .. }
+                | Mutation::Delete { table, .. }
+                | Mutation::DeleteRange { table, .. } => *table,
+            };
+            let Some(t) = self.resident_for_write(table)? else {
+                plain.push(m);
+                continue;
+            };
+            let op = resident_op(m, now)?;
+            match resident.iter_mut().find(|(r, _)| Arc::ptr_eq(r, &t)) {
+                Some((_, ops)) => ops.push(op),
+                None => resident.push((t, vec![op])),
+            }
+        }
+        batch.mutations = plain;
+        if resident.is_empty() {
+            return self.apply_plain(batch, Vec::new());
+        }
+        let _gate = self.resident_gate.lock().expect("resident gate");
+        self.apply_resident_locked(batch, resident)
+    }
+
+    /// Commits `batch` with one changelog record per resident table, then applies the records
+    /// to memory and checkpoints where due. The caller holds `resident_gate`.
+    fn apply_resident_locked(
+        &self,
+        batch: WriteBatch,
+        resident: Vec<(Arc<ResidentTable>, Vec<Op>)>,
+    ) -> Result<(), StoreError> {
+        let mut records = Vec::with_capacity(resident.len());
+        for (t, ops) in &resident {
+            let seq = t.state.lock().expect("resident state").next_seq;
+            records.push((
+                t.log.clone(),
+                Slice::from(seq.to_be_bytes().to_vec()),
+                Slice::from(resident::encode_ops(ops)),
+            ));
+        }
+        let logged: Vec<u64> = records.iter().map(|(_, _, r)| r.len() as u64).collect();
+        self.apply_plain(batch, records)?;
+        for ((t, ops), bytes) in resident.iter().zip(logged) {
+            // The record is committed: memory follows it. A failure here (a partition past
+            // 4 GiB) leaves memory behind the disk until a restart replays the record.
+            let mut state = t.state.lock().expect("resident state");
+            state.next_seq += 1;
+            state.log_bytes += bytes;
+            let applied = t.rows.apply(ops, &mut state.dirty);
+            drop(state);
+            applied?;
+            if let Err(e) = self.checkpoint_if_due(t) {
+                tracing::warn!(error = %e, "resident table checkpoint failed; retried later");
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint of `t` when its changelog has outgrown both the floor and the table.
+    fn checkpoint_if_due(&self, t: &ResidentTable) -> Result<(), StoreError> {
+        let mut state = t.state.lock().expect("resident state");
+        if state.log_bytes < self.config.checkpoint_bytes.max(t.rows.live_bytes()) {
+            return Ok(());
+        }
+        let mut out =
+            FjallBatch::with_capacity(self.db.clone(), 0).durability(Some(PersistMode::Buffer));
+        let mut size = 0usize;
+        for pk in &state.dirty {
+            match t.rows.checkpoint_block(pk) {
+                Some(block) => {
+                    size += block.len();
+                    out.insert(&t.parts, pk.as_ref(), block);
+                }
+                None => out.remove(&t.parts, pk.as_ref()),
+            }
+            if size >= CHECKPOINT_CHUNK {
+                out.commit().map_err(|e| storage("checkpoint", e))?;
+                out = FjallBatch::with_capacity(self.db.clone(), 0)
+                    .durability(Some(PersistMode::Buffer));
+                size = 0;
+            }
+        }
+        for seq in state.first_seq..state.next_seq {
+            out.remove(&t.log, seq.to_be_bytes());
+        }
+        out.commit().map_err(|e| storage("checkpoint", e))?;
+        state.first_seq = state.next_seq;
+        state.log_bytes = 0;
+        state.dirty.clear();
+        metrics::counter!("philo_state_store_checkpoints_total").increment(1);
+        Ok(())
+    }
+
+    /// Deletes the expired rows of a resident table (under the gate: no batch rewrites one
+    /// between the check and the delete).
+    fn purge_resident(&self, _table: &str, t: &Arc<ResidentTable>) -> Result<u64, StoreError> {
+        let _gate = self.resident_gate.lock().expect("resident gate");
+        let now = self.now();
+        let mut ops = Vec::new();
+        for pk in t.rows.pks() {
+            t.rows.with_part(&pk, |p| {
+                for (ck, v) in p.rows() {
+                    if matches!(live_value(v, now), Ok(None)) {
+                        ops.push(Op::Delete {
+                            pk: pk.clone(),
+                            ck: Bytes::copy_from_slice(ck),
+                        });
+                    }
+                }
+            });
+        }
+        let n = ops.len() as u64;
+        if n > 0 {
+            self.apply_resident_locked(WriteBatch::new(), vec![(t.clone(), ops)])?;
+        }
+        purged_rows(n);
+        Ok(n)
+    }
+
+    /// The resident table `table`, if it is one.
+    fn resident_table(&self, table: &str) -> Option<Arc<ResidentTable>> {
+        self.resident
+            .read()
+            .expect("resident tables")
+            .get(table)
+            .cloned()
+    }
+
+    /// The resident table `table` if it is or is configured to be one (created then).
+    fn resident_for_write(&self, table: &str) -> Result<Option<Arc<ResidentTable>>, StoreError> {
+        if let Some(t) = self.resident_table(table) {
+            return Ok(Some(t));
+        }
+        if !self.config.resident_tables.includes(table) {
+            return Ok(None);
+        }
+        validate_table(table)?;
+        self.open_resident(table).map(Some)
+    }
+
+    /// Opens every resident table on disk or configured, recovering each from its checkpoint
+    /// and changelog; moves a configured table's plain rows into memory.
+    fn open_resident_tables(&self) -> Result<(), StoreError> {
+        let mut names: Vec<String> = self
+            .db
+            .list_keyspace_names()
+            .iter()
+            .filter_map(|n| {
+                n.strip_prefix(RESIDENT_PREFIX)
+                    .and_then(|n| n.strip_suffix(RESIDENT_LOG_SUFFIX))
+                    .map(str::to_owned)
+            })
+            .collect();
+        if let ResidentTables::Named(configured) = &self.config.resident_tables {
+            for n in configured {
+                validate_table(n)?;
+                names.push(n.clone());
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            self.open_resident(&name)?;
+        }
+        Ok(())
+    }
+
+    fn open_resident(&self, table: &str) -> Result<Arc<ResidentTable>, StoreError> {
+        let mut map = self.resident.write().expect("resident tables");
+        if let Some(t) = map.get(table) {
+            return Ok(t.clone());
+        }
+        let memtable = self.config.memtable_bytes.max(1 << 20);
+        let open = |suffix: &str| {
+            self.db
+                .keyspace(&format!("{RESIDENT_PREFIX}{table}{suffix}"), || {
+                    KeyspaceCreateOptions::default().max_memtable_size(memtable)
+                })
+                .map_err(|e| storage("open resident table", e))
+        };
+        let t = ResidentTable {
+            rows: Rows::new(),
+            log: open(RESIDENT_LOG_SUFFIX)?,
+            parts: open(RESIDENT_PARTS_SUFFIX)?,
+            state: std::sync::Mutex::new(LogState::default()),
+        };
+        let snapshot = self.db.snapshot();
+        for kv in snapshot.iter(&t.parts) {
+            let (pk, block) = kv.into_inner().map_err(|e| storage("load checkpoint", e))?;
+            t.rows
+                .load(Bytes::copy_from_slice(&pk), Part::decode(&block)?);
+        }
+        {
+            let mut state = t.state.lock().expect("resident state");
+            let mut first = None;
+            for kv in snapshot.iter(&t.log) {
+                let (k, record) = kv
+                    .into_inner()
+                    .map_err(|e| storage("replay changelog", e))?;
+                let seq = u64::from_be_bytes(
+                    k.as_ref()
+                        .try_into()
+                        .map_err(|_| StoreError::Storage("corrupt changelog key".into()))?,
+                );
+                let ops = resident::decode_ops(&record)?;
+                t.rows.apply(&ops, &mut state.dirty)?;
+                first.get_or_insert(seq);
+                state.next_seq = seq + 1;
+                state.log_bytes += record.len() as u64;
+            }
+            state.first_seq = first.unwrap_or(state.next_seq);
+        }
+        // Rows of a table that was plain until now move in: imported, checkpointed, then
+        // cleared (a crash before the clear imports the same rows again: nothing else has
+        // written the table yet).
+        if self.db.keyspace_exists(&keyspace_name(table)) {
+            let plain = self.open_table(table)?;
+            let mut ops = Vec::new();
+            for kv in self.db.snapshot().iter(&plain) {
+                let (k, v) = kv.into_inner().map_err(|e| storage("import rows", e))?;
+                let (pk, ck) = decode_key(&k)?;
+                ops.push(Op::Put {
+                    pk: Bytes::copy_from_slice(pk),
+                    ck: Bytes::copy_from_slice(ck),
+                    stored: Bytes::copy_from_slice(&v),
+                });
+            }
+            if !ops.is_empty() {
+                t.rows.apply(&ops, &mut Vec::new())?;
+                let mut out = FjallBatch::with_capacity(self.db.clone(), 0)
+                    .durability(Some(PersistMode::Buffer));
+                for pk in t.rows.pks() {
+                    if let Some(block) = t.rows.block(&pk) {
+                        out.insert(&t.parts, pk.as_ref(), block);
+                    }
+                }
+                out.commit().map_err(|e| storage("import rows", e))?;
+                self.db
+                    .persist(PersistMode::SyncAll)
+                    .map_err(|e| storage("import rows", e))?;
+                plain.clear().map_err(|e| storage("import rows", e))?;
+                tracing::info!(table, rows = ops.len(), "moved a table's rows into memory");
+            }
+            self.tables.write().expect("tables lock").remove(table);
+        }
+        let t = Arc::new(t);
+        map.insert(table.to_owned(), t.clone());
+        Ok(t)
+    }
+
+    /// Applies `batch` to the LSM tables, committing `records` (keyspace, key, value: resident
+    /// changelog records) in the same fjall batch.
+    fn apply_plain(
+        &self,
+        batch: WriteBatch,
+        records: Vec<(Keyspace, Slice, Slice)>,
+    ) -> Result<(), StoreError> {
         let mutations = batch.mutations.len() as u64;
         let now = self.now();
         let has_range = batch
@@ -293,6 +648,9 @@ impl Inner {
                     Some(v) => out.insert(&keyspaces[t].1, key, v),
                     None => out.remove(&keyspaces[t].1, key),
                 }
+            }
+            for (ks, key, record) in records {
+                out.insert(&ks, key, record);
             }
             out.commit().map_err(|e| storage("apply batch", e))?;
             batch_applied(mutations);
@@ -339,6 +697,9 @@ impl Inner {
                 Some(v) => out.insert(ks, key, v),
                 None => out.remove(ks, key),
             }
+        }
+        for (ks, key, record) in records {
+            out.insert(&ks, key, record);
         }
         out.commit().map_err(|e| storage("apply batch", e))?;
         batch_applied(mutations);
@@ -389,9 +750,62 @@ impl Inner {
     }
 }
 
+/// Refuses keys an LSM table would refuse (see [`KeyBuf::new`]).
+fn check_key(pk: &[u8], ck: &[u8]) -> Result<(), StoreError> {
+    let len = pk.len() + ck.len();
+    if len > MAX_PK_CK {
+        return Err(StoreError::KeyTooLong(len));
+    }
+    Ok(())
+}
+
+/// A mutation of a resident table as its changelog op: keys checked as for LSM rows, the value
+/// stored with its flag byte and expiry.
+fn resident_op(m: Mutation, now: i64) -> Result<Op, StoreError> {
+    Ok(match m {
+        Mutation::Put {
+            pk, ck, value, ttl, ..
+        } => {
+            check_key(&pk, &ck)?;
+            let mut stored = Vec::with_capacity(9 + value.len());
+            match ttl {
+                None => stored.push(NO_TTL),
+                Some(ttl) => {
+                    stored.push(WITH_TTL);
+                    stored.extend_from_slice(&now.saturating_add(ttl_ms(ttl)).to_be_bytes());
+                }
+            }
+            stored.extend_from_slice(&value);
+            Op::Put {
+                pk,
+                ck,
+                stored: Bytes::from(stored),
+            }
+        }
+        Mutation::Delete { pk, ck, .. } => {
+            check_key(&pk, &ck)?;
+            Op::Delete { pk, ck }
+        }
+        Mutation::DeleteRange { pk, range, .. } => {
+            check_key(&pk, &[])?;
+            Op::DeleteRange { pk, range }
+        }
+    })
+}
+
 impl StateStore for EmbeddedStore {
     fn get(&self, table: &str, pk: &[u8], ck: &[u8]) -> Result<Option<Bytes>, StoreError> {
         let key = KeyBuf::new(pk, ck)?;
+        if let Some(t) = self.inner.resident_table(table) {
+            let now = self.inner.now();
+            return t
+                .rows
+                .with_part(pk, |p| match p.get(ck) {
+                    Some(v) => live_value(v, now).map(|v| v.map(Bytes::copy_from_slice)),
+                    None => Ok(None),
+                })
+                .unwrap_or(Ok(None));
+        }
         let Some(ks) = self.inner.lookup(table)? else {
             return Ok(None);
         };
@@ -416,6 +830,46 @@ impl StateStore for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<Row>, StoreError> {
         let bounds = key_bounds(pk, range)?;
+        if let Some(t) = self.inner.resident_table(table) {
+            if bounds.is_none() || limit == 0 {
+                return Ok(Vec::new());
+            }
+            let now = self.inner.now();
+            return t
+                .rows
+                .with_part(pk, |p| {
+                    let (lo, hi) = p.index_range(range);
+                    let mut rows = Vec::new();
+                    let mut push = |i: usize| -> Result<bool, StoreError> {
+                        let (ck, v) = p.row(i);
+                        if let Some(value) = live_value(v, now)? {
+                            rows.push(Row {
+                                ck: Bytes::copy_from_slice(ck),
+                                value: Bytes::copy_from_slice(value),
+                            });
+                        }
+                        Ok(rows.len() < limit)
+                    };
+                    match order {
+                        Order::Asc => {
+                            for i in lo..hi {
+                                if !push(i)? {
+                                    break;
+                                }
+                            }
+                        }
+                        Order::Desc => {
+                            for i in (lo..hi).rev() {
+                                if !push(i)? {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Ok(rows)
+                })
+                .unwrap_or(Ok(Vec::new()));
+        }
         let Some(ks) = self.inner.lookup(table)? else {
             return Ok(Vec::new());
         };
@@ -459,6 +913,17 @@ impl StateStore for EmbeddedStore {
     }
 
     fn truncate(&self, table: &str) -> Result<(), StoreError> {
+        if let Some(t) = self.inner.resident_table(table) {
+            let _gate = self.inner.resident_gate.lock().expect("resident gate");
+            let mut state = t.state.lock().expect("resident state");
+            t.log.clear().map_err(|e| storage("truncate", e))?;
+            t.parts.clear().map_err(|e| storage("truncate", e))?;
+            t.rows.clear();
+            state.first_seq = state.next_seq;
+            state.log_bytes = 0;
+            state.dirty.clear();
+            return Ok(());
+        }
         match self.inner.lookup(table)? {
             Some(ks) => ks.clear().map_err(|e| storage("truncate", e)),
             None => Ok(()),
@@ -470,6 +935,23 @@ impl StateStore for EmbeddedStore {
         table: &str,
         visit: &mut dyn FnMut(&[u8], &[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
+        if let Some(t) = self.inner.resident_table(table) {
+            let now = self.inner.now();
+            for pk in t.rows.pks() {
+                // A copy per partition: the visitor runs without the shard's lock.
+                let Some(part) = t.rows.with_part(&pk, Part::clone) else {
+                    continue;
+                };
+                for (ck, v) in part.rows() {
+                    if let Some(value) = live_value(v, now)?
+                        && !visit(&pk, ck, value)
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+            return Ok(());
+        }
         let Some(ks) = self.inner.lookup(table)? else {
             return Ok(());
         };

@@ -22,6 +22,7 @@
 
 pub mod contract;
 pub mod embedded;
+mod resident;
 pub mod staged;
 
 use std::ops::Bound;
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use embedded::{EmbeddedStore, EmbeddedStoreConfig};
+pub use embedded::{EmbeddedStore, EmbeddedStoreConfig, ResidentTables};
 pub use staged::Staged;
 
 /// Errors of every `StateStore` backend.

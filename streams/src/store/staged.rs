@@ -21,12 +21,18 @@ enum Write {
     Deleted,
 }
 
-/// Per table, staged writes by one flat key: the partition key's length (u32 big-endian), the
-/// partition key, the clustering key. A partition's rows are contiguous and ordered by
-/// clustering key, and a write costs one key allocation and one insert into a shared map
-/// rather than a map per partition (a fan-out step stages one row in each of thousands of
-/// partitions).
-type Writes = Vec<(&'static str, BTreeMap<Bytes, Write>)>;
+/// A partition's staged rows. Most partitions of a step get one row (a fan-out writes one row
+/// into each of thousands of feeds), held inline; a second row moves them into an ordered map.
+#[derive(Debug)]
+enum Part {
+    One(Bytes, Write),
+    Many(BTreeMap<Bytes, Write>),
+}
+
+/// Per table, staged rows by partition key: one hash lookup per write, rather than an insert
+/// into one ordered map of every staged row (which a step of a million feed rows made the
+/// job's largest cost) or a map per partition (an allocation of a tree node each).
+type Writes = Vec<(&'static str, foldhash::HashMap<Bytes, Part>)>;
 
 /// A store view with staged writes. `apply` stages; `into_batch` hands them over.
 pub struct Staged {
@@ -34,37 +40,19 @@ pub struct Staged {
     writes: Mutex<Writes>,
 }
 
-fn partition_prefix(pk: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(4 + pk.len() + 16);
-    k.extend_from_slice(&(pk.len() as u32).to_be_bytes());
-    k.extend_from_slice(pk);
-    k
-}
-
-fn flat_key(pk: &[u8], ck: &[u8]) -> Vec<u8> {
-    let mut k = partition_prefix(pk);
-    k.extend_from_slice(ck);
-    k
-}
-
-/// Calls `f` with the flat key of (`pk`, `ck`), built on the stack when it is short (reads are
-/// the job's most frequent operation).
-fn with_flat_key<T>(pk: &[u8], ck: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
-    let total = 4 + pk.len() + ck.len();
-    if total > 128 {
-        return f(&flat_key(pk, ck));
-    }
-    let mut buf = [0u8; 128];
-    buf[..4].copy_from_slice(&(pk.len() as u32).to_be_bytes());
-    buf[4..4 + pk.len()].copy_from_slice(pk);
-    buf[4 + pk.len()..total].copy_from_slice(ck);
-    f(&buf[..total])
-}
-
-/// Splits a flat key into (partition key, clustering key), sharing its bytes.
-fn split_key(key: &Bytes) -> (Bytes, Bytes) {
-    let len = u32::from_be_bytes(key[..4].try_into().expect("4-byte prefix")) as usize;
-    (key.slice(4..4 + len), key.slice(4 + len..))
+/// Whether `ck` lies in `range`.
+fn in_range(ck: &[u8], range: &CkRange) -> bool {
+    let above = match &range.start {
+        Bound::Unbounded => true,
+        Bound::Included(s) => ck >= s.as_slice(),
+        Bound::Excluded(s) => ck > s.as_slice(),
+    };
+    let below = match &range.end {
+        Bound::Unbounded => true,
+        Bound::Included(e) => ck <= e.as_slice(),
+        Bound::Excluded(e) => ck < e.as_slice(),
+    };
+    above && below
 }
 
 fn empty_range(range: &CkRange) -> bool {
@@ -76,9 +64,13 @@ fn empty_range(range: &CkRange) -> bool {
     }
 }
 
-/// A clustering-key bound within the partition `prefix`, as a flat-key bound.
-fn flat_bound(prefix: &[u8], b: &Bound<Vec<u8>>) -> Bound<Vec<u8>> {
-    b.as_ref().map(|ck| [prefix, ck].concat())
+impl Part {
+    fn len(&self) -> usize {
+        match self {
+            Part::One(..) => 1,
+            Part::Many(m) => m.len(),
+        }
+    }
 }
 
 impl Staged {
@@ -95,7 +87,10 @@ impl Staged {
 
     /// Number of staged rows.
     pub fn len(&self) -> usize {
-        self.lock().iter().map(|(_, rows)| rows.len()).sum()
+        self.lock()
+            .iter()
+            .map(|(_, parts)| parts.values().map(Part::len).sum::<usize>())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -108,22 +103,36 @@ impl Staged {
         let mut batch = WriteBatch::new();
         // One write per key, and range deletes were resolved to single deletes when staged.
         batch.unique_keys = true;
-        batch
-            .mutations
-            .reserve(writes.iter().map(|(_, r)| r.len()).sum());
-        for (table, rows) in writes {
-            for (key, w) in rows {
-                let (pk, ck) = split_key(&key);
-                batch.mutations.push(match w {
-                    Write::Put(value, ttl) => Mutation::Put {
-                        table,
-                        pk,
-                        ck,
-                        value,
-                        ttl,
-                    },
-                    Write::Deleted => Mutation::Delete { table, pk, ck },
-                });
+        batch.mutations.reserve(
+            writes
+                .iter()
+                .map(|(_, parts)| parts.values().map(Part::len).sum::<usize>())
+                .sum(),
+        );
+        let mutation = |table, pk: &Bytes, ck, w| match w {
+            Write::Put(value, ttl) => Mutation::Put {
+                table,
+                pk: pk.clone(),
+                ck,
+                value,
+                ttl,
+            },
+            Write::Deleted => Mutation::Delete {
+                table,
+                pk: pk.clone(),
+                ck,
+            },
+        };
+        for (table, parts) in writes {
+            for (pk, part) in parts {
+                match part {
+                    Part::One(ck, w) => batch.mutations.push(mutation(table, &pk, ck, w)),
+                    Part::Many(rows) => {
+                        for (ck, w) in rows {
+                            batch.mutations.push(mutation(table, &pk, ck, w));
+                        }
+                    }
+                }
             }
         }
         batch
@@ -135,35 +144,56 @@ impl Staged {
             return Vec::new();
         }
         let writes = self.lock();
-        let Some((_, rows)) = writes.iter().find(|(t, _)| *t == table) else {
+        let Some((_, parts)) = writes.iter().find(|(t, _)| *t == table) else {
             return Vec::new();
         };
-        let prefix = partition_prefix(pk);
-        let start = match flat_bound(&prefix, &range.start) {
-            Bound::Unbounded => Bound::Included(prefix.clone()),
-            b => b,
-        };
-        let end = flat_bound(&prefix, &range.end);
-        rows.range::<[u8], _>((
-            start.as_ref().map(Vec::as_slice),
-            end.as_ref().map(Vec::as_slice),
-        ))
-        .take_while(|(k, _)| k.starts_with(&prefix))
-        .map(|(k, w)| (k.slice(prefix.len()..), w.clone()))
-        .collect()
+        match parts.get(pk) {
+            None => Vec::new(),
+            Some(Part::One(ck, w)) => {
+                if in_range(ck, range) {
+                    vec![(ck.clone(), w.clone())]
+                } else {
+                    Vec::new()
+                }
+            }
+            Some(Part::Many(rows)) => rows
+                .range::<[u8], _>((
+                    range.start.as_ref().map(Vec::as_slice),
+                    range.end.as_ref().map(Vec::as_slice),
+                ))
+                .map(|(k, w)| (k.clone(), w.clone()))
+                .collect(),
+        }
     }
 
-    fn stage(&self, table: &'static str, pk: &[u8], ck: &[u8], w: Write) {
-        let key = Bytes::from(flat_key(pk, ck));
+    fn stage(&self, table: &'static str, pk: Bytes, ck: Bytes, w: Write) {
         let mut writes = self.lock();
         let i = match writes.iter().position(|(t, _)| *t == table) {
             Some(i) => i,
             None => {
-                writes.push((table, BTreeMap::new()));
+                writes.push((table, foldhash::HashMap::default()));
                 writes.len() - 1
             }
         };
-        writes[i].1.insert(key, w);
+        let parts = &mut writes[i].1;
+        match parts.get_mut(&pk) {
+            None => {
+                parts.insert(pk, Part::One(ck, w));
+            }
+            Some(Part::One(k, v)) if *k == ck => *v = w,
+            Some(Part::Many(rows)) => {
+                rows.insert(ck, w);
+            }
+            Some(part) => {
+                let Part::One(k, v) = std::mem::replace(part, Part::Many(BTreeMap::new())) else {
+                    unreachable!("matched above")
+                };
+                if let Part::Many(rows) = part {
+                    rows.insert(k, v);
+                    rows.insert(ck, w);
+                }
+            }
+        }
     }
 }
 
@@ -172,7 +202,11 @@ impl StateStore for Staged {
         let staged = {
             let writes = self.lock();
             match writes.iter().find(|(t, _)| *t == table) {
-                Some((_, rows)) => with_flat_key(pk, ck, |k| rows.get(k).cloned()),
+                Some((_, parts)) => match parts.get(pk) {
+                    Some(Part::One(k, w)) => (k.as_ref() == ck).then(|| w.clone()),
+                    Some(Part::Many(rows)) => rows.get(ck).cloned(),
+                    None => None,
+                },
                 None => None,
             }
         };
@@ -247,8 +281,8 @@ impl StateStore for Staged {
                     ck,
                     value,
                     ttl,
-                } => self.stage(table, &pk, &ck, Write::Put(value, ttl)),
-                Mutation::Delete { table, pk, ck } => self.stage(table, &pk, &ck, Write::Deleted),
+                } => self.stage(table, pk, ck, Write::Put(value, ttl)),
+                Mutation::Delete { table, pk, ck } => self.stage(table, pk, ck, Write::Deleted),
                 Mutation::DeleteRange { table, pk, range } => {
                     // Resolve to single deletes: the stored rows in range, and staged ones.
                     let stored = self
@@ -260,7 +294,7 @@ impl StateStore for Staged {
                         .map(|r| r.ck)
                         .chain(staged.into_iter().map(|(ck, _)| ck))
                     {
-                        self.stage(table, &pk, &ck, Write::Deleted);
+                        self.stage(table, pk.clone(), ck, Write::Deleted);
                     }
                 }
             }

@@ -8,5 +8,6 @@ mod social;
 mod staged;
 mod store_contract;
 mod store_embedded;
+mod store_resident;
 mod trims;
 mod world;

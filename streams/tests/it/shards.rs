@@ -8,10 +8,10 @@ use std::sync::Arc;
 use philo_events::log::{ACTIONS_TOPIC, EmbeddedLog, EmbeddedLogConfig, Log};
 use philo_events::{Action, Envelope};
 use philo_streams::job::{FAILED_TABLE, Job, JobConfig};
-use philo_streams::runtime::{view_digests, view_digests_held};
+use philo_streams::runtime::{store_config, view_digests, view_digests_held};
 use philo_streams::shards::Shards;
 use philo_streams::social::{SocialConfig, SocialProcessor, tables};
-use philo_streams::store::{EmbeddedStore, EmbeddedStoreConfig, StateStore};
+use philo_streams::store::{EmbeddedStore, StateStore};
 use philo_streams::workload::{Workload, WorkloadConfig};
 use serde_json::json;
 use uuid::Uuid;
@@ -32,7 +32,7 @@ fn config() -> SocialConfig {
 }
 
 fn store(dir: &std::path::Path, name: &str) -> Arc<dyn StateStore> {
-    Arc::new(EmbeddedStore::open(EmbeddedStoreConfig::new(dir.join(name))).unwrap())
+    Arc::new(EmbeddedStore::open(store_config(&dir.join(name))).unwrap())
 }
 
 async fn job(log: &Arc<dyn Log>, store: &Arc<dyn StateStore>) -> Job<SocialProcessor> {

@@ -10,7 +10,7 @@ use philo_streams::store::{
     CkRange, EmbeddedStore, EmbeddedStoreConfig, Order, StateStore, StoreError, WriteBatch,
 };
 
-fn scratch() -> PathBuf {
+pub(crate) fn scratch() -> PathBuf {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap()
         .keep()
@@ -290,7 +290,7 @@ fn key_length_limit() {
     ));
 }
 
-fn newest_journal(dir: &Path) -> PathBuf {
+pub(crate) fn newest_journal(dir: &Path) -> PathBuf {
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -311,7 +311,7 @@ fn newest_journal(dir: &Path) -> PathBuf {
         .1
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();

@@ -8,8 +8,9 @@ use philo_events::log::{ACTIONS_TOPIC, EmbeddedLog, EmbeddedLogConfig, Log, Posi
 use philo_events::{Action, Envelope};
 use philo_streams::job::{Job, JobConfig, StepStats};
 use philo_streams::read::SocialViews;
+use philo_streams::runtime::store_config;
 use philo_streams::social::{SocialConfig, SocialProcessor};
-use philo_streams::store::{CkRange, EmbeddedStore, EmbeddedStoreConfig, Order, Row, StateStore};
+use philo_streams::store::{CkRange, EmbeddedStore, Order, Row, StateStore};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -44,9 +45,8 @@ impl World {
         let log = EmbeddedLog::open(EmbeddedLogConfig::new(dir.path().join("log"))).unwrap();
         let log: Arc<dyn Log> = Arc::new(log);
         log.create_topic(ACTIONS_TOPIC, partitions).await.unwrap();
-        let store: Arc<dyn StateStore> = Arc::new(
-            EmbeddedStore::open(EmbeddedStoreConfig::new(dir.path().join("state"))).unwrap(),
-        );
+        let store: Arc<dyn StateStore> =
+            Arc::new(EmbeddedStore::open(store_config(&dir.path().join("state"))).unwrap());
         let mut job = Job::open(
             SocialProcessor::new(config.clone()),
             log.clone(),
