@@ -556,6 +556,20 @@ impl<P: Processor> Job<P> {
                 .row_owner(table, pk, ck)
                 .is_none_or(|u| self.shards.owns_user(&u))
         });
+        for l in &mut batch.lanes {
+            let (ops, len) = crate::store::lane::retain(&l.ops, |op| {
+                let ck = match op {
+                    crate::store::lane::OpRef::Put { ck, .. }
+                    | crate::store::lane::OpRef::Delete { ck, .. } => *ck,
+                    crate::store::lane::OpRef::DeleteRange { .. } => &[],
+                };
+                self.processor
+                    .row_owner(l.table, op.pk(), ck)
+                    .is_none_or(|u| self.shards.owns_user(&u))
+            });
+            l.ops = ops;
+            l.len = len;
+        }
     }
 
     /// Calls `observer` with every action this job handles from now on.
@@ -721,6 +735,16 @@ impl<P: Processor> Job<P> {
                     };
                     l.tables().contains(&table).then(|| (table, pk.clone()))
                 })
+                .chain(
+                    batch
+                        .lanes
+                        .iter()
+                        .filter(|lane| l.tables().contains(&lane.table))
+                        .flat_map(|lane| {
+                            lane.pks()
+                                .map(|pk| (lane.table, Bytes::copy_from_slice(pk)))
+                        }),
+                )
                 .collect(),
             None => Vec::new(),
         };
@@ -923,6 +947,7 @@ impl<P: Processor> Job<P> {
                         | Mutation::DeleteRange { table, .. } => *table,
                     })
                     .collect();
+                tables.extend(batch.lanes.iter().filter(|l| l.len > 0).map(|l| l.table));
                 tables.sort_unstable();
                 tables.dedup();
                 let (outcome, reason) = match outcome {

@@ -95,27 +95,23 @@ fn feed_len(p: &mut SocialProcessor, ctx: &Ctx<'_>, user: &Uuid) -> Result<usize
     Ok(n)
 }
 
-fn feed_value(author: &Uuid, kind: ItemKind) -> Bytes {
-    let mut v = Vec::with_capacity(17);
-    v.extend_from_slice(author.as_bytes());
-    v.push(kind.byte());
-    Bytes::from(v)
-}
-
-/// A feed item as delivered: its id, and its feed row's clustering key and value, built once
-/// for all the feeds it goes to.
+/// A feed item as delivered: its id, and its feed row's clustering key and value (author ++
+/// kind byte), built once for all the feeds it goes to.
 pub(crate) struct Entry {
     id: Uuid,
-    ck: Bytes,
-    value: Bytes,
+    ck: [u8; 16],
+    value: [u8; 17],
 }
 
 impl Entry {
     fn new(id: Uuid, author: &Uuid, kind: ItemKind) -> Self {
+        let mut value = [0u8; 17];
+        value[..16].copy_from_slice(author.as_bytes());
+        value[16] = kind.byte();
         Self {
             id,
-            ck: Bytes::copy_from_slice(&keys::desc(&id)),
-            value: feed_value(author, kind),
+            ck: keys::desc(&id),
+            value,
         }
     }
 }
@@ -164,18 +160,17 @@ fn deliver(
             p.feed_floors.raise(user, &keys::desc(&e.id));
         }
     }
-    let pk = keys::id(user);
+    // Feed rows go into the batch's lane: a fan-out writes thousands of them per post.
+    let pk = user.as_bytes();
     for e in items {
-        if evict.is_empty() || !evict.contains(&keys::desc(&e.id)) {
-            ctx.batch
-                .put(tables::FEED, pk.clone(), e.ck.clone(), e.value.clone());
+        if evict.is_empty() || !evict.contains(&e.ck) {
+            ctx.batch.lane_put(tables::FEED, pk, &e.ck, &e.value);
             p.deliveries += 1;
         }
     }
     for ck in &evict {
-        if !items.iter().any(|e| keys::desc(&e.id) == *ck) {
-            ctx.batch
-                .delete(tables::FEED, pk.clone(), Bytes::copy_from_slice(ck));
+        if !items.iter().any(|e| e.ck == *ck) {
+            ctx.batch.lane_delete(tables::FEED, pk, ck);
         }
     }
     p.feed_len.insert(*user, new_len - evict.len());
@@ -302,7 +297,7 @@ pub(crate) fn remove_author(
     let mut removed = 0;
     for r in rows {
         if r.value.get(..16) == Some(author.as_bytes().as_slice()) {
-            ctx.batch.delete(tables::FEED, keys::id(user), r.ck);
+            ctx.batch.lane_delete(tables::FEED, user.as_bytes(), &r.ck);
             removed += 1;
         }
     }
@@ -336,8 +331,7 @@ pub(crate) fn remove_item(
     }
     let remove_from = |p: &mut SocialProcessor, ctx: &mut Ctx<'_>, user: &Uuid| {
         if ctx.store.get(tables::FEED, user.as_bytes(), &ck)?.is_some() {
-            ctx.batch
-                .delete(tables::FEED, keys::id(user), Bytes::copy_from_slice(&ck));
+            ctx.batch.lane_delete(tables::FEED, user.as_bytes(), &ck);
             let n = feed_len(p, ctx, user)?;
             p.feed_len.insert(*user, n.saturating_sub(1));
         }
@@ -370,7 +364,7 @@ pub(crate) fn erase_author(
     user: &Uuid,
 ) -> Result<(), StoreError> {
     ctx.batch
-        .delete_range(tables::FEED, keys::id(user), CkRange::all());
+        .lane_delete_range(tables::FEED, user.as_bytes(), &CkRange::all());
     p.feed_len.insert(*user, 0);
     let items = ctx.store.scan(
         tables::AUTHOR_ITEMS,

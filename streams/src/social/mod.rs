@@ -538,7 +538,10 @@ impl Processor for SocialProcessor {
                     self.users.remove(&env.actor_id);
                 }
             }
-            Outcome::Failed(_) => ctx.batch.mutations.clear(),
+            Outcome::Failed(_) => {
+                ctx.batch.mutations.clear();
+                ctx.batch.lanes.clear();
+            }
         }
         Ok(outcome)
     }

@@ -478,6 +478,68 @@ pub fn for_each_visits_every_row(store: Arc<dyn StateStore>) {
         .unwrap();
 }
 
+/// Writes through a batch's lanes (the compact encoding) leave exactly the rows the same
+/// writes as mutations leave, mixed with mutations in one batch and across batches.
+pub fn lanes_equal_mutations(store: Arc<dyn StateStore>) {
+    let s = store.as_ref();
+    let (lanes, muts) = (table("lanes"), table("lanes_ref"));
+    let mut x = 7u32;
+    let mut next = move |n: u32| {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        (x >> 8) % n
+    };
+    for round in 0..30 {
+        // `b` gets the lane ops' equivalents; `front` the equivalents of `a`'s own mutations,
+        // which apply before `a`'s lanes.
+        let (mut a, mut b, mut front) = (WriteBatch::new(), WriteBatch::new(), WriteBatch::new());
+        for _ in 0..next(40) + 1 {
+            let pk = format!("p{}", next(5));
+            let ck = be(next(60));
+            match next(10) {
+                0..6 => {
+                    let v = be(round * 1000 + next(1000));
+                    a.lane_put(lanes, pk.as_bytes(), &ck, &v);
+                    b.put(muts, pk.clone(), ck, v);
+                }
+                6..8 => {
+                    a.lane_delete(lanes, pk.as_bytes(), &ck);
+                    b.delete(muts, pk.clone(), ck);
+                }
+                8 => {
+                    let range = CkRange {
+                        start: Bound::Included(ck.clone()),
+                        end: Bound::Excluded(be(next(60) + 5)),
+                    };
+                    a.lane_delete_range(lanes, pk.as_bytes(), &range);
+                    b.delete_range(muts, pk.clone(), range);
+                }
+                _ => {
+                    // A mutation of the lane table in the same batch applies before its lane.
+                    let v = be(next(1000));
+                    a.put(lanes, pk.clone(), ck.clone(), v.clone());
+                    front.put(muts, pk, ck, v);
+                }
+            }
+        }
+        front.mutations.append(&mut b.mutations);
+        assert_eq!(a.len(), front.len());
+        s.apply(a).unwrap();
+        s.apply(front).unwrap();
+        assert_eq!(all_rows(s, lanes), all_rows(s, muts), "round {round}");
+    }
+    assert!(!all_rows(s, lanes).is_empty());
+    for pk in ["p1", "p3"] {
+        for order in [Order::Asc, Order::Desc] {
+            assert_eq!(
+                s.scan(lanes, pk.as_bytes(), &CkRange::after(&be(20)), order, 5)
+                    .unwrap(),
+                s.scan(muts, pk.as_bytes(), &CkRange::after(&be(20)), order, 5)
+                    .unwrap()
+            );
+        }
+    }
+}
+
 /// A batch of 100 000 puts applies whole.
 pub fn large_batch(store: Arc<dyn StateStore>) {
     let s = store.as_ref();
@@ -618,7 +680,7 @@ macro_rules! state_store_contract_suite {
         $crate::state_store_contract_suite!(@plain $make;
             put_get_delete, partitions_are_isolated, scan_order_and_limit, scan_bounds,
             delete_range, batches_apply_whole, readers_never_see_half_a_batch,
-            truncate_only_its_table, for_each_visits_every_row, large_batch,
+            truncate_only_its_table, for_each_visits_every_row, large_batch, lanes_equal_mutations,
             invalid_names_and_keys_are_refused);
         $crate::state_store_contract_suite!(@clocked $make_clocked;
             ttl_rows_expire, ttl_scan_limit_skips_expired);

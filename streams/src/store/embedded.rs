@@ -42,8 +42,11 @@ use fjall::{
     Readable, Slice, Snapshot,
 };
 
-use super::resident::{self, LogState, Op, Part, Rows};
-use super::{CkRange, Mutation, Order, Row, StateStore, StoreError, WriteBatch, prefix_successor};
+use super::lane;
+use super::resident::{LogState, Part, Rows};
+use super::{
+    CkRange, Lane, Mutation, Order, Row, StateStore, StoreError, WriteBatch, prefix_successor,
+};
 
 /// Which tables a store holds in memory (see [`super::resident`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -179,9 +182,12 @@ impl EmbeddedStore {
         std::fs::create_dir_all(&config.dir).map_err(|e| storage("create store dir", e))?;
         // One background worker, as in the events crate's log: more only compete with the jobs
         // on a small machine.
+        // Large journal values are resident tables' changelog records (a fan-out step's feed
+        // rows): compressing them cost a tenth of such a step and saved little (ids).
         let db = Database::builder(&config.dir)
             .cache_size(config.cache_bytes)
             .worker_threads(1)
+            .journal_compression(fjall::CompressionType::None)
             .open()
             .map_err(|e| storage("open store", e))?;
         let interval = config.purge_interval;
@@ -364,31 +370,69 @@ impl Inner {
         if batch.is_empty() {
             return Ok(());
         }
+        let lanes = std::mem::take(&mut batch.lanes);
         if self.config.resident_tables == ResidentTables::None
             && self.resident.read().expect("resident tables").is_empty()
         {
+            lanes_to_mutations(&mut batch, &lanes)?;
             return self.apply_plain(batch, Vec::new());
         }
-        let mut resident: Vec<(Arc<ResidentTable>, Vec<Op>)> = Vec::new();
+        // Per resident table, its changelog record: its mutations encoded, then its lanes.
+        let mut resident: Vec<(Arc<ResidentTable>, Vec<u8>)> = Vec::new();
         let mut plain = Vec::with_capacity(batch.mutations.len());
         let now = self.now();
+        let mut last: Option<(&'static str, Option<Arc<ResidentTable>>)> = None;
+        let mut lookup = |table: &'static str| -> Result<Option<Arc<ResidentTable>>, StoreError> {
+            // Batches come in runs of one table: look the table up once per run.
+            if let Some((t, r)) = &last
+                && std::ptr::eq(*t, table)
+            {
+                return Ok(r.clone());
+            }
+            let r = self.resident_for_write(table)?;
+            last = Some((table, r.clone()));
+            Ok(r)
+        };
+        let record_of = |resident: &mut Vec<(Arc<ResidentTable>, Vec<u8>)>,
+                         t: Arc<ResidentTable>| {
+            match resident.iter().position(|(r, _)| Arc::ptr_eq(r, &t)) {
+                Some(i) => i,
+                None => {
+                    resident.push((t, Vec::new()));
+                    resident.len() - 1
+                }
+            }
+        };
         for m in batch.mutations.drain(..) {
             let table = match &m {
                 Mutation::Put { table, .. }
                 | Mutation::Delete { table, .. }
                 | Mutation::DeleteRange { table, .. } => *table,
             };
-            let Some(t) = self.resident_for_write(table)? else {
+            let Some(t) = lookup(table)? else {
                 plain.push(m);
                 continue;
             };
-            let op = resident_op(m, now)?;
-            match resident.iter_mut().find(|(r, _)| Arc::ptr_eq(r, &t)) {
-                Some((_, ops)) => ops.push(op),
-                None => resident.push((t, vec![op])),
-            }
+            let i = record_of(&mut resident, t);
+            encode_mutation(&mut resident[i].1, &m, now)?;
         }
         batch.mutations = plain;
+        let mut plain_lanes = Vec::new();
+        for l in lanes {
+            match lookup(l.table)? {
+                Some(t) => {
+                    let i = record_of(&mut resident, t);
+                    let record = &mut resident[i].1;
+                    if record.is_empty() {
+                        *record = l.ops;
+                    } else {
+                        record.extend_from_slice(&l.ops);
+                    }
+                }
+                None => plain_lanes.push(l),
+            }
+        }
+        lanes_to_mutations(&mut batch, &plain_lanes)?;
         if resident.is_empty() {
             return self.apply_plain(batch, Vec::new());
         }
@@ -401,26 +445,33 @@ impl Inner {
     fn apply_resident_locked(
         &self,
         batch: WriteBatch,
-        resident: Vec<(Arc<ResidentTable>, Vec<Op>)>,
+        resident: Vec<(Arc<ResidentTable>, Vec<u8>)>,
     ) -> Result<(), StoreError> {
         let mut records = Vec::with_capacity(resident.len());
-        for (t, ops) in &resident {
+        let resident: Vec<(Arc<ResidentTable>, Slice)> = resident
+            .into_iter()
+            .map(|(t, r)| (t, Slice::from(r)))
+            .collect();
+        for (t, record) in &resident {
+            // Checked before anything commits: memory must be able to follow the record.
+            for op in lane::ops(record) {
+                op?;
+            }
             let seq = t.state.lock().expect("resident state").next_seq;
             records.push((
                 t.log.clone(),
                 Slice::from(seq.to_be_bytes().to_vec()),
-                Slice::from(resident::encode_ops(ops)),
+                record.clone(),
             ));
         }
-        let logged: Vec<u64> = records.iter().map(|(_, _, r)| r.len() as u64).collect();
         self.apply_plain(batch, records)?;
-        for ((t, ops), bytes) in resident.iter().zip(logged) {
+        for (t, record) in &resident {
             // The record is committed: memory follows it. A failure here (a partition past
             // 4 GiB) leaves memory behind the disk until a restart replays the record.
             let mut state = t.state.lock().expect("resident state");
             state.next_seq += 1;
-            state.log_bytes += bytes;
-            let applied = t.rows.apply(ops, &mut state.dirty);
+            state.log_bytes += record.len() as u64;
+            let applied = t.rows.apply_record(record, &mut state.dirty);
             drop(state);
             applied?;
             if let Err(e) = self.checkpoint_if_due(t) {
@@ -470,22 +521,20 @@ impl Inner {
     fn purge_resident(&self, _table: &str, t: &Arc<ResidentTable>) -> Result<u64, StoreError> {
         let _gate = self.resident_gate.lock().expect("resident gate");
         let now = self.now();
-        let mut ops = Vec::new();
+        let mut record = Vec::new();
+        let mut n = 0;
         for pk in t.rows.pks() {
             t.rows.with_part(&pk, |p| {
                 for (ck, v) in p.rows() {
                     if matches!(live_value(v, now), Ok(None)) {
-                        ops.push(Op::Delete {
-                            pk: pk.clone(),
-                            ck: Bytes::copy_from_slice(ck),
-                        });
+                        lane::delete(&mut record, &pk, ck);
+                        n += 1;
                     }
                 }
             });
         }
-        let n = ops.len() as u64;
         if n > 0 {
-            self.apply_resident_locked(WriteBatch::new(), vec![(t.clone(), ops)])?;
+            self.apply_resident_locked(WriteBatch::new(), vec![(t.clone(), record)])?;
         }
         purged_rows(n);
         Ok(n)
@@ -561,8 +610,7 @@ impl Inner {
         let snapshot = self.db.snapshot();
         for kv in snapshot.iter(&t.parts) {
             let (pk, block) = kv.into_inner().map_err(|e| storage("load checkpoint", e))?;
-            t.rows
-                .load(Bytes::copy_from_slice(&pk), Part::decode(&block)?);
+            t.rows.load(&pk, Part::decode(&block)?);
         }
         {
             let mut state = t.state.lock().expect("resident state");
@@ -576,8 +624,7 @@ impl Inner {
                         .try_into()
                         .map_err(|_| StoreError::Storage("corrupt changelog key".into()))?,
                 );
-                let ops = resident::decode_ops(&record)?;
-                t.rows.apply(&ops, &mut state.dirty)?;
+                t.rows.apply_record(&record, &mut state.dirty)?;
                 first.get_or_insert(seq);
                 state.next_seq = seq + 1;
                 state.log_bytes += record.len() as u64;
@@ -589,18 +636,16 @@ impl Inner {
         // written the table yet).
         if self.db.keyspace_exists(&keyspace_name(table)) {
             let plain = self.open_table(table)?;
-            let mut ops = Vec::new();
+            let mut record = Vec::new();
+            let mut rows = 0;
             for kv in self.db.snapshot().iter(&plain) {
                 let (k, v) = kv.into_inner().map_err(|e| storage("import rows", e))?;
                 let (pk, ck) = decode_key(&k)?;
-                ops.push(Op::Put {
-                    pk: Bytes::copy_from_slice(pk),
-                    ck: Bytes::copy_from_slice(ck),
-                    stored: Bytes::copy_from_slice(&v),
-                });
+                lane::put(&mut record, pk, ck, &[], &v);
+                rows += 1;
             }
-            if !ops.is_empty() {
-                t.rows.apply(&ops, &mut Vec::new())?;
+            if rows > 0 {
+                t.rows.apply_record(&record, &mut Vec::new())?;
                 let mut out = FjallBatch::with_capacity(self.db.clone(), 0)
                     .durability(Some(PersistMode::Buffer));
                 for pk in t.rows.pks() {
@@ -613,7 +658,7 @@ impl Inner {
                     .persist(PersistMode::SyncAll)
                     .map_err(|e| storage("import rows", e))?;
                 plain.clear().map_err(|e| storage("import rows", e))?;
-                tracing::info!(table, rows = ops.len(), "moved a table's rows into memory");
+                tracing::info!(table, rows, "moved a table's rows into memory");
             }
             self.tables.write().expect("tables lock").remove(table);
         }
@@ -759,38 +804,75 @@ fn check_key(pk: &[u8], ck: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A mutation of a resident table as its changelog op: keys checked as for LSM rows, the value
-/// stored with its flag byte and expiry.
-fn resident_op(m: Mutation, now: i64) -> Result<Op, StoreError> {
-    Ok(match m {
+/// Appends a mutation of a resident table to its changelog record: keys checked as for LSM
+/// rows, the value stored with its flag byte and expiry.
+fn encode_mutation(record: &mut Vec<u8>, m: &Mutation, now: i64) -> Result<(), StoreError> {
+    match m {
         Mutation::Put {
             pk, ck, value, ttl, ..
         } => {
-            check_key(&pk, &ck)?;
-            let mut stored = Vec::with_capacity(9 + value.len());
-            match ttl {
-                None => stored.push(NO_TTL),
+            check_key(pk, ck)?;
+            let mut flag = [0u8; 9];
+            let flag = match ttl {
+                None => &[NO_TTL][..],
                 Some(ttl) => {
-                    stored.push(WITH_TTL);
-                    stored.extend_from_slice(&now.saturating_add(ttl_ms(ttl)).to_be_bytes());
+                    flag[0] = WITH_TTL;
+                    flag[1..].copy_from_slice(&now.saturating_add(ttl_ms(*ttl)).to_be_bytes());
+                    &flag[..]
                 }
-            }
-            stored.extend_from_slice(&value);
-            Op::Put {
-                pk,
-                ck,
-                stored: Bytes::from(stored),
-            }
+            };
+            lane::put(record, pk, ck, flag, value);
         }
         Mutation::Delete { pk, ck, .. } => {
-            check_key(&pk, &ck)?;
-            Op::Delete { pk, ck }
+            check_key(pk, ck)?;
+            lane::delete(record, pk, ck);
         }
         Mutation::DeleteRange { pk, range, .. } => {
-            check_key(&pk, &[])?;
-            Op::DeleteRange { pk, range }
+            check_key(pk, &[])?;
+            lane::delete_range(record, pk, range);
         }
-    })
+    }
+    Ok(())
+}
+
+/// Lanes of LSM tables as plain mutations, after the batch's own (order then matters, so the
+/// batch is resolved in order).
+fn lanes_to_mutations(batch: &mut WriteBatch, lanes: &[Lane]) -> Result<(), StoreError> {
+    for l in lanes {
+        for op in lane::ops(&l.ops) {
+            batch.unique_keys = false;
+            batch.mutations.push(match op? {
+                lane::OpRef::Put { pk, ck, stored } => Mutation::Put {
+                    table: l.table,
+                    pk: Bytes::copy_from_slice(pk),
+                    ck: Bytes::copy_from_slice(ck),
+                    value: Bytes::copy_from_slice(lane_value(stored)?),
+                    ttl: None,
+                },
+                lane::OpRef::Delete { pk, ck } => Mutation::Delete {
+                    table: l.table,
+                    pk: Bytes::copy_from_slice(pk),
+                    ck: Bytes::copy_from_slice(ck),
+                },
+                lane::OpRef::DeleteRange { pk, start, end } => Mutation::DeleteRange {
+                    table: l.table,
+                    pk: Bytes::copy_from_slice(pk),
+                    range: lane::OpRef::range(start, end),
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The value of a lane's stored value (lanes carry no TTL).
+pub(crate) fn lane_value(stored: &[u8]) -> Result<&[u8], StoreError> {
+    match stored.split_first() {
+        Some((&NO_TTL, value)) => Ok(value),
+        _ => Err(StoreError::Storage(
+            "a lane row carries a TTL or no flag".into(),
+        )),
+    }
 }
 
 impl StateStore for EmbeddedStore {

@@ -22,6 +22,7 @@
 
 pub mod contract;
 pub mod embedded;
+pub(crate) mod lane;
 mod resident;
 pub mod staged;
 
@@ -138,6 +139,23 @@ pub enum Mutation {
     },
 }
 
+/// Writes of one table in a compact encoding: puts, deletes and range deletes back to back in
+/// one buffer (see [`WriteBatch::lane_put`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lane {
+    pub table: &'static str,
+    pub(crate) ops: Vec<u8>,
+    /// Ops in `ops`.
+    pub(crate) len: usize,
+}
+
+impl Lane {
+    /// The partition keys the lane writes, in order (with repeats).
+    pub fn pks(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        lane::ops(&self.ops).filter_map(|op| op.ok().map(|op| op.pk()))
+    }
+}
+
 /// Writes applied together, atomically.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
@@ -145,6 +163,10 @@ pub struct WriteBatch {
     /// Set by producers that guarantee no key is written twice and no `DeleteRange` is present
     /// (a [`Staged`] view's batch): a backend may then skip resolving write order.
     pub unique_keys: bool,
+    /// Writes in the compact encoding, applied after `mutations`, in order. For the many small
+    /// rows of one table (a fan-out's feed rows): no allocation per row, and a resident table
+    /// takes the encoding as its changelog record as it is.
+    pub lanes: Vec<Lane>,
 }
 
 impl WriteBatch {
@@ -201,14 +223,76 @@ impl WriteBatch {
         });
     }
 
+    fn lane(&mut self, table: &'static str) -> &mut Lane {
+        let i = match self
+            .lanes
+            .iter()
+            .rposition(|l| std::ptr::eq(l.table, table) || l.table == table)
+        {
+            Some(i) => i,
+            None => {
+                self.lanes.push(Lane {
+                    table,
+                    ops: Vec::new(),
+                    len: 0,
+                });
+                self.lanes.len() - 1
+            }
+        };
+        &mut self.lanes[i]
+    }
+
+    /// Like [`put`](Self::put) (no TTL), into the table's lane. Keys past the store's limit go
+    /// in as a plain put, which the store refuses.
+    pub fn lane_put(&mut self, table: &'static str, pk: &[u8], ck: &[u8], value: &[u8]) {
+        if pk.len() + ck.len() > MAX_LANE_KEYS {
+            return self.put(table, pk.to_vec(), ck.to_vec(), value.to_vec());
+        }
+        let l = self.lane(table);
+        lane::put(&mut l.ops, pk, ck, &[lane::NO_TTL], value);
+        l.len += 1;
+    }
+
+    /// Like [`delete`](Self::delete), into the table's lane.
+    pub fn lane_delete(&mut self, table: &'static str, pk: &[u8], ck: &[u8]) {
+        if pk.len() + ck.len() > MAX_LANE_KEYS {
+            return self.delete(table, pk.to_vec(), ck.to_vec());
+        }
+        let l = self.lane(table);
+        lane::delete(&mut l.ops, pk, ck);
+        l.len += 1;
+    }
+
+    /// Like [`delete_range`](Self::delete_range), into the table's lane.
+    pub fn lane_delete_range(&mut self, table: &'static str, pk: &[u8], range: &CkRange) {
+        let longest = [&range.start, &range.end]
+            .iter()
+            .map(|b| match b {
+                Bound::Included(k) | Bound::Excluded(k) => k.len(),
+                Bound::Unbounded => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        if pk.len() + longest > MAX_LANE_KEYS {
+            return self.delete_range(table, pk.to_vec(), range.clone());
+        }
+        let l = self.lane(table);
+        lane::delete_range(&mut l.ops, pk, range);
+        l.len += 1;
+    }
+
+    /// Mutations plus lane ops.
     pub fn len(&self) -> usize {
-        self.mutations.len()
+        self.mutations.len() + self.lanes.iter().map(|l| l.len).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.mutations.is_empty()
+        self.mutations.is_empty() && self.lanes.iter().all(|l| l.len == 0)
     }
 }
+
+/// Longest partition key plus clustering key a lane takes (the embedded store's limit).
+const MAX_LANE_KEYS: usize = u16::MAX as usize - 2;
 
 /// A wide-column state store. See the module docs for the guarantees.
 pub trait StateStore: Send + Sync + 'static {

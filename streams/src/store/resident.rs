@@ -31,10 +31,13 @@ use std::sync::{Mutex, RwLock};
 
 use bytes::Bytes;
 
+use super::lane::{self, OpRef};
 use super::{CkRange, StoreError};
 
 /// Shards of a resident table's partitions (each behind its own lock).
 const SHARDS: usize = 64;
+/// Records with at least this many ops are applied by two threads.
+const PARALLEL_APPLY_OPS: usize = 20_000;
 /// A row in a partition's arena: clustering-key length (u16 BE), stored-value length (u32 BE),
 /// the key, the stored value.
 const ROW_HEADER: usize = 6;
@@ -92,18 +95,26 @@ impl Part {
 
     /// Index positions `lo..hi` of the rows in `range`.
     pub(crate) fn index_range(&self, range: &CkRange) -> (usize, usize) {
+        self.index_bounds(
+            range.start.as_ref().map(Vec::as_slice),
+            range.end.as_ref().map(Vec::as_slice),
+        )
+    }
+
+    /// Index positions `lo..hi` of the rows between `start` and `end`.
+    pub(crate) fn index_bounds(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> (usize, usize) {
         let pp = |f: &dyn Fn(&[u8]) -> bool| {
             self.order.partition_point(|&o| f(row_at(&self.bytes, o).0))
         };
-        let lo = match &range.start {
+        let lo = match start {
             Bound::Unbounded => 0,
-            Bound::Included(s) => pp(&|ck| ck < s.as_slice()),
-            Bound::Excluded(s) => pp(&|ck| ck <= s.as_slice()),
+            Bound::Included(s) => pp(&|ck| ck < s),
+            Bound::Excluded(s) => pp(&|ck| ck <= s),
         };
-        let hi = match &range.end {
+        let hi = match end {
             Bound::Unbounded => self.order.len(),
-            Bound::Included(e) => pp(&|ck| ck <= e.as_slice()),
-            Bound::Excluded(e) => pp(&|ck| ck < e.as_slice()),
+            Bound::Included(e) => pp(&|ck| ck <= e),
+            Bound::Excluded(e) => pp(&|ck| ck < e),
         };
         (lo, hi.max(lo))
     }
@@ -133,6 +144,17 @@ impl Part {
 
     pub(crate) fn put(&mut self, ck: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let off = self.push_row(ck, value)?;
+        // A new first or last row (a feed's newest item: keys are descending ids) needs no search.
+        let first = self.order.front().map(|&o| row_at(&self.bytes, o).0);
+        if first.is_none_or(|f| ck < f) {
+            self.order.push_front(off);
+            return Ok(());
+        }
+        let last = self.order.back().map(|&o| row_at(&self.bytes, o).0);
+        if last.is_some_and(|l| ck > l) {
+            self.order.push_back(off);
+            return Ok(());
+        }
         match self.find(ck) {
             Ok(i) => {
                 self.dead += row_len(&self.bytes, self.order[i]);
@@ -152,8 +174,8 @@ impl Part {
         }
     }
 
-    pub(crate) fn delete_range(&mut self, range: &CkRange) {
-        let (lo, hi) = self.index_range(range);
+    pub(crate) fn delete_range(&mut self, start: Bound<&[u8]>, end: Bound<&[u8]>) {
+        let (lo, hi) = self.index_bounds(start, end);
         let bytes = &self.bytes;
         for off in self.order.drain(lo..hi) {
             self.dead += row_len(bytes, off);
@@ -220,151 +242,6 @@ impl Part {
     }
 }
 
-/// One mutation of a resident table, as logged and replayed. Values are stored values (the
-/// embedded store's flag byte and optional expiry, then the user's value).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Op {
-    Put { pk: Bytes, ck: Bytes, stored: Bytes },
-    Delete { pk: Bytes, ck: Bytes },
-    DeleteRange { pk: Bytes, range: CkRange },
-}
-
-impl Op {
-    pub(crate) fn pk(&self) -> &Bytes {
-        match self {
-            Op::Put { pk, .. } | Op::Delete { pk, .. } | Op::DeleteRange { pk, .. } => pk,
-        }
-    }
-}
-
-const PUT: u8 = 1;
-const DELETE: u8 = 2;
-const DELETE_RANGE: u8 = 3;
-
-fn put_bytes16(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
-    out.extend_from_slice(b);
-}
-
-fn put_bound(out: &mut Vec<u8>, b: &Bound<Vec<u8>>) {
-    match b {
-        Bound::Unbounded => out.push(0),
-        Bound::Included(k) => {
-            out.push(1);
-            put_bytes16(out, k);
-        }
-        Bound::Excluded(k) => {
-            out.push(2);
-            put_bytes16(out, k);
-        }
-    }
-}
-
-/// A changelog record: the ops, in order. Keys fit u16 lengths (the store refuses longer ones
-/// before encoding).
-pub(crate) fn encode_ops(ops: &[Op]) -> Vec<u8> {
-    let size: usize = ops
-        .iter()
-        .map(|op| match op {
-            Op::Put { pk, ck, stored } => 9 + pk.len() + ck.len() + stored.len(),
-            Op::Delete { pk, ck } => 5 + pk.len() + ck.len(),
-            Op::DeleteRange { pk, .. } => 16 + pk.len(),
-        })
-        .sum();
-    let mut out = Vec::with_capacity(size);
-    for op in ops {
-        match op {
-            Op::Put { pk, ck, stored } => {
-                out.push(PUT);
-                put_bytes16(&mut out, pk);
-                put_bytes16(&mut out, ck);
-                out.extend_from_slice(&(stored.len() as u32).to_be_bytes());
-                out.extend_from_slice(stored);
-            }
-            Op::Delete { pk, ck } => {
-                out.push(DELETE);
-                put_bytes16(&mut out, pk);
-                put_bytes16(&mut out, ck);
-            }
-            Op::DeleteRange { pk, range } => {
-                out.push(DELETE_RANGE);
-                put_bytes16(&mut out, pk);
-                put_bound(&mut out, &range.start);
-                put_bound(&mut out, &range.end);
-            }
-        }
-    }
-    out
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
-        if self.0.len() < n {
-            return Err(StoreError::Storage(
-                "corrupt resident changelog record".into(),
-            ));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn u8(&mut self) -> Result<u8, StoreError> {
-        Ok(self.take(1)?[0])
-    }
-    fn bytes16(&mut self) -> Result<&'a [u8], StoreError> {
-        let n = self.take(2)?;
-        let n = u16::from_be_bytes([n[0], n[1]]) as usize;
-        self.take(n)
-    }
-    fn bound(&mut self) -> Result<Bound<Vec<u8>>, StoreError> {
-        Ok(match self.u8()? {
-            0 => Bound::Unbounded,
-            1 => Bound::Included(self.bytes16()?.to_vec()),
-            2 => Bound::Excluded(self.bytes16()?.to_vec()),
-            _ => {
-                return Err(StoreError::Storage(
-                    "corrupt resident changelog bound".into(),
-                ));
-            }
-        })
-    }
-}
-
-pub(crate) fn decode_ops(record: &[u8]) -> Result<Vec<Op>, StoreError> {
-    let mut r = Reader(record);
-    let mut ops = Vec::new();
-    while !r.0.is_empty() {
-        let op = match r.u8()? {
-            PUT => {
-                let pk = Bytes::copy_from_slice(r.bytes16()?);
-                let ck = Bytes::copy_from_slice(r.bytes16()?);
-                let n = r.take(4)?;
-                let n = u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize;
-                let stored = Bytes::copy_from_slice(r.take(n)?);
-                Op::Put { pk, ck, stored }
-            }
-            DELETE => Op::Delete {
-                pk: Bytes::copy_from_slice(r.bytes16()?),
-                ck: Bytes::copy_from_slice(r.bytes16()?),
-            },
-            DELETE_RANGE => {
-                let pk = Bytes::copy_from_slice(r.bytes16()?);
-                let start = r.bound()?;
-                let end = r.bound()?;
-                Op::DeleteRange {
-                    pk,
-                    range: CkRange { start, end },
-                }
-            }
-            _ => return Err(StoreError::Storage("corrupt resident changelog op".into())),
-        };
-        ops.push(op);
-    }
-    Ok(ops)
-}
-
 /// Where the changelog stands.
 #[derive(Debug, Default)]
 pub(crate) struct LogState {
@@ -381,8 +258,58 @@ pub(crate) struct LogState {
 
 /// A resident table's rows, in shards of partitions.
 pub(crate) struct Rows {
-    shards: Vec<RwLock<foldhash::HashMap<Bytes, Part>>>,
+    shards: Vec<RwLock<foldhash::HashMap<Key, Part>>>,
     live_bytes: Mutex<i64>,
+}
+
+/// A partition key, inline when short (a user id), so a lookup compares keys without
+/// following a pointer: at a million feed rows a step, that miss was the largest cost.
+#[derive(Clone)]
+enum Key {
+    Inline(u8, [u8; INLINE_KEY]),
+    Heap(Box<[u8]>),
+}
+
+const INLINE_KEY: usize = 30;
+
+impl Key {
+    fn new(pk: &[u8]) -> Self {
+        if pk.len() <= INLINE_KEY {
+            let mut buf = [0u8; INLINE_KEY];
+            buf[..pk.len()].copy_from_slice(pk);
+            Key::Inline(pk.len() as u8, buf)
+        } else {
+            Key::Heap(pk.into())
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Key::Inline(len, buf) => &buf[..*len as usize],
+            Key::Heap(b) => b,
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    // As `[u8]` hashes: lookups by `&[u8]` must find it.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
 }
 
 /// FNV-1a: which shard a partition key lives in (hand-written: four lines).
@@ -420,7 +347,7 @@ impl Rows {
                 s.read()
                     .expect("resident shard")
                     .keys()
-                    .cloned()
+                    .map(|k| Bytes::copy_from_slice(k.as_slice()))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -428,68 +355,110 @@ impl Rows {
         pks
     }
 
-    /// Applies `ops` in order, each partition's under one hold of its shard's lock. Adds the
-    /// partitions that became dirty to `dirty`.
-    pub(crate) fn apply(&self, ops: &[Op], dirty: &mut Vec<Bytes>) -> Result<(), StoreError> {
-        let mut by_shard: Vec<Vec<&Op>> = vec![Vec::new(); SHARDS];
-        for op in ops {
+    /// Applies a changelog record (ops in the [`lane`] encoding) in order, each partition's ops
+    /// under one hold of its shard's lock. Adds the partitions that became dirty to `dirty`.
+    pub(crate) fn apply_record(
+        &self,
+        record: &[u8],
+        dirty: &mut Vec<Bytes>,
+    ) -> Result<(), StoreError> {
+        let ops = lane::decode(record)?;
+        let mut by_shard: Vec<Vec<&OpRef<'_>>> = vec![Vec::new(); SHARDS];
+        for op in &ops {
             by_shard[shard_of(op.pk())].push(op);
         }
-        let mut delta = 0i64;
-        for (s, ops) in by_shard.iter().enumerate() {
-            if ops.is_empty() {
-                continue;
-            }
-            let mut shard = self.shards[s].write().expect("resident shard");
-            for op in ops {
-                let pk = op.pk();
-                let before = shard.get(pk.as_ref()).map_or(0, Part::live_bytes) as i64;
-                let part = match op {
-                    Op::Put { pk, ck, stored } => {
-                        let part = shard.entry(pk.clone()).or_default();
-                        part.put(ck, stored)?;
-                        Some(part)
-                    }
-                    Op::Delete { pk, ck } => match shard.get_mut(pk.as_ref()) {
-                        Some(p) => {
-                            p.delete(ck);
-                            Some(p)
-                        }
-                        None => None,
-                    },
-                    Op::DeleteRange { pk, range } => match shard.get_mut(pk.as_ref()) {
-                        Some(p) => {
-                            p.delete_range(range);
-                            Some(p)
-                        }
-                        None => None,
-                    },
-                };
-                let after = match part {
-                    Some(p) => {
-                        if !p.dirty {
-                            p.dirty = true;
-                            dirty.push(pk.clone());
-                        }
-                        p.live_bytes() as i64
-                    }
-                    None => 0,
-                };
-                if shard.get(pk.as_ref()).is_some_and(|p| p.len() == 0) {
-                    shard.remove(pk.as_ref());
-                }
-                delta += after - before;
-            }
-        }
+        let groups: Vec<(usize, Vec<&OpRef<'_>>)> = by_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, ops)| !ops.is_empty())
+            .collect();
+        // A large record (a fan-out step) is applied by two threads, each taking whole shards:
+        // the partitions of different shards are independent, and the work is mostly cache
+        // misses, which two cores overlap.
+        let workers = if ops.len() >= PARALLEL_APPLY_OPS {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+        } else {
+            1
+        };
+        let (delta, more) = if workers > 1 {
+            let half = groups.len() / 2;
+            let (a, b) = groups.split_at(half);
+            std::thread::scope(|scope| {
+                let other = scope.spawn(|| self.apply_shards(a));
+                let mine = self.apply_shards(b);
+                let other = other.join().expect("resident apply thread");
+                let (d1, mut v1) = other?;
+                let (d2, v2) = mine?;
+                v1.extend(v2);
+                Ok::<_, StoreError>((d1 + d2, v1))
+            })?
+        } else {
+            self.apply_shards(&groups)?
+        };
+        dirty.extend(more);
         *self.live_bytes.lock().expect("live bytes") += delta;
         Ok(())
     }
 
+    /// Applies each shard's ops under one hold of its lock; returns the change of live bytes and
+    /// the partitions that became dirty.
+    fn apply_shards(
+        &self,
+        groups: &[(usize, Vec<&OpRef<'_>>)],
+    ) -> Result<(i64, Vec<Bytes>), StoreError> {
+        let mut delta = 0i64;
+        let mut dirty = Vec::new();
+        for (s, ops) in groups {
+            let mut shard = self.shards[*s].write().expect("resident shard");
+            for op in ops {
+                let pk = op.pk();
+                let (before, part) = match **op {
+                    OpRef::Put { ck, stored, .. } => {
+                        if !shard.contains_key(pk) {
+                            shard.insert(Key::new(pk), Part::default());
+                        }
+                        let part = shard.get_mut(pk).expect("inserted above");
+                        let before = part.live_bytes() as i64;
+                        part.put(ck, stored)?;
+                        (before, Some(part))
+                    }
+                    OpRef::Delete { ck, .. } => match shard.get_mut(pk) {
+                        Some(p) => {
+                            let before = p.live_bytes() as i64;
+                            p.delete(ck);
+                            (before, Some(p))
+                        }
+                        None => (0, None),
+                    },
+                    OpRef::DeleteRange { start, end, .. } => match shard.get_mut(pk) {
+                        Some(p) => {
+                            let before = p.live_bytes() as i64;
+                            p.delete_range(start, end);
+                            (before, Some(p))
+                        }
+                        None => (0, None),
+                    },
+                };
+                let Some(part) = part else { continue };
+                if !part.dirty {
+                    part.dirty = true;
+                    dirty.push(Bytes::copy_from_slice(pk));
+                }
+                delta += part.live_bytes() as i64 - before;
+                let empty = part.len() == 0;
+                if empty {
+                    shard.remove(pk);
+                }
+            }
+        }
+        Ok((delta, dirty))
+    }
+
     /// Inserts a partition loaded from a checkpoint block.
-    pub(crate) fn load(&self, pk: Bytes, part: Part) {
+    pub(crate) fn load(&self, pk: &[u8], part: Part) {
         let bytes = part.live_bytes() as i64;
-        let mut shard = self.shards[shard_of(&pk)].write().expect("resident shard");
-        if let Some(old) = shard.insert(pk, part) {
+        let mut shard = self.shards[shard_of(pk)].write().expect("resident shard");
+        if let Some(old) = shard.insert(Key::new(pk), part) {
             *self.live_bytes.lock().expect("live bytes") -= old.live_bytes() as i64;
         }
         *self.live_bytes.lock().expect("live bytes") += bytes;
@@ -560,10 +529,10 @@ mod tests {
         assert_eq!(cks(&p), want);
         p.delete(&0u32.to_be_bytes());
         p.delete(&0u32.to_be_bytes());
-        p.delete_range(&CkRange {
-            start: Bound::Excluded(10u32.to_be_bytes().to_vec()),
-            end: Bound::Included(90u32.to_be_bytes().to_vec()),
-        });
+        p.delete_range(
+            Bound::Excluded(&10u32.to_be_bytes()[..]),
+            Bound::Included(&90u32.to_be_bytes()[..]),
+        );
         let want: Vec<Vec<u8>> = (1..=10u32)
             .chain(91..100)
             .map(|i| i.to_be_bytes().to_vec())
@@ -612,58 +581,16 @@ mod tests {
     }
 
     #[test]
-    fn ops_round_trip() {
-        let ops = vec![
-            Op::Put {
-                pk: Bytes::from_static(b"p"),
-                ck: Bytes::from_static(b"c"),
-                stored: Bytes::from_static(b"\0v"),
-            },
-            Op::Delete {
-                pk: Bytes::from_static(b""),
-                ck: Bytes::from_static(b"x"),
-            },
-            Op::DeleteRange {
-                pk: Bytes::from_static(b"q"),
-                range: CkRange {
-                    start: Bound::Excluded(b"a".to_vec()),
-                    end: Bound::Unbounded,
-                },
-            },
-            Op::DeleteRange {
-                pk: Bytes::from_static(b"q"),
-                range: CkRange::prefix(b"k"),
-            },
-        ];
-        let record = encode_ops(&ops);
-        assert_eq!(decode_ops(&record).unwrap(), ops);
-        assert!(decode_ops(&record[..record.len() - 1]).is_err());
-        assert!(decode_ops(&[9]).is_err());
-        assert!(decode_ops(&[]).unwrap().is_empty());
-    }
-
-    #[test]
     fn rows_apply_in_order_and_count_memory() {
         let rows = Rows::new();
-        let put = |pk: &'static [u8], ck: &'static [u8]| Op::Put {
-            pk: Bytes::from_static(pk),
-            ck: Bytes::from_static(ck),
-            stored: Bytes::from_static(b"\0v"),
-        };
+        let put = |buf: &mut Vec<u8>, pk: &[u8], ck: &[u8]| lane::put(buf, pk, ck, &[0], b"v");
+        let mut record = Vec::new();
+        put(&mut record, b"a", b"1");
+        put(&mut record, b"b", b"1");
+        lane::delete_range(&mut record, b"a", &CkRange::all());
+        put(&mut record, b"a", b"2");
         let mut dirty = Vec::new();
-        rows.apply(
-            &[
-                put(b"a", b"1"),
-                put(b"b", b"1"),
-                Op::DeleteRange {
-                    pk: Bytes::from_static(b"a"),
-                    range: CkRange::all(),
-                },
-                put(b"a", b"2"),
-            ],
-            &mut dirty,
-        )
-        .unwrap();
+        rows.apply_record(&record, &mut dirty).unwrap();
         // "a" emptied by the range delete, then written again: listed twice.
         dirty.sort();
         assert_eq!(
@@ -673,18 +600,15 @@ mod tests {
         assert_eq!(rows.count(), 2);
         assert_eq!(rows.with_part(b"a", cks), Some(vec![b"2".to_vec()]));
         assert_eq!(rows.live_bytes(), 2 * (ROW_HEADER as u64 + 3 + 4));
-        rows.apply(
-            &[Op::Delete {
-                pk: Bytes::from_static(b"b"),
-                ck: Bytes::from_static(b"1"),
-            }],
-            &mut dirty,
-        )
-        .unwrap();
+        let mut record = Vec::new();
+        lane::delete(&mut record, b"b", b"1");
+        rows.apply_record(&record, &mut dirty).unwrap();
         assert_eq!(dirty.len(), 3, "b was dirty already");
         assert!(rows.checkpoint_block(b"a").is_some());
         assert!(rows.checkpoint_block(b"b").is_none());
-        rows.apply(&[put(b"a", b"3")], &mut dirty).unwrap();
+        let mut record = Vec::new();
+        put(&mut record, b"a", b"3");
+        rows.apply_record(&record, &mut dirty).unwrap();
         assert_eq!(dirty.len(), 4, "a is dirty again after its checkpoint");
         assert!(
             rows.with_part(b"b", |_| ()).is_none(),
@@ -696,5 +620,6 @@ mod tests {
             2 * (ROW_HEADER as u64 + 3 + 4),
             "a/2 and a/3"
         );
+        assert!(rows.apply_record(&[7], &mut dirty).is_err());
     }
 }

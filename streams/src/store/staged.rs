@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{CkRange, Mutation, Order, Row, StateStore, StoreError, WriteBatch};
+use super::embedded::lane_value;
+use super::lane::{self, OpRef};
+use super::{CkRange, Lane, Mutation, Order, Row, StateStore, StoreError, WriteBatch};
 
 #[derive(Debug, Clone)]
 enum Write {
@@ -38,19 +40,151 @@ type Writes = Vec<(&'static str, foldhash::HashMap<Bytes, Part>)>;
 pub struct Staged {
     store: Arc<dyn StateStore>,
     writes: Mutex<Writes>,
+    /// Lanes ([`WriteBatch::lanes`]) staged as they came, per table. A table is staged either
+    /// here or in `writes`: a lane for a table with staged mutations is staged as mutations, and
+    /// a mutation for a table with a lane moves the lane into `writes` first.
+    lanes: Mutex<Vec<StagedLane>>,
+}
+
+/// A table's staged lane ops, back to back, with an index by partition built on the first read.
+struct StagedLane {
+    table: &'static str,
+    ops: Vec<u8>,
+    len: usize,
+    index: Option<LaneIndex>,
+}
+
+/// Each partition's ops as a chain: the partition's last op, and for every op the one before it
+/// of the same partition. One hash lookup per op and no allocation per partition.
+#[derive(Default)]
+struct LaneIndex {
+    last: foldhash::HashMap<IndexKey, u32>,
+    /// Per op (in order): its offset in the lane, and the index of the partition's previous op
+    /// (`u32::MAX`: none).
+    ops: Vec<(u32, u32)>,
+}
+
+/// A partition key, inline when it is a user id.
+#[derive(PartialEq, Eq, Hash)]
+enum IndexKey {
+    Id([u8; 16]),
+    Other(Vec<u8>),
+}
+
+impl IndexKey {
+    fn of(pk: &[u8]) -> Self {
+        match <[u8; 16]>::try_from(pk) {
+            Ok(id) => IndexKey::Id(id),
+            Err(_) => IndexKey::Other(pk.to_vec()),
+        }
+    }
+}
+
+impl LaneIndex {
+    fn add(&mut self, ops: &[u8], from: usize) -> Result<(), StoreError> {
+        if ops.len() > u32::MAX as usize {
+            return Err(StoreError::Storage(
+                "a staged lane holds at most 4 GiB".into(),
+            ));
+        }
+        for op in lane::ops_from(ops, from) {
+            let (at, op) = op?;
+            let i = self.ops.len() as u32;
+            let prev = self
+                .last
+                .insert(IndexKey::of(op.pk()), i)
+                .unwrap_or(u32::MAX);
+            self.ops.push((at as u32, prev));
+        }
+        Ok(())
+    }
+
+    /// Offsets of `pk`'s ops, in order.
+    fn offsets(&self, pk: &[u8]) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut i = self
+            .last
+            .get(&IndexKey::of(pk))
+            .copied()
+            .unwrap_or(u32::MAX);
+        while i != u32::MAX {
+            let (at, prev) = self.ops[i as usize];
+            out.push(at);
+            i = prev;
+        }
+        out.reverse();
+        out
+    }
+}
+
+impl StagedLane {
+    fn append(&mut self, ops: &[u8], len: usize) -> Result<(), StoreError> {
+        let from = self.ops.len();
+        self.ops.extend_from_slice(ops);
+        self.len += len;
+        if let Some(index) = &mut self.index {
+            index.add(&self.ops, from)?;
+        }
+        Ok(())
+    }
+
+    /// The ops of partition `pk`, in order.
+    fn ops_of(&mut self, pk: &[u8]) -> Result<Vec<OpRef<'_>>, StoreError> {
+        if self.index.is_none() {
+            let mut index = LaneIndex::default();
+            index.add(&self.ops, 0)?;
+            self.index = Some(index);
+        }
+        let offsets = self
+            .index
+            .as_ref()
+            .map(|i| i.offsets(pk))
+            .unwrap_or_default();
+        offsets
+            .iter()
+            .map(|&at| lane::op_at(&self.ops, at as usize))
+            .collect()
+    }
+}
+
+/// The row of `ck` after `ops` (one partition's, in order): `Some(Some(value))` put,
+/// `Some(None)` deleted, `None` untouched.
+fn lane_row(ops: &[OpRef<'_>], ck: &[u8]) -> Result<Option<Option<Bytes>>, StoreError> {
+    for op in ops.iter().rev() {
+        match *op {
+            OpRef::Put { ck: k, stored, .. } if k == ck => {
+                return Ok(Some(Some(Bytes::copy_from_slice(lane_value(stored)?))));
+            }
+            OpRef::Delete { ck: k, .. } if k == ck => return Ok(Some(None)),
+            OpRef::DeleteRange { start, end, .. } if in_bounds(ck, start, end) => {
+                return Ok(Some(None));
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
 }
 
 /// Whether `ck` lies in `range`.
 fn in_range(ck: &[u8], range: &CkRange) -> bool {
-    let above = match &range.start {
+    in_bounds(
+        ck,
+        range.start.as_ref().map(Vec::as_slice),
+        range.end.as_ref().map(Vec::as_slice),
+    )
+}
+
+/// Whether `ck` lies between `start` and `end`.
+fn in_bounds(ck: &[u8], start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
+    let above = match start {
         Bound::Unbounded => true,
-        Bound::Included(s) => ck >= s.as_slice(),
-        Bound::Excluded(s) => ck > s.as_slice(),
+        Bound::Included(s) => ck >= s,
+        Bound::Excluded(s) => ck > s,
     };
-    let below = match &range.end {
+    let below = match end {
         Bound::Unbounded => true,
-        Bound::Included(e) => ck <= e.as_slice(),
-        Bound::Excluded(e) => ck < e.as_slice(),
+        Bound::Included(e) => ck <= e,
+        Bound::Excluded(e) => ck < e,
     };
     above && below
 }
@@ -78,6 +212,7 @@ impl Staged {
         Self {
             store,
             writes: Mutex::new(Vec::new()),
+            lanes: Mutex::new(Vec::new()),
         }
     }
 
@@ -90,7 +225,14 @@ impl Staged {
         self.lock()
             .iter()
             .map(|(_, parts)| parts.values().map(Part::len).sum::<usize>())
-            .sum()
+            .sum::<usize>()
+            + self
+                .lanes
+                .lock()
+                .expect("staged lanes")
+                .iter()
+                .map(|l| l.len)
+                .sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -100,6 +242,7 @@ impl Staged {
     /// The staged writes as one batch (each key once: the last write wins).
     pub fn into_batch(self) -> WriteBatch {
         let writes = self.writes.into_inner().expect("staged lock");
+        let lanes = self.lanes.into_inner().expect("staged lanes");
         let mut batch = WriteBatch::new();
         // One write per key, and range deletes were resolved to single deletes when staged.
         batch.unique_keys = true;
@@ -135,6 +278,14 @@ impl Staged {
                 }
             }
         }
+        batch.lanes = lanes
+            .into_iter()
+            .map(|l| Lane {
+                table: l.table,
+                ops: l.ops,
+                len: l.len,
+            })
+            .collect();
         batch
     }
 
@@ -197,8 +348,150 @@ impl Staged {
     }
 }
 
+impl Staged {
+    fn apply_mutation(&self, m: Mutation) -> Result<(), StoreError> {
+        match m {
+            Mutation::Put {
+                table,
+                pk,
+                ck,
+                value,
+                ttl,
+            } => self.stage(table, pk, ck, Write::Put(value, ttl)),
+            Mutation::Delete { table, pk, ck } => self.stage(table, pk, ck, Write::Deleted),
+            Mutation::DeleteRange { table, pk, range } => {
+                // Resolve to single deletes: the stored rows in range, and staged ones.
+                let stored = self
+                    .store
+                    .scan(table, &pk, &range, Order::Asc, usize::MAX)?;
+                let staged = self.staged_rows(table, &pk, &range);
+                for ck in stored
+                    .into_iter()
+                    .map(|r| r.ck)
+                    .chain(staged.into_iter().map(|(ck, _)| ck))
+                {
+                    self.stage(table, pk.clone(), ck, Write::Deleted);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stages encoded ops of `table` as mutations, in order.
+    fn stage_lane_ops(&self, table: &'static str, ops: &[u8]) -> Result<(), StoreError> {
+        for op in lane::ops(ops) {
+            self.apply_mutation(match op? {
+                OpRef::Put { pk, ck, stored } => Mutation::Put {
+                    table,
+                    pk: Bytes::copy_from_slice(pk),
+                    ck: Bytes::copy_from_slice(ck),
+                    value: Bytes::copy_from_slice(lane_value(stored)?),
+                    ttl: None,
+                },
+                OpRef::Delete { pk, ck } => Mutation::Delete {
+                    table,
+                    pk: Bytes::copy_from_slice(pk),
+                    ck: Bytes::copy_from_slice(ck),
+                },
+                OpRef::DeleteRange { pk, start, end } => Mutation::DeleteRange {
+                    table,
+                    pk: Bytes::copy_from_slice(pk),
+                    range: OpRef::range(start, end),
+                },
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Moves `table`'s staged lane, if any, into the staged mutations.
+    fn spill_lane(&self, table: &str) -> Result<(), StoreError> {
+        let lane = {
+            let mut lanes = self.lanes.lock().expect("staged lanes");
+            match lanes.iter().position(|l| l.table == table) {
+                Some(i) => lanes.remove(i),
+                None => return Ok(()),
+            }
+        };
+        self.stage_lane_ops(lane.table, &lane.ops)
+    }
+
+    /// A scan of a table staged as a lane: the stored rows with the partition's staged ops
+    /// applied in order. `None` when the table has no staged lane.
+    fn lane_scan(
+        &self,
+        table: &str,
+        pk: &[u8],
+        range: &CkRange,
+        order: Order,
+        limit: usize,
+    ) -> Result<Option<Vec<Row>>, StoreError> {
+        let ops: Vec<(u8, Bytes, Option<Bytes>, CkRange)> = {
+            let mut lanes = self.lanes.lock().expect("staged lanes");
+            let Some(l) = lanes.iter_mut().find(|l| l.table == table) else {
+                return Ok(None);
+            };
+            let mut out = Vec::new();
+            for op in l.ops_of(pk)? {
+                out.push(match op {
+                    OpRef::Put { ck, stored, .. } => (
+                        0,
+                        Bytes::copy_from_slice(ck),
+                        Some(Bytes::copy_from_slice(lane_value(stored)?)),
+                        CkRange::all(),
+                    ),
+                    OpRef::Delete { ck, .. } => {
+                        (1, Bytes::copy_from_slice(ck), None, CkRange::all())
+                    }
+                    OpRef::DeleteRange { start, end, .. } => {
+                        (2, Bytes::new(), None, OpRef::range(start, end))
+                    }
+                });
+            }
+            out
+        };
+        if ops.is_empty() {
+            return self.store.scan(table, pk, range, order, limit).map(Some);
+        }
+        if empty_range(range) || limit == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let mut rows: BTreeMap<Bytes, Bytes> = self
+            .store
+            .scan(table, pk, range, Order::Asc, usize::MAX)?
+            .into_iter()
+            .map(|r| (r.ck, r.value))
+            .collect();
+        for (kind, ck, value, dr) in ops {
+            match (kind, value) {
+                (0, Some(v)) if in_range(&ck, range) => {
+                    rows.insert(ck, v);
+                }
+                (1, _) => {
+                    rows.remove(&ck);
+                }
+                (2, _) => rows.retain(|k, _| !in_range(k, &dr)),
+                _ => {}
+            }
+        }
+        let rows = rows.into_iter().map(|(ck, value)| Row { ck, value });
+        Ok(Some(match order {
+            Order::Asc => rows.take(limit).collect(),
+            Order::Desc => rows.rev().take(limit).collect(),
+        }))
+    }
+}
+
 impl StateStore for Staged {
     fn get(&self, table: &str, pk: &[u8], ck: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        {
+            let mut lanes = self.lanes.lock().expect("staged lanes");
+            if let Some(l) = lanes.iter_mut().find(|l| l.table == table) {
+                if let Some(row) = lane_row(&l.ops_of(pk)?, ck)? {
+                    return Ok(row);
+                }
+                return self.store.get(table, pk, ck);
+            }
+        }
         let staged = {
             let writes = self.lock();
             match writes.iter().find(|(t, _)| *t == table) {
@@ -225,6 +518,9 @@ impl StateStore for Staged {
         order: Order,
         limit: usize,
     ) -> Result<Vec<Row>, StoreError> {
+        if let Some(rows) = self.lane_scan(table, pk, range, order, limit)? {
+            return Ok(rows);
+        }
         let staged = self.staged_rows(table, pk, range);
         if staged.is_empty() {
             return self.store.scan(table, pk, range, order, limit);
@@ -274,29 +570,29 @@ impl StateStore for Staged {
 
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         for m in batch.mutations {
-            match m {
-                Mutation::Put {
-                    table,
-                    pk,
-                    ck,
-                    value,
-                    ttl,
-                } => self.stage(table, pk, ck, Write::Put(value, ttl)),
-                Mutation::Delete { table, pk, ck } => self.stage(table, pk, ck, Write::Deleted),
-                Mutation::DeleteRange { table, pk, range } => {
-                    // Resolve to single deletes: the stored rows in range, and staged ones.
-                    let stored = self
-                        .store
-                        .scan(table, &pk, &range, Order::Asc, usize::MAX)?;
-                    let staged = self.staged_rows(table, &pk, &range);
-                    for ck in stored
-                        .into_iter()
-                        .map(|r| r.ck)
-                        .chain(staged.into_iter().map(|(ck, _)| ck))
-                    {
-                        self.stage(table, pk.clone(), ck, Write::Deleted);
-                    }
-                }
+            let table = match &m {
+                Mutation::Put { table, .. }
+                | Mutation::Delete { table, .. }
+                | Mutation::DeleteRange { table, .. } => *table,
+            };
+            self.spill_lane(table)?;
+            self.apply_mutation(m)?;
+        }
+        for l in batch.lanes {
+            let has_writes = self.lock().iter().any(|(t, _)| *t == l.table);
+            if has_writes {
+                self.stage_lane_ops(l.table, &l.ops)?;
+                continue;
+            }
+            let mut lanes = self.lanes.lock().expect("staged lanes");
+            match lanes.iter_mut().find(|s| s.table == l.table) {
+                Some(s) => s.append(&l.ops, l.len)?,
+                None => lanes.push(StagedLane {
+                    table: l.table,
+                    ops: l.ops,
+                    len: l.len,
+                    index: None,
+                }),
             }
         }
         Ok(())
@@ -307,7 +603,6 @@ impl StateStore for Staged {
             "a staged view cannot sync; commit its batch to the store".into(),
         ))
     }
-
     fn truncate(&self, _table: &str) -> Result<(), StoreError> {
         Err(StoreError::Storage("a staged view cannot truncate".into()))
     }
