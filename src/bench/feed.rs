@@ -11,8 +11,15 @@
 //!   the reference the time the store takes for the content phase's writes alone: as many
 //!   batches as the job had steps (a step commits one batch and syncs once), holding its feed
 //!   rows and one dedupe marker per record, spread evenly, each batch synced.
-//! - **Footprint.** The state store's bytes on disk after a sync, and this process's resident
-//!   memory growth over the job, per million feed rows written.
+//! - **Burst.** Then `--burst-posts` posts by the `--burst-authors` most-followed authors under
+//!   the pull threshold (pushed to their followers), in turn: the writes fan-out-on-write exists
+//!   for. Reported: feed rows written per second of that phase's job time (the content mix
+//!   cannot show a fan-out rate: its 3 – 4 deliveries per action make the job's per-action work
+//!   the bound), and the same reference as above for the burst's writes. `--feed-store lsm`
+//!   keeps feeds as LSM rows instead of the resident table (ADR 011), for comparison.
+//! - **Footprint.** The state store's bytes on disk after a sync, this process's resident
+//!   memory growth over the job, per million feed rows written, and the memory the resident
+//!   feed rows take.
 //! - **Freshness and reads.** Authors and readers register over HTTP, readers follow authors,
 //!   authors post a little; then for `--seconds` an open-loop load appends posts, comments and
 //!   reactions at `--ingest-rate` actions/s (batches of `--ingest-batch`), readers read their
@@ -205,6 +212,9 @@ struct Fanout {
     burst_reference: Option<Duration>,
     disk_bytes: u64,
     rss_growth: Option<u64>,
+    /// Memory the resident feed rows take at the end, and how many rows that is.
+    resident_bytes: u64,
+    feed_rows: u64,
 }
 
 impl Fanout {
@@ -366,6 +376,8 @@ async fn fanout(args: &FeedArgs, dir: &Path) -> Result<Fanout> {
 
     store.sync()?;
     let disk_bytes = store.disk_bytes();
+    let resident_bytes = store.resident_bytes();
+    let feed_rows = store.stored_rows(philo_streams::social::tables::FEED)?;
     let rss_growth = rss_before
         .zip(rss_bytes())
         .map(|(a, b)| b.saturating_sub(a));
@@ -406,6 +418,8 @@ async fn fanout(args: &FeedArgs, dir: &Path) -> Result<Fanout> {
         burst_reference,
         disk_bytes,
         rss_growth,
+        resident_bytes,
+        feed_rows,
     })
 }
 
@@ -1159,8 +1173,15 @@ fn print(args: &FeedArgs, fanout: Option<&Fanout>, fresh: Option<&Freshness>) ->
             rss.unwrap_or(f64::NAN),
             f.rss_growth.map_or(f64::NAN, |b| b as f64 / MB)
         );
+        println!(
+            "  feed rows held in memory (resident)  {:>12.1} MB for {} live rows ({:.1} bytes a row)",
+            f.resident_bytes as f64 / MB,
+            f.feed_rows,
+            f.resident_bytes as f64 / f.feed_rows.max(1) as f64
+        );
         out.extend(
             json!({
+                "resident_mb": f.resident_bytes as f64 / MB, "feed_rows": f.feed_rows,
                 "users": args.users, "actions": args.actions, "records": f.records(),
                 "append_s": f.append.as_secs_f64(),
                 "graph_records": g.records, "graph_job_s": g.time.as_secs_f64(),

@@ -377,8 +377,9 @@ impl Inner {
             lanes_to_mutations(&mut batch, &lanes)?;
             return self.apply_plain(batch, Vec::new());
         }
-        // Per resident table, its changelog record: its mutations encoded, then its lanes.
-        let mut resident: Vec<(Arc<ResidentTable>, Vec<u8>)> = Vec::new();
+        // Per resident table, its changelog records: its mutations encoded (one record), then
+        // each of its lanes as a record of its own, in order.
+        let mut resident: Vec<(Arc<ResidentTable>, Vec<Vec<u8>>)> = Vec::new();
         let mut plain = Vec::with_capacity(batch.mutations.len());
         let now = self.now();
         let mut last: Option<(&'static str, Option<Arc<ResidentTable>>)> = None;
@@ -393,12 +394,12 @@ impl Inner {
             last = Some((table, r.clone()));
             Ok(r)
         };
-        let record_of = |resident: &mut Vec<(Arc<ResidentTable>, Vec<u8>)>,
-                         t: Arc<ResidentTable>| {
+        let records_of = |resident: &mut Vec<(Arc<ResidentTable>, Vec<Vec<u8>>)>,
+                          t: Arc<ResidentTable>| {
             match resident.iter().position(|(r, _)| Arc::ptr_eq(r, &t)) {
                 Some(i) => i,
                 None => {
-                    resident.push((t, Vec::new()));
+                    resident.push((t, vec![Vec::new()]));
                     resident.len() - 1
                 }
             }
@@ -413,26 +414,25 @@ impl Inner {
                 plain.push(m);
                 continue;
             };
-            let i = record_of(&mut resident, t);
-            encode_mutation(&mut resident[i].1, &m, now)?;
+            let i = records_of(&mut resident, t);
+            encode_mutation(&mut resident[i].1[0], &m, now)?;
         }
         batch.mutations = plain;
         let mut plain_lanes = Vec::new();
         for l in lanes {
             match lookup(l.table)? {
                 Some(t) => {
-                    let i = record_of(&mut resident, t);
-                    let record = &mut resident[i].1;
-                    if record.is_empty() {
-                        *record = l.ops;
-                    } else {
-                        record.extend_from_slice(&l.ops);
-                    }
+                    let i = records_of(&mut resident, t);
+                    resident[i].1.push(l.ops);
                 }
                 None => plain_lanes.push(l),
             }
         }
         lanes_to_mutations(&mut batch, &plain_lanes)?;
+        for (_, records) in &mut resident {
+            records.retain(|r| !r.is_empty());
+        }
+        resident.retain(|(_, records)| !records.is_empty());
         if resident.is_empty() {
             return self.apply_plain(batch, Vec::new());
         }
@@ -440,38 +440,44 @@ impl Inner {
         self.apply_resident_locked(batch, resident)
     }
 
-    /// Commits `batch` with one changelog record per resident table, then applies the records
-    /// to memory and checkpoints where due. The caller holds `resident_gate`.
+    /// Commits `batch` with the changelog records of each resident table, then applies the
+    /// records to memory and checkpoints where due. The caller holds `resident_gate`.
     fn apply_resident_locked(
         &self,
         batch: WriteBatch,
-        resident: Vec<(Arc<ResidentTable>, Vec<u8>)>,
+        resident: Vec<(Arc<ResidentTable>, Vec<Vec<u8>>)>,
     ) -> Result<(), StoreError> {
-        let mut records = Vec::with_capacity(resident.len());
-        let resident: Vec<(Arc<ResidentTable>, Slice)> = resident
+        let mut entries = Vec::new();
+        let resident: Vec<(Arc<ResidentTable>, Vec<Slice>)> = resident
             .into_iter()
-            .map(|(t, r)| (t, Slice::from(r)))
+            .map(|(t, rs)| (t, rs.into_iter().map(Slice::from).collect()))
             .collect();
-        for (t, record) in &resident {
-            // Checked before anything commits: memory must be able to follow the record.
-            for op in lane::ops(record) {
-                op?;
+        for (t, records) in &resident {
+            let first = t.state.lock().expect("resident state").next_seq;
+            for (seq, record) in (first..).zip(records) {
+                // Checked before anything commits: memory must be able to follow the record.
+                for op in lane::ops(record) {
+                    op?;
+                }
+                entries.push((
+                    t.log.clone(),
+                    Slice::from(seq.to_be_bytes().to_vec()),
+                    record.clone(),
+                ));
             }
-            let seq = t.state.lock().expect("resident state").next_seq;
-            records.push((
-                t.log.clone(),
-                Slice::from(seq.to_be_bytes().to_vec()),
-                record.clone(),
-            ));
         }
-        self.apply_plain(batch, records)?;
-        for (t, record) in &resident {
-            // The record is committed: memory follows it. A failure here (a partition past
+        self.apply_plain(batch, entries)?;
+        for (t, records) in &resident {
+            // The records are committed: memory follows them. A failure here (a partition past
             // 4 GiB) leaves memory behind the disk until a restart replays the record.
             let mut state = t.state.lock().expect("resident state");
-            state.next_seq += 1;
-            state.log_bytes += record.len() as u64;
-            let applied = t.rows.apply_record(record, &mut state.dirty);
+            let mut applied = Ok(());
+            for record in records {
+                state.next_seq += 1;
+                state.log_bytes += record.len() as u64;
+                let LogState { dirty, .. } = &mut *state;
+                applied = applied.and_then(|()| t.rows.apply_record(record, dirty));
+            }
             drop(state);
             applied?;
             if let Err(e) = self.checkpoint_if_due(t) {
@@ -534,7 +540,7 @@ impl Inner {
             });
         }
         if n > 0 {
-            self.apply_resident_locked(WriteBatch::new(), vec![(t.clone(), record)])?;
+            self.apply_resident_locked(WriteBatch::new(), vec![(t.clone(), vec![record])])?;
         }
         purged_rows(n);
         Ok(n)

@@ -46,22 +46,28 @@ pub struct Staged {
     lanes: Mutex<Vec<StagedLane>>,
 }
 
-/// A table's staged lane ops, back to back, with an index by partition built on the first read.
+/// A table's staged lane ops as they came, in chunks (an action's lane is moved in, not copied:
+/// a fan-out step's lane reaches hundreds of megabytes, and growing one buffer cost more in
+/// copies and page faults than the rest of the step), with an index by partition built on the
+/// first read of the table.
 struct StagedLane {
     table: &'static str,
-    ops: Vec<u8>,
-    len: usize,
+    /// Chunks of encoded ops, with their op counts.
+    chunks: Vec<(Vec<u8>, usize)>,
     index: Option<LaneIndex>,
 }
+
+/// Chunks below this size take the next lane's bytes by copying; larger ones are left whole.
+const LANE_CHUNK: usize = 4 << 20;
 
 /// Each partition's ops as a chain: the partition's last op, and for every op the one before it
 /// of the same partition. One hash lookup per op and no allocation per partition.
 #[derive(Default)]
 struct LaneIndex {
     last: foldhash::HashMap<IndexKey, u32>,
-    /// Per op (in order): its offset in the lane, and the index of the partition's previous op
-    /// (`u32::MAX`: none).
-    ops: Vec<(u32, u32)>,
+    /// Per op (in order): its chunk, its offset in the chunk, and the index of the partition's
+    /// previous op (`u32::MAX`: none).
+    ops: Vec<(u32, u32, u32)>,
 }
 
 /// A partition key, inline when it is a user id.
@@ -81,10 +87,11 @@ impl IndexKey {
 }
 
 impl LaneIndex {
-    fn add(&mut self, ops: &[u8], from: usize) -> Result<(), StoreError> {
-        if ops.len() > u32::MAX as usize {
+    /// Indexes the ops of chunk `c` from byte `from` on.
+    fn add(&mut self, c: usize, ops: &[u8], from: usize) -> Result<(), StoreError> {
+        if ops.len() > u32::MAX as usize || self.ops.len() >= u32::MAX as usize {
             return Err(StoreError::Storage(
-                "a staged lane holds at most 4 GiB".into(),
+                "a staged lane chunk holds at most 4 GiB".into(),
             ));
         }
         for op in lane::ops_from(ops, from) {
@@ -94,13 +101,13 @@ impl LaneIndex {
                 .last
                 .insert(IndexKey::of(op.pk()), i)
                 .unwrap_or(u32::MAX);
-            self.ops.push((at as u32, prev));
+            self.ops.push((c as u32, at as u32, prev));
         }
         Ok(())
     }
 
-    /// Offsets of `pk`'s ops, in order.
-    fn offsets(&self, pk: &[u8]) -> Vec<u32> {
+    /// (chunk, offset) of `pk`'s ops, in order.
+    fn offsets(&self, pk: &[u8]) -> Vec<(u32, u32)> {
         let mut out = Vec::new();
         let mut i = self
             .last
@@ -108,8 +115,8 @@ impl LaneIndex {
             .copied()
             .unwrap_or(u32::MAX);
         while i != u32::MAX {
-            let (at, prev) = self.ops[i as usize];
-            out.push(at);
+            let (c, at, prev) = self.ops[i as usize];
+            out.push((c, at));
             i = prev;
         }
         out.reverse();
@@ -118,21 +125,44 @@ impl LaneIndex {
 }
 
 impl StagedLane {
-    fn append(&mut self, ops: &[u8], len: usize) -> Result<(), StoreError> {
-        let from = self.ops.len();
-        self.ops.extend_from_slice(ops);
-        self.len += len;
+    fn new(table: &'static str, ops: Vec<u8>, len: usize) -> Self {
+        Self {
+            table,
+            chunks: vec![(ops, len)],
+            index: None,
+        }
+    }
+
+    fn append(&mut self, ops: Vec<u8>, len: usize) -> Result<(), StoreError> {
+        let (c, from) = match self.chunks.last_mut() {
+            Some((last, n)) if last.len() + ops.len() <= LANE_CHUNK => {
+                let from = last.len();
+                last.extend_from_slice(&ops);
+                *n += len;
+                (self.chunks.len() - 1, from)
+            }
+            _ => {
+                self.chunks.push((ops, len));
+                (self.chunks.len() - 1, 0)
+            }
+        };
         if let Some(index) = &mut self.index {
-            index.add(&self.ops, from)?;
+            index.add(c, &self.chunks[c].0, from)?;
         }
         Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.chunks.iter().map(|(_, n)| n).sum()
     }
 
     /// The ops of partition `pk`, in order.
     fn ops_of(&mut self, pk: &[u8]) -> Result<Vec<OpRef<'_>>, StoreError> {
         if self.index.is_none() {
             let mut index = LaneIndex::default();
-            index.add(&self.ops, 0)?;
+            for (c, (ops, _)) in self.chunks.iter().enumerate() {
+                index.add(c, ops, 0)?;
+            }
             self.index = Some(index);
         }
         let offsets = self
@@ -142,7 +172,7 @@ impl StagedLane {
             .unwrap_or_default();
         offsets
             .iter()
-            .map(|&at| lane::op_at(&self.ops, at as usize))
+            .map(|&(c, at)| lane::op_at(&self.chunks[c as usize].0, at as usize))
             .collect()
     }
 }
@@ -231,7 +261,7 @@ impl Staged {
                 .lock()
                 .expect("staged lanes")
                 .iter()
-                .map(|l| l.len)
+                .map(StagedLane::len)
                 .sum::<usize>()
     }
 
@@ -278,12 +308,15 @@ impl Staged {
                 }
             }
         }
+        // A lane per chunk: a resident table logs each as its own changelog record, so a large
+        // step is never copied into one buffer.
         batch.lanes = lanes
             .into_iter()
-            .map(|l| Lane {
-                table: l.table,
-                ops: l.ops,
-                len: l.len,
+            .flat_map(|l| {
+                let table = l.table;
+                l.chunks
+                    .into_iter()
+                    .map(move |(ops, len)| Lane { table, ops, len })
             })
             .collect();
         batch
@@ -412,7 +445,10 @@ impl Staged {
                 None => return Ok(()),
             }
         };
-        self.stage_lane_ops(lane.table, &lane.ops)
+        for (ops, _) in &lane.chunks {
+            self.stage_lane_ops(lane.table, ops)?;
+        }
+        Ok(())
     }
 
     /// A scan of a table staged as a lane: the stored rows with the partition's staged ops
@@ -586,13 +622,8 @@ impl StateStore for Staged {
             }
             let mut lanes = self.lanes.lock().expect("staged lanes");
             match lanes.iter_mut().find(|s| s.table == l.table) {
-                Some(s) => s.append(&l.ops, l.len)?,
-                None => lanes.push(StagedLane {
-                    table: l.table,
-                    ops: l.ops,
-                    len: l.len,
-                    index: None,
-                }),
+                Some(s) => s.append(l.ops, l.len)?,
+                None => lanes.push(StagedLane::new(l.table, l.ops, l.len)),
             }
         }
         Ok(())

@@ -155,3 +155,63 @@ proptest! {
         }
     }
 }
+
+/// A step's lane past one chunk (megabytes of feed rows) reads and commits as one: reads in
+/// between index the chunks, and the committed batch (a lane per chunk, a changelog record
+/// each on a resident store) leaves the rows the reference holds.
+#[test]
+fn lanes_past_one_chunk_read_and_commit_whole() {
+    for resident in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let base = store_with(&dir.path().join("base"), resident);
+        let reference = store(&dir.path().join("ref"));
+        let staged = Staged::new(base.clone());
+        let mut x = 1u64;
+        let mut next = move |n: u64| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (x >> 33) % n
+        };
+        let value = [7u8; 48];
+        for round in 0..140u64 {
+            let (mut lanes, mut muts) = (WriteBatch::new(), WriteBatch::new());
+            for _ in 0..600 {
+                let pk = next(50).to_be_bytes();
+                let ck = next(5_000).to_be_bytes();
+                if next(10) == 0 {
+                    lanes.lane_delete("t", &pk, &ck);
+                    muts.delete("t", pk.to_vec(), ck.to_vec());
+                } else {
+                    lanes.lane_put("t", &pk, &ck, &value);
+                    muts.put("t", pk.to_vec(), ck.to_vec(), value.to_vec());
+                }
+            }
+            staged.apply(lanes).unwrap();
+            reference.apply(muts).unwrap();
+            if round % 20 == 7 {
+                let pk = next(50).to_be_bytes();
+                assert_eq!(
+                    staged
+                        .scan("t", &pk, &CkRange::all(), Order::Desc, 30)
+                        .unwrap(),
+                    reference
+                        .scan("t", &pk, &CkRange::all(), Order::Desc, 30)
+                        .unwrap()
+                );
+            }
+        }
+        let batch = staged.into_batch();
+        assert!(batch.lanes.len() > 1, "the lane spans chunks");
+        base.apply(batch).unwrap();
+        for p in 0..50u64 {
+            let pk = p.to_be_bytes();
+            assert_eq!(
+                base.scan("t", &pk, &CkRange::all(), Order::Asc, usize::MAX)
+                    .unwrap(),
+                reference
+                    .scan("t", &pk, &CkRange::all(), Order::Asc, usize::MAX)
+                    .unwrap(),
+                "resident {resident}, partition {p}"
+            );
+        }
+    }
+}
