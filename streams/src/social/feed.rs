@@ -24,6 +24,8 @@ use super::{Ctx, SocialProcessor, keys, tables};
 use crate::store::{CkRange, Order, StoreError};
 
 pub(crate) const AUTHOR_ITEMS_STAT: &str = "author_items";
+/// Bytes of one feed row in a lane (tag, two length-prefixed 16-byte keys, 18 bytes of value).
+const FEED_LANE_OP: usize = 1 + 18 + 18 + 4 + 18;
 
 /// Per user, the clustering key of the oldest row a newest-first list may still hold live:
 /// every row with a greater key is deleted (or never existed). Learned by a trim, raised by
@@ -231,6 +233,20 @@ pub(crate) fn publish(
     if !doc.pushed {
         return Ok(());
     }
+    // One row per follower goes into the lane: room for them at once, not by doubling.
+    // (A plain read: `Ctx::counter` would write the counter back.)
+    let followers = ctx
+        .store
+        .get(
+            tables::USER_STATS,
+            author.as_bytes(),
+            super::graph::FOLLOWERS_STAT.as_bytes(),
+        )?
+        .map_or(0, |b| keys::decode_i64(&b));
+    ctx.batch.lane_reserve(
+        tables::FEED,
+        followers.clamp(0, 1 << 20) as usize * FEED_LANE_OP,
+    );
     let mut pushed = 0u64;
     let store = ctx.store;
     super::for_each_row(store, tables::FOLLOWERS, author.as_bytes(), |r| {

@@ -242,6 +242,11 @@ impl WriteBatch {
         &mut self.lanes[i]
     }
 
+    /// Makes room for `bytes` more of `table`'s lane (a caller that knows how many rows come).
+    pub fn lane_reserve(&mut self, table: &'static str, bytes: usize) {
+        self.lane(table).ops.reserve(bytes);
+    }
+
     /// Like [`put`](Self::put) (no TTL), into the table's lane. Keys past the store's limit go
     /// in as a plain put, which the store refuses.
     pub fn lane_put(&mut self, table: &'static str, pk: &[u8], ck: &[u8], value: &[u8]) {
