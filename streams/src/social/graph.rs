@@ -62,6 +62,7 @@ pub(crate) fn follow(p: &mut SocialProcessor, ctx: &mut Ctx<'_>, followee: &Uuid
         keys::desc_then(&fid, followee),
         Bytes::new(),
     );
+    p.follower_lists.invalidate(followee);
     ctx.batch.put(
         tables::FOLLOWERS,
         keys::id(followee),
@@ -136,6 +137,7 @@ fn remove_edge(
         keys::id(follower),
         keys::desc_then(&fid, followee),
     );
+    p.follower_lists.invalidate(followee);
     ctx.batch.delete(
         tables::FOLLOWERS,
         keys::id(followee),

@@ -199,6 +199,8 @@ pub struct SocialProcessor {
     /// start there instead of walking earlier trims' tombstones).
     feed_floors: feed::Floors,
     author_item_floors: feed::Floors,
+    /// Follower lists of well-followed authors (fan-out reads them on every post).
+    follower_lists: feed::FollowerLists,
     notify: notify::NotifyCache,
     /// Per user: `None` unknown, `Some(erased)` registered. An exact function of the store,
     /// refilled on a miss; saves decoding the profile on every action.
@@ -219,6 +221,7 @@ impl SocialProcessor {
             feed_len: foldhash::HashMap::default(),
             feed_floors: feed::Floors::default(),
             author_item_floors: feed::Floors::default(),
+            follower_lists: feed::FollowerLists::default(),
             notify: notify::NotifyCache::default(),
             users: foldhash::HashMap::default(),
             facts: Vec::new(),
@@ -445,6 +448,7 @@ impl Processor for SocialProcessor {
         self.feed_len.clear();
         self.feed_floors.clear();
         self.author_item_floors.clear();
+        self.follower_lists.clear();
         self.notify = notify::NotifyCache::default();
     }
 

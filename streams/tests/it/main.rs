@@ -1,6 +1,7 @@
 //! Integration tests for `philo-streams`.
 mod commit;
 mod determinism;
+mod follower_lists;
 mod golden;
 mod notifications;
 mod shards;
