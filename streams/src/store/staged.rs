@@ -491,15 +491,29 @@ impl Staged {
         if empty_range(range) || limit == 0 {
             return Ok(Some(Vec::new()));
         }
-        let mut rows: BTreeMap<Bytes, Bytes> = self
-            .store
-            .scan(table, pk, range, Order::Asc, usize::MAX)?
-            .into_iter()
-            .map(|r| (r.ck, r.value))
-            .collect();
+        // Stored rows: as many as the page needs plus one per staged delete (each can hide one);
+        // all of them when a range delete is staged. When the store had more, staged puts past
+        // the last stored row read may sort after rows not read, so they wait for a later page.
+        let deletes = ops.iter().filter(|(kind, ..)| *kind == 1).count();
+        let want = if ops.iter().any(|(kind, ..)| *kind == 2) {
+            usize::MAX
+        } else {
+            limit.saturating_add(deletes)
+        };
+        let stored = self.store.scan(table, pk, range, order, want)?;
+        let boundary = (stored.len() == want)
+            .then(|| stored.last().map(|r| r.ck.clone()))
+            .flatten();
+        let beyond = |ck: &Bytes| match (&boundary, order) {
+            (Some(b), Order::Asc) => ck > b,
+            (Some(b), Order::Desc) => ck < b,
+            (None, _) => false,
+        };
+        let mut rows: BTreeMap<Bytes, Bytes> =
+            stored.into_iter().map(|r| (r.ck, r.value)).collect();
         for (kind, ck, value, dr) in ops {
             match (kind, value) {
-                (0, Some(v)) if in_range(&ck, range) => {
+                (0, Some(v)) if in_range(&ck, range) && !beyond(&ck) => {
                     rows.insert(ck, v);
                 }
                 (1, _) => {
