@@ -237,13 +237,7 @@ impl EmbeddedStore {
 
     /// Memory the rows of resident tables take (arenas without dead bytes, plus their indexes).
     pub fn resident_bytes(&self) -> u64 {
-        self.inner
-            .resident
-            .read()
-            .expect("resident tables")
-            .values()
-            .map(|t| t.rows.live_bytes())
-            .sum()
+        self.inner.resident_bytes()
     }
 }
 
@@ -480,11 +474,22 @@ impl Inner {
             }
             drop(state);
             applied?;
+            metrics::gauge!("philo_state_store_resident_bytes").set(self.resident_bytes() as f64);
             if let Err(e) = self.checkpoint_if_due(t) {
                 tracing::warn!(error = %e, "resident table checkpoint failed; retried later");
             }
         }
         Ok(())
+    }
+
+    /// Memory the rows of every resident table take.
+    fn resident_bytes(&self) -> u64 {
+        self.resident
+            .read()
+            .expect("resident tables")
+            .values()
+            .map(|t| t.rows.live_bytes())
+            .sum()
     }
 
     /// Writes a checkpoint of `t` when its changelog has outgrown both the floor and the table.

@@ -8,7 +8,8 @@
 //!
 //! Guarantees every backend gives (checked by [`contract`]):
 //! - a batch is applied atomically: a reader (or a process restarted after a crash) sees all of
-//!   it or none of it;
+//!   it or none of it; its lanes (the same writes in a compact encoding, [`WriteBatch::lanes`])
+//!   apply after its mutations, in order;
 //! - batches become durable in the order they were applied, and [`StateStore::sync`] returns once
 //!   every batch applied before it is durable. So if a job writes its outputs, then its log
 //!   position, then syncs, a crash can never leave the position ahead of the outputs;
