@@ -97,10 +97,9 @@ fn feed_len(p: &mut SocialProcessor, ctx: &Ctx<'_>, user: &Uuid) -> Result<usize
     Ok(n)
 }
 
-/// A feed item as delivered: its id, and its feed row's clustering key and value (author ++
-/// kind byte), built once for all the feeds it goes to.
+/// A feed item as delivered: its feed row's clustering key (the item's id, descending) and
+/// value (author ++ kind byte), built once for all the feeds it goes to.
 pub(crate) struct Entry {
-    id: Uuid,
     ck: [u8; 16],
     value: [u8; 17],
 }
@@ -111,7 +110,6 @@ impl Entry {
         value[..16].copy_from_slice(author.as_bytes());
         value[16] = kind.byte();
         Self {
-            id,
             ck: keys::desc(&id),
             value,
         }
@@ -147,7 +145,7 @@ fn deliver(
         let mut candidates: Vec<[u8; 16]> = oldest
             .iter()
             .filter_map(|r| r.ck.as_ref().try_into().ok())
-            .chain(items.iter().map(|e| keys::desc(&e.id)))
+            .chain(items.iter().map(|e| e.ck))
             .collect();
         candidates.sort_unstable_by(|a, b| b.cmp(a));
         // Rows the scan did not reach sort before every scanned one, so the first candidate
@@ -159,7 +157,7 @@ fn deliver(
         evict = candidates;
     } else {
         for e in items {
-            p.feed_floors.raise(user, &keys::desc(&e.id));
+            p.feed_floors.raise(user, &e.ck);
         }
     }
     // Feed rows go into the batch's lane: a fan-out writes thousands of them per post.
