@@ -28,7 +28,7 @@ const CONTENT_KILLS: usize = 8;
 const MAX_ROUNDS: usize = 100;
 const SEED: u64 = 0x5eed_c0de;
 const USERS: usize = 1_000;
-const ACTIONS: usize = 100_000;
+const ACTIONS: usize = 300_000;
 /// One refused action after every 200 content actions (so the failed view is not empty).
 const FAIL_EVERY: usize = 200;
 
