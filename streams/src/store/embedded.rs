@@ -309,7 +309,7 @@ impl Inner {
 
     fn purge_expired(&self, table: &str) -> Result<u64, StoreError> {
         if let Some(t) = self.resident_table(table) {
-            return self.purge_resident(table, &t);
+            return self.purge_resident(&t);
         }
         let Some(ks) = self.lookup(table)? else {
             return Ok(0);
@@ -399,12 +399,7 @@ impl Inner {
             }
         };
         for m in batch.mutations.drain(..) {
-            let table = match &m {
-                Mutation::Put { table, .. }
-                | Mutation::Delete { table, .. }
-                | Mutation::DeleteRange { table, .. } => *table,
-            };
-            let Some(t) = lookup(table)? else {
+            let Some(t) = lookup(m.table())? else {
                 plain.push(m);
                 continue;
             };
@@ -446,13 +441,15 @@ impl Inner {
             .into_iter()
             .map(|(t, rs)| (t, rs.into_iter().map(Slice::from).collect()))
             .collect();
+        // Decoded before anything commits (memory must be able to follow every record), and
+        // applied from these ops after.
+        let decoded: Vec<Vec<Vec<lane::OpRef<'_>>>> = resident
+            .iter()
+            .map(|(_, records)| records.iter().map(|r| lane::decode(r)).collect())
+            .collect::<Result<_, _>>()?;
         for (t, records) in &resident {
             let first = t.state.lock().expect("resident state").next_seq;
             for (seq, record) in (first..).zip(records) {
-                // Checked before anything commits: memory must be able to follow the record.
-                for op in lane::ops(record) {
-                    op?;
-                }
                 entries.push((
                     t.log.clone(),
                     Slice::from(seq.to_be_bytes().to_vec()),
@@ -461,16 +458,16 @@ impl Inner {
             }
         }
         self.apply_plain(batch, entries)?;
-        for (t, records) in &resident {
+        for ((t, records), ops) in resident.iter().zip(&decoded) {
             // The records are committed: memory follows them. A failure here (a partition past
             // 4 GiB) leaves memory behind the disk until a restart replays the record.
             let mut state = t.state.lock().expect("resident state");
             let mut applied = Ok(());
-            for record in records {
+            for (record, ops) in records.iter().zip(ops) {
                 state.next_seq += 1;
                 state.log_bytes += record.len() as u64;
                 let LogState { dirty, .. } = &mut *state;
-                applied = applied.and_then(|()| t.rows.apply_record(record, dirty));
+                applied = applied.and_then(|()| t.rows.apply_ops(ops, dirty));
             }
             drop(state);
             applied?;
@@ -529,7 +526,7 @@ impl Inner {
 
     /// Deletes the expired rows of a resident table (under the gate: no batch rewrites one
     /// between the check and the delete).
-    fn purge_resident(&self, _table: &str, t: &Arc<ResidentTable>) -> Result<u64, StoreError> {
+    fn purge_resident(&self, t: &Arc<ResidentTable>) -> Result<u64, StoreError> {
         let _gate = self.resident_gate.lock().expect("resident gate");
         let now = self.now();
         let mut record = Vec::new();
@@ -660,7 +657,7 @@ impl Inner {
                 let mut out = FjallBatch::with_capacity(self.db.clone(), 0)
                     .durability(Some(PersistMode::Buffer));
                 for pk in t.rows.pks() {
-                    if let Some(block) = t.rows.block(&pk) {
+                    if let Some(block) = t.rows.checkpoint_block(&pk) {
                         out.insert(&t.parts, pk.as_ref(), block);
                     }
                 }
@@ -852,38 +849,10 @@ fn lanes_to_mutations(batch: &mut WriteBatch, lanes: &[Lane]) -> Result<(), Stor
     for l in lanes {
         for op in lane::ops(&l.ops) {
             batch.unique_keys = false;
-            batch.mutations.push(match op? {
-                lane::OpRef::Put { pk, ck, stored } => Mutation::Put {
-                    table: l.table,
-                    pk: Bytes::copy_from_slice(pk),
-                    ck: Bytes::copy_from_slice(ck),
-                    value: Bytes::copy_from_slice(lane_value(stored)?),
-                    ttl: None,
-                },
-                lane::OpRef::Delete { pk, ck } => Mutation::Delete {
-                    table: l.table,
-                    pk: Bytes::copy_from_slice(pk),
-                    ck: Bytes::copy_from_slice(ck),
-                },
-                lane::OpRef::DeleteRange { pk, start, end } => Mutation::DeleteRange {
-                    table: l.table,
-                    pk: Bytes::copy_from_slice(pk),
-                    range: lane::OpRef::range(start, end),
-                },
-            });
+            batch.mutations.push(op?.to_mutation(l.table)?);
         }
     }
     Ok(())
-}
-
-/// The value of a lane's stored value (lanes carry no TTL).
-pub(crate) fn lane_value(stored: &[u8]) -> Result<&[u8], StoreError> {
-    match stored.split_first() {
-        Some((&NO_TTL, value)) => Ok(value),
-        _ => Err(StoreError::Storage(
-            "a lane row carries a TTL or no flag".into(),
-        )),
-    }
 }
 
 impl StateStore for EmbeddedStore {

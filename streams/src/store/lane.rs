@@ -14,7 +14,9 @@
 
 use std::ops::Bound;
 
-use super::{CkRange, StoreError};
+use bytes::Bytes;
+
+use super::{CkRange, Mutation, StoreError};
 
 const PUT: u8 = 1;
 const DELETE: u8 = 2;
@@ -56,6 +58,41 @@ impl<'a> OpRef<'a> {
             start: start.map(<[u8]>::to_vec),
             end: end.map(<[u8]>::to_vec),
         }
+    }
+}
+
+/// The value of a lane row's stored value (lanes carry no TTL).
+pub(crate) fn value(stored: &[u8]) -> Result<&[u8], StoreError> {
+    match stored.split_first() {
+        Some((&NO_TTL, value)) => Ok(value),
+        _ => Err(StoreError::Storage(
+            "a lane row carries a TTL or no flag".into(),
+        )),
+    }
+}
+
+impl OpRef<'_> {
+    /// The op as the mutation of `table` it stands for.
+    pub(crate) fn to_mutation(self, table: &'static str) -> Result<Mutation, StoreError> {
+        Ok(match self {
+            OpRef::Put { pk, ck, stored } => Mutation::Put {
+                table,
+                pk: Bytes::copy_from_slice(pk),
+                ck: Bytes::copy_from_slice(ck),
+                value: Bytes::copy_from_slice(value(stored)?),
+                ttl: None,
+            },
+            OpRef::Delete { pk, ck } => Mutation::Delete {
+                table,
+                pk: Bytes::copy_from_slice(pk),
+                ck: Bytes::copy_from_slice(ck),
+            },
+            OpRef::DeleteRange { pk, start, end } => Mutation::DeleteRange {
+                table,
+                pk: Bytes::copy_from_slice(pk),
+                range: OpRef::range(start, end),
+            },
+        })
     }
 }
 

@@ -140,6 +140,17 @@ pub enum Mutation {
     },
 }
 
+impl Mutation {
+    /// The table the mutation writes.
+    pub fn table(&self) -> &'static str {
+        match self {
+            Mutation::Put { table, .. }
+            | Mutation::Delete { table, .. }
+            | Mutation::DeleteRange { table, .. } => table,
+        }
+    }
+}
+
 /// Writes of one table in a compact encoding: puts, deletes and range deletes back to back in
 /// one buffer (see [`WriteBatch::lane_put`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

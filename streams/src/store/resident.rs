@@ -362,9 +362,17 @@ impl Rows {
         record: &[u8],
         dirty: &mut Vec<Bytes>,
     ) -> Result<(), StoreError> {
-        let ops = lane::decode(record)?;
+        self.apply_ops(&lane::decode(record)?, dirty)
+    }
+
+    /// Applies decoded ops, as [`Rows::apply_record`] does.
+    pub(crate) fn apply_ops(
+        &self,
+        ops: &[OpRef<'_>],
+        dirty: &mut Vec<Bytes>,
+    ) -> Result<(), StoreError> {
         let mut by_shard: Vec<Vec<&OpRef<'_>>> = vec![Vec::new(); SHARDS];
-        for op in &ops {
+        for op in ops {
             by_shard[shard_of(op.pk())].push(op);
         }
         let groups: Vec<(usize, Vec<&OpRef<'_>>)> = by_shard
@@ -472,11 +480,6 @@ impl Rows {
             p.dirty = false;
             p.encode()
         })
-    }
-
-    /// The checkpoint block of `pk`'s partition (`None`: the partition is empty).
-    pub(crate) fn block(&self, pk: &[u8]) -> Option<Vec<u8>> {
-        self.with_part(pk, Part::encode)
     }
 
     pub(crate) fn clear(&self) {

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::embedded::lane_value;
 use super::lane::{self, OpRef};
 use super::{CkRange, Lane, Mutation, Order, Row, StateStore, StoreError, WriteBatch};
 
@@ -183,7 +182,7 @@ fn lane_row(ops: &[OpRef<'_>], ck: &[u8]) -> Result<Option<Option<Bytes>>, Store
     for op in ops.iter().rev() {
         match *op {
             OpRef::Put { ck: k, stored, .. } if k == ck => {
-                return Ok(Some(Some(Bytes::copy_from_slice(lane_value(stored)?))));
+                return Ok(Some(Some(Bytes::copy_from_slice(lane::value(stored)?))));
             }
             OpRef::Delete { ck: k, .. } if k == ck => return Ok(Some(None)),
             OpRef::DeleteRange { start, end, .. } if in_bounds(ck, start, end) => {
@@ -413,25 +412,7 @@ impl Staged {
     /// Stages encoded ops of `table` as mutations, in order.
     fn stage_lane_ops(&self, table: &'static str, ops: &[u8]) -> Result<(), StoreError> {
         for op in lane::ops(ops) {
-            self.apply_mutation(match op? {
-                OpRef::Put { pk, ck, stored } => Mutation::Put {
-                    table,
-                    pk: Bytes::copy_from_slice(pk),
-                    ck: Bytes::copy_from_slice(ck),
-                    value: Bytes::copy_from_slice(lane_value(stored)?),
-                    ttl: None,
-                },
-                OpRef::Delete { pk, ck } => Mutation::Delete {
-                    table,
-                    pk: Bytes::copy_from_slice(pk),
-                    ck: Bytes::copy_from_slice(ck),
-                },
-                OpRef::DeleteRange { pk, start, end } => Mutation::DeleteRange {
-                    table,
-                    pk: Bytes::copy_from_slice(pk),
-                    range: OpRef::range(start, end),
-                },
-            })?;
+            self.apply_mutation(op?.to_mutation(table)?)?;
         }
         Ok(())
     }
@@ -461,29 +442,16 @@ impl Staged {
         order: Order,
         limit: usize,
     ) -> Result<Option<Vec<Row>>, StoreError> {
-        let ops: Vec<(u8, Bytes, Option<Bytes>, CkRange)> = {
+        let ops: Vec<Mutation> = {
             let mut lanes = self.lanes.lock().expect("staged lanes");
             let Some(l) = lanes.iter_mut().find(|l| l.table == table) else {
                 return Ok(None);
             };
-            let mut out = Vec::new();
-            for op in l.ops_of(pk)? {
-                out.push(match op {
-                    OpRef::Put { ck, stored, .. } => (
-                        0,
-                        Bytes::copy_from_slice(ck),
-                        Some(Bytes::copy_from_slice(lane_value(stored)?)),
-                        CkRange::all(),
-                    ),
-                    OpRef::Delete { ck, .. } => {
-                        (1, Bytes::copy_from_slice(ck), None, CkRange::all())
-                    }
-                    OpRef::DeleteRange { start, end, .. } => {
-                        (2, Bytes::new(), None, OpRef::range(start, end))
-                    }
-                });
-            }
-            out
+            let table = l.table;
+            l.ops_of(pk)?
+                .iter()
+                .map(|op| op.to_mutation(table))
+                .collect::<Result<_, _>>()?
         };
         if ops.is_empty() {
             return self.store.scan(table, pk, range, order, limit).map(Some);
@@ -494,8 +462,14 @@ impl Staged {
         // Stored rows: as many as the page needs plus one per staged delete (each can hide one);
         // all of them when a range delete is staged. When the store had more, staged puts past
         // the last stored row read may sort after rows not read, so they wait for a later page.
-        let deletes = ops.iter().filter(|(kind, ..)| *kind == 1).count();
-        let want = if ops.iter().any(|(kind, ..)| *kind == 2) {
+        let deletes = ops
+            .iter()
+            .filter(|m| matches!(m, Mutation::Delete { .. }))
+            .count();
+        let want = if ops
+            .iter()
+            .any(|m| matches!(m, Mutation::DeleteRange { .. }))
+        {
             usize::MAX
         } else {
             limit.saturating_add(deletes)
@@ -511,16 +485,18 @@ impl Staged {
         };
         let mut rows: BTreeMap<Bytes, Bytes> =
             stored.into_iter().map(|r| (r.ck, r.value)).collect();
-        for (kind, ck, value, dr) in ops {
-            match (kind, value) {
-                (0, Some(v)) if in_range(&ck, range) && !beyond(&ck) => {
-                    rows.insert(ck, v);
+        for m in ops {
+            match m {
+                Mutation::Put { ck, value, .. } if in_range(&ck, range) && !beyond(&ck) => {
+                    rows.insert(ck, value);
                 }
-                (1, _) => {
+                Mutation::Put { .. } => {}
+                Mutation::Delete { ck, .. } => {
                     rows.remove(&ck);
                 }
-                (2, _) => rows.retain(|k, _| !in_range(k, &dr)),
-                _ => {}
+                Mutation::DeleteRange { range: dr, .. } => {
+                    rows.retain(|k, _| !in_range(k, &dr));
+                }
             }
         }
         let rows = rows.into_iter().map(|(ck, value)| Row { ck, value });
@@ -620,12 +596,7 @@ impl StateStore for Staged {
 
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         for m in batch.mutations {
-            let table = match &m {
-                Mutation::Put { table, .. }
-                | Mutation::Delete { table, .. }
-                | Mutation::DeleteRange { table, .. } => *table,
-            };
-            self.spill_lane(table)?;
+            self.spill_lane(m.table())?;
             self.apply_mutation(m)?;
         }
         for l in batch.lanes {
