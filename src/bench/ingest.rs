@@ -271,11 +271,15 @@ pub async fn run(args: IngestArgs) -> Result<serde_json::Value> {
         "reference route, {} connections, {} s…",
         args.connections, args.seconds
     );
+    let (cpu_before, machine_before) = (server.cpu_seconds(), MachineCpu::read());
     let r_ref = closed_loop(&client, args.connections, secs, reference).await?;
+    let ref_cpu = cpu_per(&server, cpu_before, r_ref.ok);
+    let ref_machine = MachineCpu::since(machine_before);
     eprintln!("single actions…");
-    let cpu_before = server.cpu_seconds();
+    let (cpu_before, machine_before) = (server.cpu_seconds(), MachineCpu::read());
     let r_single = closed_loop(&client, args.connections, secs, single.clone()).await?;
     let single_cpu = cpu_per(&server, cpu_before, r_single.ok);
+    let single_machine = MachineCpu::since(machine_before);
     let half = r_single.rate() / 2.0;
     eprintln!("latency at {half:.0} req/s…");
     let r_half = open_loop(&client, args.connections, half, secs, single).await?;
@@ -327,10 +331,19 @@ pub async fn run(args: IngestArgs) -> Result<serde_json::Value> {
         batch_actions, args.batch_size, args.batch_connections
     );
     println!(
-        "  server CPU per action                {:>10.1} µs single, {:.1} µs in batches (user + system, all threads)",
+        "  server CPU per action                {:>10.1} µs single, {:.1} µs in batches, {:.1} µs per reference request (user + system, all threads)",
         single_cpu.unwrap_or(f64::NAN),
-        batch_cpu.unwrap_or(f64::NAN)
+        batch_cpu.unwrap_or(f64::NAN),
+        ref_cpu.unwrap_or(f64::NAN)
     );
+    for (name, m) in [("reference", &ref_machine), ("single", &single_machine)] {
+        if let Some(m) = m {
+            println!(
+                "  machine in the {name:<9} phase       {:>10.2} of {} cores busy, {:.2} in I/O wait",
+                m.busy, m.cores, m.iowait
+            );
+        }
+    }
     if let Some((records, seconds)) = commits {
         println!(
             "  log group commits (whole run)        {records:>10.1} records, {:.2} ms write+fsync per commit (means)",
@@ -357,6 +370,10 @@ pub async fn run(args: IngestArgs) -> Result<serde_json::Value> {
         "half_rate_rps": r_half.rate(), "half_rate_p50_ms": r_half.ms(0.5), "half_rate_p99_ms": r_half.ms(0.99),
         "batch_actions_per_s": batch_actions, "peak_rss_mb": rss_mb, "failed": failed,
         "single_server_cpu_us": single_cpu, "batch_server_cpu_us_per_action": batch_cpu,
+        "reference_server_cpu_us": ref_cpu,
+        "reference_machine_busy_cores": ref_machine.as_ref().map(|m| m.busy),
+        "single_machine_busy_cores": single_machine.as_ref().map(|m| m.busy),
+        "single_machine_iowait_cores": single_machine.as_ref().map(|m| m.iowait),
     });
     if args.json {
         println!("{figures}");
@@ -368,6 +385,50 @@ pub async fn run(args: IngestArgs) -> Result<serde_json::Value> {
 fn cpu_per(server: &ServerProcess, before: Option<f64>, actions: u64) -> Option<f64> {
     let used = server.cpu_seconds()? - before?;
     (actions > 0).then(|| used * 1e6 / actions as f64)
+}
+
+/// How busy the whole machine was over a phase, from `/proc/stat`: whether a phase was bound by
+/// the cores (the generator and the server share them) or by waiting (fsync, the network).
+struct MachineCpu {
+    /// Cores' worth of time spent running anything (user, system, interrupts, steal).
+    busy: f64,
+    /// Cores' worth of idle time with I/O outstanding.
+    iowait: f64,
+    cores: usize,
+}
+
+impl MachineCpu {
+    /// The aggregate `cpu` line's counters (clock ticks) and the number of cores.
+    fn read() -> Option<(Vec<u64>, usize, Instant)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let mut lines = stat.lines();
+        let total: Vec<u64> = lines
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let cores = lines.filter(|l| l.starts_with("cpu")).count();
+        (total.len() >= 5).then_some((total, cores, Instant::now()))
+    }
+
+    fn since(before: Option<(Vec<u64>, usize, Instant)>) -> Option<Self> {
+        let (before, cores, started) = before?;
+        let (after, _, _) = Self::read()?;
+        let delta: Vec<f64> = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.saturating_sub(*b) as f64 / 100.0)
+            .collect();
+        let secs = started.elapsed().as_secs_f64();
+        // user nice system idle iowait irq softirq steal …; guest time is already in user.
+        let busy: f64 = delta.iter().take(8).sum::<f64>() - delta[3] - delta[4];
+        Some(Self {
+            busy: busy / secs,
+            iowait: delta[4] / secs,
+            cores,
+        })
+    }
 }
 
 /// Mean records per group commit and mean commit time (write + fsync), from the server's own
