@@ -43,7 +43,7 @@ use fjall::{
 };
 
 use super::lane;
-use super::resident::{LogState, Part, Rows};
+use super::resident::{Grouped, LogState, Part, Rows};
 use super::{
     CkRange, Lane, Mutation, Order, Row, StateStore, StoreError, WriteBatch, prefix_successor,
 };
@@ -443,9 +443,9 @@ impl Inner {
             .collect();
         // Decoded before anything commits (memory must be able to follow every record), and
         // applied from these ops after.
-        let decoded: Vec<Vec<Vec<lane::OpRef<'_>>>> = resident
+        let grouped: Vec<Vec<Grouped>> = resident
             .iter()
-            .map(|(_, records)| records.iter().map(|r| lane::decode(r)).collect())
+            .map(|(_, records)| records.iter().map(|r| Grouped::of(r)).collect())
             .collect::<Result<_, _>>()?;
         for (t, records) in &resident {
             let first = t.state.lock().expect("resident state").next_seq;
@@ -458,16 +458,16 @@ impl Inner {
             }
         }
         self.apply_plain(batch, entries)?;
-        for ((t, records), ops) in resident.iter().zip(&decoded) {
+        for ((t, records), grouped) in resident.iter().zip(&grouped) {
             // The records are committed: memory follows them. A failure here (a partition past
             // 4 GiB) leaves memory behind the disk until a restart replays the record.
             let mut state = t.state.lock().expect("resident state");
             let mut applied = Ok(());
-            for (record, ops) in records.iter().zip(ops) {
+            for (record, grouped) in records.iter().zip(grouped) {
                 state.next_seq += 1;
                 state.log_bytes += record.len() as u64;
                 let LogState { dirty, .. } = &mut *state;
-                applied = applied.and_then(|()| t.rows.apply_ops(ops, dirty));
+                applied = applied.and_then(|()| t.rows.apply_grouped(record, grouped, dirty));
             }
             drop(state);
             applied?;

@@ -263,6 +263,7 @@ pub(crate) fn retain(buf: &[u8], mut keep: impl FnMut(&OpRef<'_>) -> bool) -> (V
 }
 
 /// Every op of `buf`, or the first error.
+#[cfg(test)]
 pub(crate) fn decode(buf: &[u8]) -> Result<Vec<OpRef<'_>>, StoreError> {
     ops(buf).collect()
 }

@@ -36,6 +36,8 @@ use super::{CkRange, StoreError};
 
 /// Shards of a resident table's partitions (each behind its own lock).
 const SHARDS: usize = 64;
+// [`Grouped::of`] notes shards in a byte.
+const _: () = assert!(SHARDS <= 256);
 /// Records with at least this many ops are applied by two threads.
 const PARALLEL_APPLY_OPS: usize = 20_000;
 /// A row in a partition's arena: clustering-key length (u16 BE), stored-value length (u32 BE),
@@ -183,19 +185,30 @@ impl Part {
         self.maybe_compact();
     }
 
-    /// Rewrites the arena once more than half of it is dead.
+    /// Compacts the arena in place once more than half of it is dead: the live rows slide down
+    /// over the dead bytes in arena order. In place, because a new exact-size arena was grown
+    /// again by the next put (a full feed compacts every few hundred deliveries), each time a
+    /// copy into fresh pages; the capacity is given back only when it is far above the need.
     fn maybe_compact(&mut self) {
         if self.dead < 4_096 || self.dead * 2 < self.bytes.len() {
             return;
         }
-        let mut bytes = Vec::with_capacity(self.bytes.len() - self.dead);
-        for off in self.order.iter_mut() {
-            let len = row_len(&self.bytes, *off);
-            let at = bytes.len() as u32;
-            bytes.extend_from_slice(&self.bytes[*off as usize..*off as usize + len]);
-            *off = at;
+        let mut by_offset: Vec<(u32, u32)> = (0u32..)
+            .zip(self.order.iter())
+            .map(|(i, &off)| (off, i))
+            .collect();
+        by_offset.sort_unstable();
+        let mut at = 0usize;
+        for (off, i) in by_offset {
+            let len = row_len(&self.bytes, off);
+            self.bytes.copy_within(off as usize..off as usize + len, at);
+            self.order[i as usize] = at as u32;
+            at += len;
         }
-        self.bytes = bytes;
+        self.bytes.truncate(at);
+        if self.bytes.capacity() > 4 * at.max(4_096) {
+            self.bytes.shrink_to(2 * at);
+        }
         self.dead = 0;
     }
 
@@ -254,6 +267,54 @@ pub(crate) struct LogState {
     /// Partitions changed since the last checkpoint (each once, but for one emptied and
     /// written again).
     pub dirty: Vec<Bytes>,
+}
+
+/// A changelog record checked and its ops grouped by shard, as byte offsets into the record
+/// (four bytes an op: decoded ops of a fan-out step took hundreds of megabytes, all in fresh
+/// pages, before one was applied).
+pub(crate) struct Grouped {
+    /// Offsets of the ops, shard by shard, in record order within each shard.
+    offsets: Vec<u32>,
+    /// Per shard with ops: (shard, start, end) of its run in `offsets`, in shard order.
+    runs: Vec<(usize, usize, usize)>,
+}
+
+impl Grouped {
+    /// Checks every op of `record` and groups them.
+    pub(crate) fn of(record: &[u8]) -> Result<Self, StoreError> {
+        if record.len() > u32::MAX as usize {
+            return Err(StoreError::Storage(
+                "a resident changelog record holds at most 4 GiB".into(),
+            ));
+        }
+        // A feed row's op takes 59 bytes; a guess that rarely needs a second allocation.
+        let guess = record.len() / 40;
+        let (mut shards, mut ats) = (Vec::with_capacity(guess), Vec::with_capacity(guess));
+        let mut counts = [0usize; SHARDS];
+        for op in lane::ops_from(record, 0) {
+            let (at, op) = op?;
+            let s = shard_of(op.pk());
+            counts[s] += 1;
+            shards.push(s as u8);
+            ats.push(at as u32);
+        }
+        let mut next = [0usize; SHARDS];
+        let mut runs = Vec::new();
+        let mut total = 0;
+        for (s, &n) in counts.iter().enumerate() {
+            next[s] = total;
+            if n > 0 {
+                runs.push((s, total, total + n));
+            }
+            total += n;
+        }
+        let mut offsets = vec![0u32; ats.len()];
+        for (&s, &at) in shards.iter().zip(&ats) {
+            offsets[next[s as usize]] = at;
+            next[s as usize] += 1;
+        }
+        Ok(Self { offsets, runs })
+    }
 }
 
 /// A resident table's rows, in shards of partitions.
@@ -362,38 +423,35 @@ impl Rows {
         record: &[u8],
         dirty: &mut Vec<Bytes>,
     ) -> Result<(), StoreError> {
-        self.apply_ops(&lane::decode(record)?, dirty)
+        self.apply_grouped(record, &Grouped::of(record)?, dirty)
     }
 
-    /// Applies decoded ops, as [`Rows::apply_record`] does.
-    pub(crate) fn apply_ops(
+    /// Applies `record`, whose ops `grouped` groups, as [`Rows::apply_record`] does.
+    pub(crate) fn apply_grouped(
         &self,
-        ops: &[OpRef<'_>],
+        record: &[u8],
+        grouped: &Grouped,
         dirty: &mut Vec<Bytes>,
     ) -> Result<(), StoreError> {
-        let mut by_shard: Vec<Vec<&OpRef<'_>>> = vec![Vec::new(); SHARDS];
-        for op in ops {
-            by_shard[shard_of(op.pk())].push(op);
-        }
-        let groups: Vec<(usize, Vec<&OpRef<'_>>)> = by_shard
-            .into_iter()
-            .enumerate()
-            .filter(|(_, ops)| !ops.is_empty())
-            .collect();
+        let runs = &grouped.runs[..];
         // A large record (a fan-out step) is applied by two threads, each taking whole shards:
         // the partitions of different shards are independent, and the work is mostly cache
         // misses, which two cores overlap.
-        let workers = if ops.len() >= PARALLEL_APPLY_OPS {
+        let ops = grouped.offsets.len();
+        let workers = if ops >= PARALLEL_APPLY_OPS {
             std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
         } else {
             1
         };
         let (delta, more) = if workers > 1 {
-            let half = groups.len() / 2;
-            let (a, b) = groups.split_at(half);
+            // Split where half the ops are done, not half the shards.
+            let half = runs
+                .partition_point(|r| r.2 <= ops / 2)
+                .clamp(1, runs.len());
+            let (a, b) = runs.split_at(half);
             std::thread::scope(|scope| {
-                let other = scope.spawn(|| self.apply_shards(a));
-                let mine = self.apply_shards(b);
+                let other = scope.spawn(|| self.apply_shards(record, &grouped.offsets, a));
+                let mine = self.apply_shards(record, &grouped.offsets, b);
                 let other = other.join().expect("resident apply thread");
                 let (d1, mut v1) = other?;
                 let (d2, v2) = mine?;
@@ -401,31 +459,32 @@ impl Rows {
                 Ok::<_, StoreError>((d1 + d2, v1))
             })?
         } else {
-            self.apply_shards(&groups)?
+            self.apply_shards(record, &grouped.offsets, runs)?
         };
         dirty.extend(more);
         *self.live_bytes.lock().expect("live bytes") += delta;
         Ok(())
     }
 
-    /// Applies each shard's ops under one hold of its lock; returns the change of live bytes and
-    /// the partitions that became dirty.
+    /// Applies each run's ops (shard, range of `offsets`) under one hold of its shard's lock;
+    /// returns the change of live bytes and the partitions that became dirty.
     fn apply_shards(
         &self,
-        groups: &[(usize, Vec<&OpRef<'_>>)],
+        record: &[u8],
+        offsets: &[u32],
+        runs: &[(usize, usize, usize)],
     ) -> Result<(i64, Vec<Bytes>), StoreError> {
         let mut delta = 0i64;
         let mut dirty = Vec::new();
-        for (s, ops) in groups {
-            let mut shard = self.shards[*s].write().expect("resident shard");
-            for op in ops {
+        for &(s, start, end) in runs {
+            let mut shard = self.shards[s].write().expect("resident shard");
+            for &at in &offsets[start..end] {
+                let op = lane::op_at(record, at as usize)?;
                 let pk = op.pk();
-                let (before, part) = match **op {
+                let (before, part) = match op {
                     OpRef::Put { ck, stored, .. } => {
-                        if !shard.contains_key(pk) {
-                            shard.insert(Key::new(pk), Part::default());
-                        }
-                        let part = shard.get_mut(pk).expect("inserted above");
+                        // One lookup: most puts go to an existing partition.
+                        let part = shard.entry(Key::new(pk)).or_default();
                         let before = part.live_bytes() as i64;
                         part.put(ck, stored)?;
                         (before, Some(part))
@@ -624,5 +683,76 @@ mod tests {
             "a/2 and a/3"
         );
         assert!(rows.apply_record(&[7], &mut dirty).is_err());
+    }
+
+    #[test]
+    fn a_feed_like_part_compacts_in_place() {
+        // Newest rows first (descending keys), the oldest deleted past 300: the arena's live
+        // rows are in the reverse of their key order, so compaction must reorder offsets.
+        let mut p = Part::default();
+        let mut model = std::collections::BTreeMap::new();
+        for i in 0..5_000u32 {
+            let ck = (u32::MAX - i).to_be_bytes();
+            p.put(&ck, &i.to_be_bytes().repeat(4)).unwrap();
+            model.insert(ck.to_vec(), i.to_be_bytes().repeat(4));
+            if model.len() > 300 {
+                let oldest = model.keys().next_back().unwrap().clone();
+                p.delete(&oldest);
+                model.remove(&oldest);
+            }
+        }
+        let rows: Vec<(Vec<u8>, Vec<u8>)> =
+            p.rows().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+        assert_eq!(rows, model.into_iter().collect::<Vec<_>>());
+        let live = p.encode().len();
+        assert_eq!(p.bytes.len() - p.dead, live);
+        assert!(
+            p.bytes.len() <= 2 * live + 4_096 + 26,
+            "{} bytes",
+            p.bytes.len()
+        );
+    }
+
+    #[test]
+    fn a_large_record_applies_as_its_ops_one_by_one() {
+        // Enough ops for two threads, over many partitions, deletes among them: the same rows
+        // as applying each op as its own record.
+        let (big, small) = (Rows::new(), Rows::new());
+        let (mut record, mut singles) = (Vec::new(), Vec::new());
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let n = PARALLEL_APPLY_OPS + 5_000;
+        for i in 0..n as u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (pk, ck) = ((x % 3_000).to_be_bytes(), ((x >> 20) % 50).to_be_bytes());
+            let mut one = Vec::new();
+            if i % 7 == 0 {
+                lane::delete(&mut one, &pk, &ck);
+            } else {
+                lane::put(&mut one, &pk, &ck, &[0], &i.to_be_bytes());
+            }
+            record.extend_from_slice(&one);
+            singles.push(one);
+        }
+        let grouped = Grouped::of(&record).unwrap();
+        assert_eq!(grouped.offsets.len(), n);
+        assert!(grouped.runs.len() > 1);
+        let mut dirty = Vec::new();
+        big.apply_grouped(&record, &grouped, &mut dirty).unwrap();
+        for one in &singles {
+            small.apply_record(one, &mut Vec::new()).unwrap();
+        }
+        assert_eq!(big.pks(), small.pks());
+        let dirty: std::collections::BTreeSet<Bytes> = dirty.into_iter().collect();
+        assert!(big.pks().iter().all(|pk| dirty.contains(pk)));
+        for pk in big.pks() {
+            assert_eq!(
+                big.with_part(&pk, Part::encode),
+                small.with_part(&pk, Part::encode)
+            );
+        }
+        assert_eq!(big.live_bytes(), small.live_bytes());
+        assert!(Grouped::of(&record[..record.len() - 1]).is_err());
     }
 }

@@ -136,6 +136,11 @@ impl StagedLane {
         let (c, from) = match self.chunks.last_mut() {
             Some((last, n)) if last.len() + ops.len() <= LANE_CHUNK => {
                 let from = last.len();
+                // Room for a whole chunk at once: growing by doubling copied the chunk several
+                // times over, into fresh pages each time.
+                if last.capacity() < from + ops.len() {
+                    last.reserve_exact(LANE_CHUNK - from);
+                }
                 last.extend_from_slice(&ops);
                 *n += len;
                 (self.chunks.len() - 1, from)
@@ -146,6 +151,7 @@ impl StagedLane {
             }
         };
         if let Some(index) = &mut self.index {
+            index.ops.reserve(len);
             index.add(c, &self.chunks[c].0, from)?;
         }
         Ok(())
@@ -159,6 +165,7 @@ impl StagedLane {
     fn ops_of(&mut self, pk: &[u8]) -> Result<Vec<OpRef<'_>>, StoreError> {
         if self.index.is_none() {
             let mut index = LaneIndex::default();
+            index.ops.reserve(self.len());
             for (c, (ops, _)) in self.chunks.iter().enumerate() {
                 index.add(c, ops, 0)?;
             }
