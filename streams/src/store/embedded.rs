@@ -441,8 +441,8 @@ impl Inner {
             .into_iter()
             .map(|(t, rs)| (t, rs.into_iter().map(Slice::from).collect()))
             .collect();
-        // Decoded before anything commits (memory must be able to follow every record), and
-        // applied from these ops after.
+        // Checked and grouped before anything commits (memory must be able to follow every
+        // record), and applied from the records' bytes after.
         let grouped: Vec<Vec<Grouped>> = resident
             .iter()
             .map(|(_, records)| records.iter().map(|r| Grouped::of(r)).collect())
