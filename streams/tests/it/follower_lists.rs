@@ -7,11 +7,7 @@ use std::collections::HashSet;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::world::World;
-
-fn post(title: &str) -> serde_json::Value {
-    json!({"type": "post.created", "title": title, "body": "body", "tags": []})
-}
+use crate::world::{World, post};
 
 #[tokio::test]
 async fn cached_follower_lists_follow_every_edge_change() {

@@ -7,11 +7,7 @@ use philo_streams::social::docs::ItemState;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::world::World;
-
-fn post(title: &str) -> serde_json::Value {
-    json!({"type": "post.created", "title": title, "body": "body of the post", "tags": []})
-}
+use crate::world::{World, post};
 
 #[tokio::test]
 async fn follow_push_backfill_unfollow_and_own_items() {

@@ -11,11 +11,7 @@ use philo_streams::store::{EmbeddedStore, EmbeddedStoreConfig, StateStore};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::world::World;
-
-fn post(title: &str) -> serde_json::Value {
-    json!({"type": "post.created", "title": title, "body": "body of the post", "tags": []})
-}
+use crate::world::{World, post};
 
 #[tokio::test]
 async fn trims_from_remembered_floors_equal_trims_from_the_end() {

@@ -31,6 +31,11 @@ pub fn record(env: &Envelope) -> Record {
     )
 }
 
+/// A `post.created` action titled `title`.
+pub fn post(title: &str) -> Value {
+    json!({"type": "post.created", "title": title, "body": "body of the post", "tags": []})
+}
+
 pub fn start_time() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, 0).unwrap()
 }
