@@ -86,13 +86,14 @@ impl IndexKey {
 }
 
 impl LaneIndex {
-    /// Indexes the ops of chunk `c` from byte `from` on.
-    fn add(&mut self, c: usize, ops: &[u8], from: usize) -> Result<(), StoreError> {
+    /// Indexes the `n` ops of chunk `c` from byte `from` on.
+    fn add(&mut self, c: usize, ops: &[u8], from: usize, n: usize) -> Result<(), StoreError> {
         if ops.len() > u32::MAX as usize || self.ops.len() >= u32::MAX as usize {
             return Err(StoreError::Storage(
                 "a staged lane chunk holds at most 4 GiB".into(),
             ));
         }
+        self.ops.reserve(n);
         for op in lane::ops_from(ops, from) {
             let (at, op) = op?;
             let i = self.ops.len() as u32;
@@ -151,8 +152,7 @@ impl StagedLane {
             }
         };
         if let Some(index) = &mut self.index {
-            index.ops.reserve(len);
-            index.add(c, &self.chunks[c].0, from)?;
+            index.add(c, &self.chunks[c].0, from, len)?;
         }
         Ok(())
     }
@@ -165,9 +165,8 @@ impl StagedLane {
     fn ops_of(&mut self, pk: &[u8]) -> Result<Vec<OpRef<'_>>, StoreError> {
         if self.index.is_none() {
             let mut index = LaneIndex::default();
-            index.ops.reserve(self.len());
-            for (c, (ops, _)) in self.chunks.iter().enumerate() {
-                index.add(c, ops, 0)?;
+            for (c, (ops, n)) in self.chunks.iter().enumerate() {
+                index.add(c, ops, 0, *n)?;
             }
             self.index = Some(index);
         }
