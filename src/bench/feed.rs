@@ -15,7 +15,9 @@
 //!   the pull threshold (pushed to their followers), in turn: the writes fan-out-on-write exists
 //!   for. Reported: feed rows written per second of that phase's job time (the content mix
 //!   cannot show a fan-out rate: its 3 – 4 deliveries per action make the job's per-action work
-//!   the bound), and the same reference as above for the burst's writes. `--feed-store lsm`
+//!   the bound), how the job's time split between applying actions and committing steps, how
+//!   many feed trims read the committed store (ADR 011), and the same reference as above for
+//!   the burst's writes. `--feed-store lsm`
 //!   keeps feeds as LSM rows instead of the resident table (ADR 011), for comparison.
 //! - **Footprint.** The state store's bytes on disk after a sync, this process's resident
 //!   memory growth over the job, per million feed rows written, and the memory the resident
@@ -195,6 +197,11 @@ struct Phase {
     applied: u64,
     failed: u64,
     deliveries: u64,
+    /// Of `time`: applying actions to the steps' staged views, and committing the steps.
+    applying: Duration,
+    committing: Duration,
+    /// Feed trims that read the committed store rather than the staged view.
+    committed_trims: u64,
 }
 
 struct Fanout {
@@ -264,6 +271,7 @@ pub(super) async fn append(
 /// Steps the job until it has caught up (as `Job::catch_up` does, counting the steps).
 async fn run_job(job: &mut Job<SocialProcessor>) -> Result<Phase> {
     let before = job.processor().deliveries();
+    let trims_before = job.processor().trims_read_committed();
     let started = Instant::now();
     let mut phase = Phase {
         records: 0,
@@ -272,6 +280,9 @@ async fn run_job(job: &mut Job<SocialProcessor>) -> Result<Phase> {
         applied: 0,
         failed: 0,
         deliveries: 0,
+        applying: Duration::ZERO,
+        committing: Duration::ZERO,
+        committed_trims: 0,
     };
     loop {
         let s = job.step().await?;
@@ -282,9 +293,12 @@ async fn run_job(job: &mut Job<SocialProcessor>) -> Result<Phase> {
         phase.records += s.records as u64;
         phase.applied += s.applied as u64;
         phase.failed += s.failed as u64;
+        phase.applying += s.applying;
+        phase.committing += s.committing;
     }
     phase.time = started.elapsed();
     phase.deliveries = job.processor().deliveries() - before;
+    phase.committed_trims = job.processor().trims_read_committed() - trims_before;
     Ok(phase)
 }
 
@@ -1145,6 +1159,12 @@ fn print(args: &FeedArgs, fanout: Option<&Fanout>, fresh: Option<&Freshness>) ->
                 b.steps
             );
             println!(
+                "    of which applying actions {:.2} s, committing steps {:.2} s; {} feed trims read the committed store",
+                b.applying.as_secs_f64(),
+                b.committing.as_secs_f64(),
+                b.committed_trims
+            );
+            println!(
                 "  feed deliveries (burst)              {:>12.0} /s ({} rows, {:.0} per post; target >= 1000000: {})",
                 d_rate,
                 b.deliveries,
@@ -1161,6 +1181,9 @@ fn print(args: &FeedArgs, fanout: Option<&Fanout>, fresh: Option<&Freshness>) ->
                 "burst_posts": b.records, "burst_job_s": b.time.as_secs_f64(),
                 "burst_deliveries": b.deliveries, "burst_deliveries_per_s": d_rate,
                 "burst_reference_rows_per_s": ref_rate,
+                "burst_applying_s": b.applying.as_secs_f64(),
+                "burst_committing_s": b.committing.as_secs_f64(),
+                "burst_trims_read_committed": b.committed_trims,
             })
         });
         println!(

@@ -365,4 +365,6 @@ fn add(total: &mut StepStats, s: StepStats) {
     total.duplicates += s.duplicates;
     total.failed += s.failed;
     total.undecodable += s.undecodable;
+    total.applying += s.applying;
+    total.committing += s.committing;
 }

@@ -99,6 +99,14 @@ pub trait Processor: Send + 'static {
     /// them no longer match the store.
     fn reset(&mut self);
 
+    /// A step begins: its actions will be applied to a staged view over `committed` (the
+    /// store as of the last committed step), and nothing of the step is staged yet. A
+    /// processor may read `committed` directly where it knows the step's own writes cannot
+    /// change the answer (the staged view indexes a large lane on its first read).
+    fn begin_step(&mut self, committed: &Arc<dyn StateStore>) {
+        let _ = committed;
+    }
+
     /// Tables that hold rows kept per user (see [`crate::shards`]); [`Processor::row_owner`]
     /// names the user of each of their rows.
     fn sharded_tables(&self) -> &'static [&'static str] {
@@ -250,6 +258,10 @@ pub struct StepStats {
     pub duplicates: usize,
     pub failed: usize,
     pub undecodable: usize,
+    /// Time applying the actions to the staged view (and the step's aggregation).
+    pub applying: Duration,
+    /// Time writing the step's batch into the store and syncing it.
+    pub committing: Duration,
 }
 
 /// What the job did with one action, for an [`Observer`].
@@ -569,6 +581,7 @@ impl<P: Processor> Job<P> {
             });
             l.ops = ops;
             l.len = len;
+            l.last_put = None;
         }
     }
 
@@ -688,8 +701,10 @@ impl<P: Processor> Job<P> {
         // The whole step is staged and committed as one atomic batch: a crash leaves the store
         // at a step boundary (outputs, markers and positions together), never inside a step.
         let staged = Staged::new(store.clone());
+        self.processor.begin_step(&store);
         let received_before = strict.then_some(sampled_at);
-        let (stats, next, failures) = match self.apply_records(&staged, reads, received_before) {
+        let (mut stats, next, failures) = match self.apply_records(&staged, reads, received_before)
+        {
             Ok(r) => r,
             Err(e) => {
                 // Processor caches may hold effects of the discarded writes.
@@ -701,7 +716,8 @@ impl<P: Processor> Job<P> {
             self.processor.reset();
             return Err(e);
         }
-        crate::metrics::phase(name, "apply", phase_started.elapsed());
+        stats.applying = phase_started.elapsed();
+        crate::metrics::phase(name, "apply", stats.applying);
         let phase_started = Instant::now();
         if !failures.is_empty() {
             if let Err(e) = self.publish_failures(&failures).await {
@@ -759,7 +775,8 @@ impl<P: Processor> Job<P> {
             self.processor.reset();
             return Err(e.into());
         }
-        crate::metrics::phase(name, "sync", phase_started.elapsed());
+        stats.committing = phase_started.elapsed();
+        crate::metrics::phase(name, "sync", stats.committing);
         crate::metrics::step_rows(name, rows);
         self.commit_due |= next != self.positions;
         self.positions = next;
@@ -1050,6 +1067,8 @@ impl<P: Processor> Job<P> {
             total.duplicates += s.duplicates;
             total.failed += s.failed;
             total.undecodable += s.undecodable;
+            total.applying += s.applying;
+            total.committing += s.committing;
         }
         Ok(total)
     }

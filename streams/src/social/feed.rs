@@ -21,11 +21,12 @@ use uuid::Uuid;
 
 use super::docs::{ItemDoc, ItemKind};
 use super::{Ctx, SocialProcessor, keys, tables};
-use crate::store::{CkRange, Order, StoreError};
+use crate::store::{CkRange, Order, StateStore, StoreError};
 
 pub(crate) const AUTHOR_ITEMS_STAT: &str = "author_items";
-/// Bytes of one feed row in a lane (tag, two length-prefixed 16-byte keys, 18 bytes of value).
-const FEED_LANE_OP: usize = 1 + 18 + 18 + 4 + 18;
+/// Bytes of a fan-out's feed row in a lane: a shared put (tag, length-prefixed 16-byte key,
+/// 4 bytes back to the item's first row; see `store::lane`).
+const FEED_LANE_OP: usize = 1 + 18 + 4;
 
 /// Per user, the clustering key of the oldest row a newest-first list may still hold live:
 /// every row with a greater key is deleted (or never existed). Learned by a trim, raised by
@@ -73,28 +74,168 @@ fn slack(cap: usize) -> usize {
     (cap / 8).max(1)
 }
 
-/// The exact number of rows in `user`'s feed (before this action's batch).
-fn feed_len(p: &mut SocialProcessor, ctx: &Ctx<'_>, user: &Uuid) -> Result<usize, StoreError> {
-    if let Some(n) = p.feed_len.get(user) {
-        return Ok(*n);
+/// What the job knows of each home feed it has touched, and of the step being applied: a cache
+/// of the job's state, cleared on [`crate::job::Processor::reset`] (a failed step's discarded
+/// writes may have changed it) and refilled from the store on a miss.
+///
+/// Besides a feed's length and [floor](Floors), an entry records what the current step wrote
+/// into the feed: the oldest item it put there, and whether it deleted rows other than by a
+/// trim. A trim needs the oldest live rows, which a fan-out step has only ever *added newer*
+/// rows to; reading them through the step's staged view would index every staged feed row of
+/// the step by partition first (a hash insert per delivery — a tenth of a burst step). So when
+/// the step put only items newer than the oldest committed rows a trim reads, and deleted only
+/// by trims (whose rows lie past the floor), the trim reads the committed store directly:
+/// the answer is the same.
+#[derive(Default)]
+pub(crate) struct Feeds {
+    map: foldhash::HashMap<Uuid, FeedState>,
+    /// Counts [`Feeds::begin_step`] calls: an entry whose `step` differs has no writes in the
+    /// current step.
+    step: u64,
+    /// The store under the current step's staged writes; `None` outside a runner's step.
+    committed: Option<std::sync::Arc<dyn StateStore>>,
+    /// Trims that read the committed store.
+    committed_trims: u64,
+}
+
+struct FeedState {
+    /// Exact number of rows, the step's staged ones included.
+    len: usize,
+    /// No row with a greater clustering key is live (see [`Floors`]); `None`: unknown.
+    floor: Option<[u8; 16]>,
+    /// The step the next two fields describe.
+    step: u64,
+    /// The greatest (oldest) clustering key put into the feed in `step`.
+    oldest_put: Option<[u8; 16]>,
+    /// In `step` the feed may have lost rows other than by a trim, or the entry was made in the
+    /// middle of `step` (the step's earlier writes to the feed are unknown).
+    unknown: bool,
+}
+
+/// Entries kept at most; the map is cleared when full (lengths are recounted on demand).
+const FEEDS_MAX: usize = 1_000_000;
+
+impl FeedState {
+    fn live_range(&self) -> CkRange {
+        match self.floor {
+            Some(f) => CkRange {
+                start: std::ops::Bound::Unbounded,
+                end: std::ops::Bound::Included(f.to_vec()),
+            },
+            None => CkRange::all(),
+        }
     }
-    // Feeds never hold more than cap + slack rows, so a bounded scan counts them exactly.
-    let bound = p.config.feed_cap + slack(p.config.feed_cap) + 1;
-    let n = ctx
-        .store
-        .scan(
-            tables::FEED,
-            user.as_bytes(),
-            &p.feed_floors.live_range(user),
-            Order::Asc,
-            bound,
-        )?
-        .len();
-    if p.feed_len.len() >= 1_000_000 {
-        p.feed_len.clear(); // bounded memory; counts are recomputed on demand
+}
+
+impl Feeds {
+    pub(crate) fn begin_step(&mut self, committed: &std::sync::Arc<dyn StateStore>) {
+        self.step += 1;
+        self.committed = Some(committed.clone());
     }
-    p.feed_len.insert(*user, n);
-    Ok(n)
+
+    /// Trims that read the committed store instead of the step's staged view.
+    pub(crate) fn committed_trims(&self) -> u64 {
+        self.committed_trims
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+        self.step += 1;
+        self.committed = None;
+    }
+
+    /// The range holding every live row of `user`'s feed.
+    fn live_range(&self, user: &Uuid) -> CkRange {
+        self.map
+            .get(user)
+            .map_or_else(CkRange::all, FeedState::live_range)
+    }
+
+    /// `user`'s entry (see [`feed_state`]).
+    fn state(
+        &mut self,
+        ctx: &Ctx<'_>,
+        user: &Uuid,
+        cap: usize,
+    ) -> Result<&mut FeedState, StoreError> {
+        feed_state(&mut self.map, self.step, ctx, user, cap)
+    }
+}
+
+/// `user`'s feed entry as of step `step`, counting the feed's rows (the step's staged ones
+/// included, not this action's) on a miss.
+fn feed_state<'a>(
+    map: &'a mut foldhash::HashMap<Uuid, FeedState>,
+    step: u64,
+    ctx: &Ctx<'_>,
+    user: &Uuid,
+    cap: usize,
+) -> Result<&'a mut FeedState, StoreError> {
+    if map.len() >= FEEDS_MAX && !map.contains_key(user) {
+        map.clear(); // bounded memory
+    }
+    let s = match map.entry(*user) {
+        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            // Feeds never hold more than cap + slack rows, so a bounded scan counts them.
+            let len = ctx
+                .store
+                .scan(
+                    tables::FEED,
+                    user.as_bytes(),
+                    &CkRange::all(),
+                    Order::Asc,
+                    cap + slack(cap) + 1,
+                )?
+                .len();
+            v.insert(FeedState {
+                len,
+                floor: None,
+                step,
+                oldest_put: None,
+                unknown: true,
+            })
+        }
+    };
+    if s.step != step {
+        // First touch in this step: the step has not written this feed.
+        s.step = step;
+        s.oldest_put = None;
+        s.unknown = false;
+    }
+    Ok(s)
+}
+
+/// The `n` oldest live rows of a feed, oldest first, read from the committed store when the
+/// current step's writes to the feed cannot change them (see [`Feeds`]); `None` otherwise.
+fn committed_oldest(
+    committed: Option<&dyn StateStore>,
+    s: &FeedState,
+    user: &Uuid,
+    n: usize,
+) -> Result<Option<Vec<crate::store::Row>>, StoreError> {
+    let Some(store) = committed else {
+        return Ok(None);
+    };
+    if s.unknown {
+        return Ok(None);
+    }
+    let rows = store.scan(
+        tables::FEED,
+        user.as_bytes(),
+        &s.live_range(),
+        Order::Desc,
+        n,
+    )?;
+    // Staged puts (all at or below `oldest_put`) sort before every row read when the last
+    // (newest) of them sorts after it; with fewer rows than asked, a staged put could be
+    // among the oldest.
+    let unaffected = match (s.oldest_put, rows.last()) {
+        (None, _) => true,
+        (Some(put), Some(last)) => rows.len() == n && last.ck.as_ref() > &put[..],
+        (Some(_), None) => false,
+    };
+    Ok(unaffected.then_some(rows))
 }
 
 /// A feed item as delivered: its feed row's clustering key (the item's id, descending) and
@@ -128,20 +269,34 @@ fn deliver(
         return Ok(());
     }
     let cap = p.config.feed_cap;
-    let len = feed_len(p, ctx, user)?;
-    let new_len = len + items.len();
+    let Feeds {
+        map,
+        step,
+        committed,
+        committed_trims,
+    } = &mut p.feeds;
+    let committed = committed.as_deref();
+    // One lookup for the whole delivery: a fan-out makes one per follower.
+    let s = feed_state(map, *step, ctx, user, cap)?;
+    let new_len = s.len + items.len();
     let mut evict: Vec<[u8; 16]> = Vec::new();
     if new_len > cap + slack(cap) {
         let excess = new_len - cap;
         // The oldest rows sort last (keys are complemented ids); one more than the excess
         // tells the new floor.
-        let oldest = ctx.store.scan(
-            tables::FEED,
-            user.as_bytes(),
-            &p.feed_floors.live_range(user),
-            Order::Desc,
-            excess + 1,
-        )?;
+        let oldest = match committed_oldest(committed, s, user, excess + 1)? {
+            Some(rows) => {
+                *committed_trims += 1;
+                rows
+            }
+            None => ctx.store.scan(
+                tables::FEED,
+                user.as_bytes(),
+                &s.live_range(),
+                Order::Desc,
+                excess + 1,
+            )?,
+        };
         let mut candidates: Vec<[u8; 16]> = oldest
             .iter()
             .filter_map(|r| r.ck.as_ref().try_into().ok())
@@ -149,15 +304,17 @@ fn deliver(
             .collect();
         candidates.sort_unstable_by(|a, b| b.cmp(a));
         // Rows the scan did not reach sort before every scanned one, so the first candidate
-        // kept is the oldest live row. None kept: the feed is empty and the old floor holds.
-        if let Some(&kept) = candidates.get(excess) {
-            p.feed_floors.set(user, kept);
+        // kept is the oldest live row. None kept: the feed is empty and the old floor holds
+        // (but no longer excludes the rows just deleted).
+        match candidates.get(excess) {
+            Some(&kept) => s.floor = Some(kept),
+            None => s.unknown = true,
         }
         candidates.truncate(excess);
         evict = candidates;
-    } else {
+    } else if let Some(f) = &mut s.floor {
         for e in items {
-            p.feed_floors.raise(user, &e.ck);
+            *f = (*f).max(e.ck);
         }
     }
     // Feed rows go into the batch's lane: a fan-out writes thousands of them per post.
@@ -166,6 +323,7 @@ fn deliver(
         if evict.is_empty() || !evict.contains(&e.ck) {
             ctx.batch.lane_put(tables::FEED, pk, &e.ck, &e.value);
             p.deliveries += 1;
+            s.oldest_put = Some(s.oldest_put.map_or(e.ck, |o| o.max(e.ck)));
         }
     }
     for ck in &evict {
@@ -173,7 +331,7 @@ fn deliver(
             ctx.batch.lane_delete(tables::FEED, pk, ck);
         }
     }
-    p.feed_len.insert(*user, new_len - evict.len());
+    s.len = new_len - evict.len();
     Ok(())
 }
 
@@ -348,7 +506,7 @@ pub(crate) fn remove_author(
     let rows = ctx.store.scan(
         tables::FEED,
         user.as_bytes(),
-        &p.feed_floors.live_range(user),
+        &p.feeds.live_range(user),
         Order::Asc,
         usize::MAX,
     )?;
@@ -360,8 +518,9 @@ pub(crate) fn remove_author(
         }
     }
     if removed > 0 {
-        let n = feed_len(p, ctx, user)?;
-        p.feed_len.insert(*user, n.saturating_sub(removed));
+        let s = p.feeds.state(ctx, user, p.config.feed_cap)?;
+        s.len = s.len.saturating_sub(removed);
+        s.unknown = true;
     }
     Ok(())
 }
@@ -390,8 +549,9 @@ pub(crate) fn remove_item(
     let remove_from = |p: &mut SocialProcessor, ctx: &mut Ctx<'_>, user: &Uuid| {
         if ctx.store.get(tables::FEED, user.as_bytes(), &ck)?.is_some() {
             ctx.batch.lane_delete(tables::FEED, user.as_bytes(), &ck);
-            let n = feed_len(p, ctx, user)?;
-            p.feed_len.insert(*user, n.saturating_sub(1));
+            let s = p.feeds.state(ctx, user, p.config.feed_cap)?;
+            s.len = s.len.saturating_sub(1);
+            s.unknown = true;
         }
         Ok::<(), StoreError>(())
     };
@@ -423,7 +583,9 @@ pub(crate) fn erase_author(
 ) -> Result<(), StoreError> {
     ctx.batch
         .lane_delete_range(tables::FEED, user.as_bytes(), &CkRange::all());
-    p.feed_len.insert(*user, 0);
+    let s = p.feeds.state(ctx, user, p.config.feed_cap)?;
+    s.len = 0;
+    s.unknown = true;
     let items = ctx.store.scan(
         tables::AUTHOR_ITEMS,
         user.as_bytes(),

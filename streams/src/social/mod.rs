@@ -192,12 +192,11 @@ pub fn row_owner(table: &str, pk: &[u8], ck: &[u8]) -> Option<Uuid> {
 /// The social job's processor.
 pub struct SocialProcessor {
     config: SocialConfig,
-    /// Exact number of rows in each feed seen so far; filled by counting on a miss, so it is a
-    /// function of the store and survives restarts by recomputation.
-    feed_len: foldhash::HashMap<Uuid, usize>,
-    /// Where each feed's and each author's recent-items list's live rows end (trim scans
-    /// start there instead of walking earlier trims' tombstones).
-    feed_floors: feed::Floors,
+    /// Each feed's length and floor, and what the current step wrote to it (see
+    /// [`feed::Feeds`]); filled on a miss, so a function of the store.
+    feeds: feed::Feeds,
+    /// Where each author's recent-items list's live rows end (trim scans start there instead
+    /// of walking earlier trims' tombstones).
     author_item_floors: feed::Floors,
     /// Follower lists of well-followed authors (fan-out reads them on every post).
     follower_lists: feed::FollowerLists,
@@ -218,8 +217,7 @@ impl SocialProcessor {
             // log); until then nothing is skipped.
             shards: Arc::new(Shards::all(0)),
             config,
-            feed_len: foldhash::HashMap::default(),
-            feed_floors: feed::Floors::default(),
+            feeds: feed::Feeds::default(),
             author_item_floors: feed::Floors::default(),
             follower_lists: feed::FollowerLists::default(),
             notify: notify::NotifyCache::default(),
@@ -258,6 +256,12 @@ impl SocialProcessor {
     /// Feed rows written since start (benchmarks read this).
     pub fn deliveries(&self) -> u64 {
         self.deliveries
+    }
+
+    /// Feed trims since start that read the committed store rather than the step's staged
+    /// writes (see `feed::Feeds`; tests and benchmarks read this).
+    pub fn trims_read_committed(&self) -> u64 {
+        self.feeds.committed_trims()
     }
 }
 
@@ -445,11 +449,14 @@ impl Processor for SocialProcessor {
     fn reset(&mut self) {
         self.facts.clear();
         self.users.clear();
-        self.feed_len.clear();
-        self.feed_floors.clear();
+        self.feeds.clear();
         self.author_item_floors.clear();
         self.follower_lists.clear();
         self.notify = notify::NotifyCache::default();
+    }
+
+    fn begin_step(&mut self, committed: &Arc<dyn StateStore>) {
+        self.feeds.begin_step(committed);
     }
 
     fn sharded_tables(&self) -> &'static [&'static str] {

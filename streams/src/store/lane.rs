@@ -7,7 +7,13 @@
 //! An op: a tag byte; the partition key (u16 BE length, bytes); then for a put the clustering
 //! key (u16 BE length, bytes) and the stored value (u32 BE length, bytes), for a delete the
 //! clustering key, for a range delete two bounds (0 unbounded, 1 included, 2 excluded, then a
-//! key for the last two).
+//! key for the last two). A *shared put* is a put whose clustering key and stored value are
+//! those of an earlier put of the same buffer: after the partition key it holds only the
+//! distance back to that put's tag (u32 BE). A fan-out writes one item into thousands of
+//! feeds, so all but the first of its rows take 23 bytes instead of 59 — in the changelog
+//! record, the journal, the fsync and the flush. Decoders resolve it to an ordinary put, so
+//! nothing past this module sees the difference; a buffer is only ever decoded whole (offsets
+//! into it are kept, never slices of it).
 //!
 //! Hand-written: a few length-prefixed fields; a serialisation crate would add a dependency and
 //! a copy for what fits in fifty lines.
@@ -21,6 +27,7 @@ use super::{CkRange, Mutation, StoreError};
 const PUT: u8 = 1;
 const DELETE: u8 = 2;
 const DELETE_RANGE: u8 = 3;
+const SHARED_PUT: u8 = 4;
 
 /// The stored value of a row without TTL: the embedded store's flag byte 0, then the value.
 pub(crate) const NO_TTL: u8 = 0;
@@ -129,6 +136,37 @@ pub(crate) fn put(out: &mut Vec<u8>, pk: &[u8], ck: &[u8], flag: &[u8], value: &
     out.extend_from_slice(value);
 }
 
+/// Appends a put as [`put`] does, or as a shared put of the put at byte `*last` when that has
+/// the same clustering key and stored value; otherwise `*last` becomes this put.
+pub(crate) fn put_shared(
+    out: &mut Vec<u8>,
+    last: &mut Option<usize>,
+    pk: &[u8],
+    ck: &[u8],
+    flag: &[u8],
+    value: &[u8],
+) {
+    if let Some(at) = *last
+        && let Ok(OpRef::Put {
+            ck: base_ck,
+            stored,
+            ..
+        }) = op_at(out, at)
+        && base_ck == ck
+        && stored.len() == flag.len() + value.len()
+        && stored.starts_with(flag)
+        && stored[flag.len()..] == *value
+        && let Ok(back) = u32::try_from(out.len() - at)
+    {
+        out.push(SHARED_PUT);
+        key16(out, pk);
+        out.extend_from_slice(&back.to_be_bytes());
+        return;
+    }
+    *last = Some(out.len());
+    put(out, pk, ck, flag, value);
+}
+
 pub(crate) fn delete(out: &mut Vec<u8>, pk: &[u8], ck: &[u8]) {
     out.push(DELETE);
     key16(out, pk);
@@ -160,16 +198,38 @@ fn corrupt() -> StoreError {
     StoreError::Storage("corrupt encoded rows".into())
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Reads ops from byte `at` of a whole buffer (a shared put refers back into it).
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
-        if self.0.len() < n {
-            return Err(corrupt());
+    fn new(buf: &'a [u8], at: usize) -> Self {
+        Self {
+            buf,
+            at: at.min(buf.len()),
         }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
+    }
+
+    fn done(&self) -> bool {
+        self.at >= self.buf.len()
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.buf.len())
+            .ok_or_else(corrupt)?;
+        let head = &self.buf[self.at..end];
+        self.at = end;
         Ok(head)
+    }
+
+    fn len32(&mut self) -> Result<usize, StoreError> {
+        let n = self.take(4)?;
+        Ok(u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize)
     }
     fn key16(&mut self) -> Result<&'a [u8], StoreError> {
         let n = self.take(2)?;
@@ -185,16 +245,37 @@ impl<'a> Reader<'a> {
         })
     }
     fn op(&mut self) -> Result<OpRef<'a>, StoreError> {
+        let start = self.at;
         Ok(match self.take(1)?[0] {
             PUT => {
                 let pk = self.key16()?;
                 let ck = self.key16()?;
-                let n = self.take(4)?;
-                let n = u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize;
+                let n = self.len32()?;
                 OpRef::Put {
                     pk,
                     ck,
                     stored: self.take(n)?,
+                }
+            }
+            SHARED_PUT => {
+                let pk = self.key16()?;
+                let back = self.len32()?;
+                // The put referred to lies wholly before this op, and is a plain put.
+                let base = start
+                    .checked_sub(back)
+                    .filter(|_| back > 0)
+                    .ok_or_else(corrupt)?;
+                let mut r = Reader::new(&self.buf[..start], base);
+                if r.take(1)?[0] != PUT {
+                    return Err(corrupt());
+                }
+                r.key16()?;
+                let ck = r.key16()?;
+                let n = r.len32()?;
+                OpRef::Put {
+                    pk,
+                    ck,
+                    stored: r.take(n)?,
                 }
             }
             DELETE => OpRef::Delete {
@@ -213,10 +294,10 @@ impl<'a> Reader<'a> {
 
 /// The ops of `buf`, in order; an error (and nothing after it) where the buffer is corrupt.
 pub(crate) fn ops(buf: &[u8]) -> impl Iterator<Item = Result<OpRef<'_>, StoreError>> + '_ {
-    let mut r = Reader(buf);
+    let mut r = Reader::new(buf, 0);
     let mut failed = false;
     std::iter::from_fn(move || {
-        if r.0.is_empty() || failed {
+        if r.done() || failed {
             return None;
         }
         let op = r.op();
@@ -230,13 +311,13 @@ pub(crate) fn ops_from(
     buf: &[u8],
     from: usize,
 ) -> impl Iterator<Item = Result<(usize, OpRef<'_>), StoreError>> + '_ {
-    let mut r = Reader(&buf[from.min(buf.len())..]);
+    let mut r = Reader::new(buf, from);
     let mut failed = false;
     std::iter::from_fn(move || {
-        if r.0.is_empty() || failed {
+        if r.done() || failed {
             return None;
         }
-        let at = buf.len() - r.0.len();
+        let at = r.at;
         let op = r.op();
         failed = op.is_err();
         Some(op.map(|op| (at, op)))
@@ -245,7 +326,10 @@ pub(crate) fn ops_from(
 
 /// The op at byte `at` of `buf`.
 pub(crate) fn op_at(buf: &[u8], at: usize) -> Result<OpRef<'_>, StoreError> {
-    Reader(buf.get(at..).ok_or_else(corrupt)?).op()
+    if at > buf.len() {
+        return Err(corrupt());
+    }
+    Reader::new(buf, at).op()
 }
 
 /// The ops of `buf` that `keep` accepts, re-encoded, and their count. Corrupt bytes end the
@@ -253,9 +337,16 @@ pub(crate) fn op_at(buf: &[u8], at: usize) -> Result<OpRef<'_>, StoreError> {
 pub(crate) fn retain(buf: &[u8], mut keep: impl FnMut(&OpRef<'_>) -> bool) -> (Vec<u8>, usize) {
     let mut out = Vec::with_capacity(buf.len());
     let mut n = 0;
+    let mut last = None;
     for op in ops(buf).map_while(Result::ok) {
         if keep(&op) {
-            push(&mut out, &op);
+            match op {
+                // Shared puts stay shared.
+                OpRef::Put { pk, ck, stored } => {
+                    put_shared(&mut out, &mut last, pk, ck, &[], stored)
+                }
+                _ => push(&mut out, &op),
+            }
             n += 1;
         }
     }
@@ -321,5 +412,89 @@ mod tests {
         assert!(decode(&[9]).is_err());
         assert!(decode(&[]).unwrap().is_empty());
         assert_eq!(ops(&[9, 9]).count(), 1, "nothing after an error");
+    }
+
+    #[test]
+    fn shared_puts_decode_as_the_puts_they_stand_for() {
+        let (ck, value) = (b"item-0001", b"author+kind");
+        let mut buf = Vec::new();
+        let mut last = None;
+        put_shared(&mut buf, &mut last, b"user-a", ck, &[NO_TTL], value);
+        let full = buf.len();
+        for pk in [b"user-b", b"user-c"] {
+            put_shared(&mut buf, &mut last, pk, ck, &[NO_TTL], value);
+        }
+        // A delete in between keeps the reference; another value starts a new full put.
+        delete(&mut buf, b"user-x", b"old");
+        put_shared(&mut buf, &mut last, b"user-d", ck, &[NO_TTL], value);
+        put_shared(&mut buf, &mut last, b"user-e", ck, &[NO_TTL], b"other");
+        put_shared(&mut buf, &mut last, b"user-f", ck, &[NO_TTL], b"other");
+        assert_eq!(buf[full], SHARED_PUT);
+        let got = decode(&buf).unwrap();
+        let want = |pk: &'static [u8], v: &'static [u8]| (pk, [&[NO_TTL][..], v].concat());
+        let expect = [
+            want(b"user-a", value),
+            want(b"user-b", value),
+            want(b"user-c", value),
+            want(b"user-d", value),
+            want(b"user-e", b"other"),
+            want(b"user-f", b"other"),
+        ];
+        let puts: Vec<(&[u8], Vec<u8>)> = got
+            .iter()
+            .filter_map(|op| match *op {
+                OpRef::Put { pk, ck: c, stored } => {
+                    assert_eq!(c, ck);
+                    Some((pk, stored.to_vec()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(puts, expect);
+        assert_eq!(
+            got[3],
+            OpRef::Delete {
+                pk: b"user-x",
+                ck: b"old"
+            }
+        );
+        // Every op decodes alone from its offset too, as the resident store reads them.
+        let offsets: Vec<usize> = ops_from(&buf, 0).map(|r| r.unwrap().0).collect();
+        for (at, op) in offsets.iter().zip(&got) {
+            assert_eq!(op_at(&buf, *at).unwrap(), *op);
+            assert_eq!(ops_from(&buf, *at).next().unwrap().unwrap().1, *op);
+        }
+        // A shared put is a tag, the partition key and four bytes.
+        assert_eq!(offsets[2] - offsets[1], 1 + 2 + 6 + 4);
+        // Filtering keeps the sharing and the meaning.
+        let (kept, n) = retain(&buf, |op| op.pk() != b"user-a");
+        assert_eq!(n, got.len() - 1);
+        assert_eq!(decode(&kept).unwrap(), got[1..].to_vec());
+        assert!(kept.len() < buf.len() - offsets[1] + 40);
+    }
+
+    #[test]
+    fn broken_shared_puts_are_corrupt() {
+        let mut buf = Vec::new();
+        let mut last = None;
+        delete(&mut buf, b"p", b"c");
+        put_shared(&mut buf, &mut last, b"p", b"c", &[NO_TTL], b"v");
+        let base = buf.len();
+        put_shared(&mut buf, &mut last, b"q", b"c", &[NO_TTL], b"v");
+        assert_eq!(decode(&buf).unwrap().len(), 3);
+        let with_back = |back: u32| {
+            let mut b = buf[..base].to_vec();
+            b.push(SHARED_PUT);
+            key16(&mut b, b"q");
+            b.extend_from_slice(&back.to_be_bytes());
+            b
+        };
+        // Back to the delete (not a put), to nowhere, to itself, past the start.
+        let to_delete = with_back(base as u32);
+        assert!(decode(&to_delete).is_err());
+        assert!(decode(&with_back(0)).is_err());
+        assert!(decode(&with_back(u32::MAX)).is_err());
+        assert!(decode(&with_back(base as u32 + 1)).is_err());
+        assert!(decode(&buf[..buf.len() - 1]).is_err());
     }
 }

@@ -159,6 +159,9 @@ pub struct Lane {
     pub(crate) ops: Vec<u8>,
     /// Ops in `ops`.
     pub(crate) len: usize,
+    /// Where in `ops` the last put written in full starts: a put of the same clustering key
+    /// and value refers to it (a shared put, see [`lane`]).
+    pub(crate) last_put: Option<usize>,
 }
 
 impl Lane {
@@ -247,6 +250,7 @@ impl WriteBatch {
                     table,
                     ops: Vec::new(),
                     len: 0,
+                    last_put: None,
                 });
                 self.lanes.len() - 1
             }
@@ -266,7 +270,8 @@ impl WriteBatch {
             return self.put(table, pk.to_vec(), ck.to_vec(), value.to_vec());
         }
         let l = self.lane(table);
-        lane::put(&mut l.ops, pk, ck, &[lane::NO_TTL], value);
+        // One item put into many partitions in a row (a fan-out) is written once.
+        lane::put_shared(&mut l.ops, &mut l.last_put, pk, ck, &[lane::NO_TTL], value);
         l.len += 1;
     }
 

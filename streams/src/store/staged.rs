@@ -319,9 +319,12 @@ impl Staged {
             .into_iter()
             .flat_map(|l| {
                 let table = l.table;
-                l.chunks
-                    .into_iter()
-                    .map(move |(ops, len)| Lane { table, ops, len })
+                l.chunks.into_iter().map(move |(ops, len)| Lane {
+                    table,
+                    ops,
+                    len,
+                    last_put: None,
+                })
             })
             .collect();
         batch
