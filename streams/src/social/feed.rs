@@ -36,16 +36,21 @@ const FEED_LANE_OP: usize = 1 + 18 + 4;
 #[derive(Debug, Default)]
 pub(crate) struct Floors(foldhash::HashMap<Uuid, [u8; 16]>);
 
+/// The range holding every live row of a list whose floor is `floor` (all rows when unknown).
+fn live_range(floor: Option<&[u8; 16]>) -> CkRange {
+    match floor {
+        Some(f) => CkRange {
+            start: std::ops::Bound::Unbounded,
+            end: std::ops::Bound::Included(f.to_vec()),
+        },
+        None => CkRange::all(),
+    }
+}
+
 impl Floors {
     /// The range holding every live row of `user`'s list.
     fn live_range(&self, user: &Uuid) -> CkRange {
-        match self.0.get(user) {
-            Some(f) => CkRange {
-                start: std::ops::Bound::Unbounded,
-                end: std::ops::Bound::Included(f.to_vec()),
-            },
-            None => CkRange::all(),
-        }
+        live_range(self.0.get(user))
     }
 
     /// A row with key `ck` is (or may become) live: the floor, where known, covers it.
@@ -117,13 +122,7 @@ const FEEDS_MAX: usize = 1_000_000;
 
 impl FeedState {
     fn live_range(&self) -> CkRange {
-        match self.floor {
-            Some(f) => CkRange {
-                start: std::ops::Bound::Unbounded,
-                end: std::ops::Bound::Included(f.to_vec()),
-            },
-            None => CkRange::all(),
-        }
+        live_range(self.floor.as_ref())
     }
 }
 
@@ -323,7 +322,7 @@ fn deliver(
         if evict.is_empty() || !evict.contains(&e.ck) {
             ctx.batch.lane_put(tables::FEED, pk, &e.ck, &e.value);
             p.deliveries += 1;
-            s.oldest_put = Some(s.oldest_put.map_or(e.ck, |o| o.max(e.ck)));
+            s.oldest_put = s.oldest_put.max(Some(e.ck));
         }
     }
     for ck in &evict {

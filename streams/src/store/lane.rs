@@ -244,23 +244,29 @@ impl<'a> Reader<'a> {
             _ => return Err(corrupt()),
         })
     }
+    /// A put of `pk` whose clustering key and stored value come next.
+    fn put_rest(&mut self, pk: &'a [u8]) -> Result<OpRef<'a>, StoreError> {
+        let ck = self.key16()?;
+        let n = self.len32()?;
+        Ok(OpRef::Put {
+            pk,
+            ck,
+            stored: self.take(n)?,
+        })
+    }
+
     fn op(&mut self) -> Result<OpRef<'a>, StoreError> {
         let start = self.at;
         Ok(match self.take(1)?[0] {
             PUT => {
                 let pk = self.key16()?;
-                let ck = self.key16()?;
-                let n = self.len32()?;
-                OpRef::Put {
-                    pk,
-                    ck,
-                    stored: self.take(n)?,
-                }
+                self.put_rest(pk)?
             }
             SHARED_PUT => {
                 let pk = self.key16()?;
                 let back = self.len32()?;
-                // The put referred to lies wholly before this op, and is a plain put.
+                // The put referred to lies wholly before this op, and is a plain put: its
+                // clustering key and stored value are this op's.
                 let base = start
                     .checked_sub(back)
                     .filter(|_| back > 0)
@@ -270,13 +276,7 @@ impl<'a> Reader<'a> {
                     return Err(corrupt());
                 }
                 r.key16()?;
-                let ck = r.key16()?;
-                let n = r.len32()?;
-                OpRef::Put {
-                    pk,
-                    ck,
-                    stored: r.take(n)?,
-                }
+                r.put_rest(pk)?
             }
             DELETE => OpRef::Delete {
                 pk: self.key16()?,
