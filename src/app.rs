@@ -28,6 +28,7 @@ pub async fn open_log(config: &PhiloConfig) -> Result<Arc<dyn Log>> {
         "embedded" => {
             let mut c = EmbeddedLogConfig::new(config.data_dir.join("log"));
             c.durability = config.log.durability;
+            c.shards = config.log.shards;
             c.max_age = (config.log.retention_hours > 0)
                 .then(|| Duration::from_secs(config.log.retention_hours * 3600));
             c.max_bytes_per_partition = (config.log.retention_bytes_per_partition > 0)

@@ -56,6 +56,10 @@ pub struct LogConfig {
     /// Partitions of the `actions` topic (fixed at creation).
     pub partitions: u32,
     pub durability: Durability,
+    /// Embedded log: journals the partitions are spread over, each with its own writer and
+    /// fsyncs, so that one journal's fsync does not hold up the next group commit (fixed when
+    /// the log is created; ADR 001 has what one and two measured).
+    pub shards: usize,
     /// Delete records older than this many hours (0 keeps forever).
     pub retention_hours: u64,
     /// Keep at most this many bytes per partition (0 is unbounded).
@@ -69,6 +73,7 @@ impl Default for LogConfig {
             replication_factor: 1,
             partitions: 8,
             durability: Durability::Fsync,
+            shards: 1,
             retention_hours: 24 * 7,
             retention_bytes_per_partition: 1 << 30,
         }

@@ -53,6 +53,9 @@ fn load(data_dir: &Path) -> Command {
         // Short steps (the job commits its position once per step; the default step of 8 × 2048
         // records takes seconds in a debug build, longer than the process lives between kills).
         .env("PHILO__STREAMS__MAX_BATCH_RECORDS", "64")
+        // Two log shards: a chunk spans both journals, so a kill can leave part of a chunk
+        // durable, and the restart must complete it partition by partition.
+        .env("PHILO__LOG__SHARDS", "2")
         .stdin(Stdio::null());
     c
 }
@@ -73,6 +76,7 @@ fn complete(data_dir: &Path) -> serde_json::Value {
 async fn log_ids(data_dir: &Path) -> HashMap<uuid::Uuid, usize> {
     let log = EmbeddedLog::open(EmbeddedLogConfig::new(data_dir.join("log")))
         .expect("log opens cleanly after kill -9");
+    assert_eq!(log.shard_count(), 2, "the load created a log of two shards");
     let mut count: HashMap<uuid::Uuid, usize> = HashMap::new();
     for p in 0..log.partitions(ACTIONS_TOPIC).await.unwrap() {
         let wm = log.watermarks(ACTIONS_TOPIC, p).await.unwrap();

@@ -19,21 +19,23 @@
 //!   action one more action by the same actor, stamped at the same time, is added that the job
 //!   must refuse (alternately a comment on a post that never existed and a follow of oneself),
 //!   so the failed-actions view is not empty. The stream is a function of the arguments alone.
-//! - Records are appended in chunks of `--chunk`, one [`Log::append`] call each: the embedded
-//!   log writes an append request as one atomic fjall batch (a group commit may hold several
-//!   requests, never part of one), so after a crash the log holds a prefix of whole chunks, and
-//!   the sum of the partitions' high watermarks is exactly how many envelopes of the stream
-//!   are in it. A restart skips that many and goes on.
+//! - Records are appended in chunks of `--chunk`, one [`Log::append`] call each. The embedded
+//!   log writes a chunk's records of one shard as one atomic batch, and each shard's journal
+//!   recovers a prefix of its batches, so after a crash every partition holds a prefix of its
+//!   share of the stream — shard by shard, not necessarily whole chunks. A restart walks the
+//!   stream chunk by chunk and appends, per chunk, the records their partitions do not hold
+//!   yet, so every partition ends up with exactly the records, in the order, of an
+//!   uninterrupted run.
 //!
 //! # Why the job is driven here rather than by [`Streams`](philo_streams::runtime::Streams)
-//! The embedded writer raises the partitions' high watermarks one after the other once a batch
-//! is durable, so a job sampling them at that instant can see part of one append. For ingest
+//! The embedded log's writers raise the partitions' high watermarks one after the other once a
+//! batch is durable (and a chunk spans shards, each with its own writer), so a job sampling
+//! them at that instant can see part of one append. For ingest
 //! that is harmless (an action refers only to entities whose 202 came back, so they are in an
 //! earlier group commit), but one chunk of this workload holds an entity and actions that refer
 //! to it, so the job could see the reference first and fail it — a race that would make the
 //! views differ between two runs. The job here (same processor, store and job settings as
-//! `Streams` uses) therefore only runs up to the watermarks sampled after an append returned:
-//! whole chunks.
+//! `Streams` uses) therefore only runs up to the end of the last chunk wholly in the log.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,7 +45,7 @@ use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
 use clap::Args;
 use philo_events::action::{CommentCreated, FollowCreated};
-use philo_events::log::{ACTIONS_TOPIC, Log, Record};
+use philo_events::log::{ACTIONS_TOPIC, Log, Record, partition_for_key};
 use philo_events::{Action, Envelope};
 use philo_streams::job::{Job, StepStats};
 use philo_streams::runtime::{open_store, view_digests};
@@ -252,7 +254,7 @@ pub async fn run(args: LoadArgs) -> Result<()> {
     let resumed_from: u64 = initial.iter().sum();
 
     // The job follows the appends on its own thread, up to the last whole chunk.
-    let (target_tx, target_rx) = watch::channel(initial);
+    let (target_tx, target_rx) = watch::channel(vec![0; partitions as usize]);
     let job = {
         let job = Job::open(
             SocialProcessor::new(sc.social.clone()),
@@ -277,25 +279,30 @@ pub async fn run(args: LoadArgs) -> Result<()> {
         resumed_from <= total,
         "the log already holds {resumed_from} records, more than this workload's {total}: another workload's data directory?"
     );
-    let skip = resumed_from as usize;
-    if skip > 0 {
-        stream.nth(skip - 1);
-    }
+    // Per partition, how many of the stream's records so far land there.
+    let mut in_stream = vec![0u64; partitions as usize];
     let mut appended_now = 0u64;
     loop {
-        let records: Vec<Record> = stream
-            .by_ref()
-            .take(args.chunk)
-            .map(|e| record_of(&e))
-            .collect();
-        if records.is_empty() {
+        let chunk: Vec<Envelope> = stream.by_ref().take(args.chunk).collect();
+        if chunk.is_empty() {
             break;
         }
-        appended_now += records.len() as u64;
-        log.append(ACTIONS_TOPIC, records).await?;
-        // Every partition's mark is raised before the append returns: whole chunks only.
-        let marks = watermarks(&*log, partitions).await?;
-        if target_tx.send(marks).is_err() {
+        // The log holds a prefix of each partition's share (see the module docs): a record is
+        // missing when its partition held fewer records than precede it there.
+        let mut missing = Vec::new();
+        for env in &chunk {
+            let p = partition_for_key(env.actor_id.as_bytes(), partitions) as usize;
+            if in_stream[p] >= initial[p] {
+                missing.push(record_of(env));
+            }
+            in_stream[p] += 1;
+        }
+        if !missing.is_empty() {
+            appended_now += missing.len() as u64;
+            log.append(ACTIONS_TOPIC, missing).await?;
+        }
+        // The chunk is wholly in the log now (`append` returns once all of it is durable).
+        if target_tx.send(in_stream.clone()).is_err() {
             break; // the job stopped on an error; joining it reports the error
         }
     }
@@ -306,6 +313,10 @@ pub async fn run(args: LoadArgs) -> Result<()> {
         tokio::task::spawn_blocking(move || job.join())
             .await?
             .map_err(|_| anyhow::anyhow!("the job thread panicked"))??;
+    ensure!(
+        final_marks == in_stream,
+        "the log holds {final_marks:?} records per partition, the workload {in_stream:?}: another workload's data directory?"
+    );
     ensure!(
         positions == final_marks,
         "the job stopped at {positions:?}, short of the log's end {final_marks:?}"

@@ -209,6 +209,10 @@ pub trait Log: Send + Sync + 'static {
     async fn partitions(&self, topic: &str) -> Result<u32, LogError>;
 
     /// Appends a batch; returns once all of it is durable, one position per record in order.
+    /// A batch is not atomic as a whole: after an error or a crash some of its records can be
+    /// durable and others not (Kafka writes partitions independently; the embedded log writes
+    /// the records that share a shard as one atomic batch, so an ingest append — one actor's
+    /// records, one partition — is all or nothing there).
     async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Position>, LogError>;
 
     /// Reads up to `max_records` durable records of one partition starting at `offset`.
@@ -243,7 +247,8 @@ pub trait Log: Send + Sync + 'static {
 
     /// Whether watermarks sampled from several partitions form one consistent cut: a record
     /// visible in one partition's sample implies every record durable before it was appended
-    /// is visible in the others'. True for the embedded log (one writer, read snapshots). On
+    /// is visible in the others'. True for the embedded log (its writers raise a partition's
+    /// watermark in memory right after the fsync, before acknowledging anything). On
     /// Kafka each partition answers on its own, so a consumer that needs cross-partition order
     /// samples true watermarks and holds back records received after it began sampling.
     fn consistent_sample(&self) -> bool {

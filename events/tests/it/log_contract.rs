@@ -24,6 +24,82 @@ mod contract {
     philo_events::log_contract_suite!(embedded());
 }
 
+/// The same contract with the partitions spread over three journals, so that appends span
+/// shards whose writers commit independently.
+mod contract_three_shards {
+    use super::*;
+
+    async fn sharded() -> Arc<dyn Log> {
+        let mut config = EmbeddedLogConfig::new(scratch());
+        config.shards = 3;
+        Arc::new(EmbeddedLog::open(config).unwrap())
+    }
+
+    philo_events::log_contract_suite!(sharded());
+}
+
+/// A key of `topic` that lands in `partition`.
+fn key_in(partition: u32, partitions: u32) -> String {
+    (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|k| philo_events::log::partition_for_key(k.as_bytes(), partitions) == partition)
+        .unwrap()
+}
+
+/// An append spanning shards answers one position per record in input order, every record
+/// reads back at its position, and the shard count is fixed when the log is created: a reopen
+/// configured otherwise keeps it and finds every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_spanning_shards_keep_order_and_the_layout_survives_reopening() {
+    let dir = scratch();
+    let mut config = EmbeddedLogConfig::new(&dir);
+    config.shards = 3;
+    let records: Vec<Record> = (0..300)
+        .map(|i| rec(&format!("actor-{}", i % 37), format!("v{i}"), i))
+        .collect();
+    let positions = {
+        let log = EmbeddedLog::open(config).unwrap();
+        assert_eq!(log.shard_count(), 3);
+        log.create_topic("actions", 7).await.unwrap();
+        let positions = log.append("actions", records.clone()).await.unwrap();
+        assert_eq!(positions.len(), records.len());
+        let used: std::collections::BTreeSet<u32> = positions.iter().map(|p| p.partition).collect();
+        assert!(used.len() >= 5, "37 keys spread over {used:?}");
+        // Per partition, offsets are dense and in input order.
+        let mut next = [0u64; 7];
+        for (r, p) in records.iter().zip(&positions) {
+            let want = philo_events::log::partition_for_key(&r.key, 7);
+            assert_eq!(p.partition, want);
+            assert_eq!(p.offset, next[want as usize]);
+            next[want as usize] += 1;
+        }
+        positions
+    };
+    let mut config = EmbeddedLogConfig::new(&dir);
+    config.shards = 1;
+    let log = EmbeddedLog::open(config).unwrap();
+    assert_eq!(
+        log.shard_count(),
+        3,
+        "the log keeps the count it was created with"
+    );
+    for (r, p) in records.iter().zip(&positions) {
+        let got = log.read("actions", p.partition, p.offset, 1).await.unwrap();
+        assert_eq!(got[0].value, r.value);
+    }
+    let p = log
+        .append("actions", vec![records[0].clone()])
+        .await
+        .unwrap()[0];
+    assert_eq!(p.partition, positions[0].partition);
+    let wm = log.watermarks("actions", p.partition).await.unwrap();
+    assert_eq!(p.offset + 1, wm.high, "offsets continue after a reopen");
+    assert!(
+        dir.join("shard-1").is_dir() && dir.join("shard-2").is_dir(),
+        "shards 1 and 2 live in their own directories"
+    );
+}
+
 fn rec(key: &str, value: String, ts: i64) -> Record {
     Record::new(Bytes::from(key.to_owned()), Bytes::from(value), ts)
 }
@@ -221,6 +297,57 @@ async fn torn_journal_tail_is_recovered() {
     assert_eq!(p.offset, wm.high);
 }
 
+/// A torn tail in one shard's journal costs that shard at most its last group commit; the other
+/// shard's partitions keep everything, and offsets continue in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_tail_in_one_shard_leaves_the_others_whole() {
+    let live = scratch();
+    let mut config = EmbeddedLogConfig::new(&live);
+    config.shards = 2;
+    let log = EmbeddedLog::open(config).unwrap();
+    log.create_topic("actions", 2).await.unwrap();
+    // Partition p lives in shard p % 2.
+    let keys = [key_in(0, 2), key_in(1, 2)];
+    for i in 0..100 {
+        for key in &keys {
+            log.append("actions", vec![rec(key, format!("record-{i}"), 1)])
+                .await
+                .unwrap();
+        }
+    }
+    let dir = scratch();
+    copy_dir(&live, &dir);
+    drop(log);
+    let journal = newest_journal(&dir.join("shard-1"));
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes.truncate(bytes.len() - 7);
+    bytes.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0x01]);
+    std::fs::write(&journal, bytes).unwrap();
+
+    let mut config = EmbeddedLogConfig::new(&dir);
+    config.shards = 2;
+    let log = EmbeddedLog::open(config).expect("log opens after a torn tail in one shard");
+    assert_eq!(log.watermarks("actions", 0).await.unwrap().high, 100);
+    let torn = log.watermarks("actions", 1).await.unwrap().high;
+    assert!((99..=100).contains(&torn), "kept {torn} of 100 records");
+    for (p, high) in [(0, 100), (1, torn)] {
+        let records = log.read("actions", p, 0, 200).await.unwrap();
+        assert_eq!(records.len() as u64, high);
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r.value, Bytes::from(format!("record-{i}")));
+        }
+    }
+    for (p, key) in keys.iter().enumerate() {
+        let pos = log
+            .append("actions", vec![rec(key, "after".into(), 1)])
+            .await
+            .unwrap()[0];
+        let high = if p == 0 { 100 } else { torn };
+        assert_eq!((pos.partition, pos.offset), (p as u32, high));
+    }
+}
+
+/// The most recently written journal file of the shard whose database is at `dir`.
 fn newest_journal(dir: &Path) -> PathBuf {
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -229,7 +356,10 @@ fn newest_journal(dir: &Path) -> PathBuf {
             let e = e.unwrap();
             let path = e.path();
             if e.file_type().unwrap().is_dir() {
-                stack.push(path);
+                // Another shard's database: its journals are not this one's.
+                if !e.file_name().to_string_lossy().starts_with("shard-") {
+                    stack.push(path);
+                }
             } else if path.extension().is_some_and(|x| x == "jnl") {
                 found.push((e.metadata().unwrap().modified().unwrap(), path));
             }

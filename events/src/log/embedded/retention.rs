@@ -36,7 +36,7 @@ impl Inner {
                     .config
                     .max_bytes_per_partition
                     .map_or(0, |max| size.saturating_sub(max));
-                let mut batch = self.db.batch();
+                let mut batch = self.shards[p.shard].batch();
                 let mut new_low = low;
                 let start_cum = p.cum_at_low.load(Ordering::Acquire);
                 let mut new_cum_at_low = start_cum;

@@ -1,4 +1,4 @@
-//! The single writer thread: offsets, group commit, fsync, acknowledgements.
+//! A shard's writer thread: offsets, group commit, fsync, acknowledgements.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,15 +9,21 @@ use fjall::{Database, PersistMode};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Durability, TopicState, codec};
-use crate::log::{LogError, Position, Record, partition_for_key};
+use crate::log::{LogError, Position, Record};
 
+/// Records of one topic whose partitions all live in the writer's shard, in append order.
 pub(crate) struct AppendRequest {
     pub topic: Arc<TopicState>,
+    /// `partitions[i]` is `records[i]`'s partition (chosen by [`EmbeddedLog::append`]).
+    ///
+    /// [`EmbeddedLog::append`]: super::EmbeddedLog
+    pub partitions: Vec<u32>,
     pub records: Vec<Record>,
     pub reply: oneshot::Sender<Result<Vec<Position>, LogError>>,
 }
 
 pub(crate) struct Writer {
+    /// This shard's database: its journal is fsync'd by this thread alone.
     pub db: Database,
     pub rx: mpsc::Receiver<AppendRequest>,
     pub durability: Durability,
@@ -52,10 +58,8 @@ impl Writer {
         let mut staged: HashMap<(*const TopicState, u32), (u64, u64)> = HashMap::new();
         let mut answers = Vec::with_capacity(requests.len());
         for req in &requests {
-            let parts = req.topic.partitions.len() as u32;
             let mut positions = Vec::with_capacity(req.records.len());
-            for record in &req.records {
-                let partition = partition_for_key(&record.key, parts);
+            for (record, &partition) in req.records.iter().zip(&req.partitions) {
                 let state = &req.topic.partitions[partition as usize];
                 let entry = staged
                     .entry((Arc::as_ptr(&req.topic), partition))
@@ -94,10 +98,9 @@ impl Writer {
                 // Publish: raise watermarks only now that the batch is durable.
                 for req in &requests {
                     let mut published = false;
-                    for (p, state) in req.topic.partitions.iter().enumerate() {
-                        if let Some((next, cum)) =
-                            staged.remove(&(Arc::as_ptr(&req.topic), p as u32))
-                        {
+                    for &p in &req.partitions {
+                        let state = &req.topic.partitions[p as usize];
+                        if let Some((next, cum)) = staged.remove(&(Arc::as_ptr(&req.topic), p)) {
                             state.cum_bytes.store(cum, Ordering::Release);
                             state.durable_high.store(next, Ordering::Release);
                             published = true;
