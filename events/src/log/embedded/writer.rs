@@ -23,7 +23,8 @@ pub(crate) struct AppendRequest {
 }
 
 pub(crate) struct Writer {
-    /// This shard's database: its journal is fsync'd by this thread alone.
+    /// This shard's database. Only this thread writes its records; shard 0's journal is also
+    /// fsync'd by topic creation and consumer-group commits.
     pub db: Database,
     pub rx: mpsc::Receiver<AppendRequest>,
     pub durability: Durability,
