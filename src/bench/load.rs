@@ -358,24 +358,14 @@ fn follow_appends(
         let mut total = StepStats::default();
         loop {
             let target = targets.borrow_and_update().clone();
-            add(&mut total, job.run_to(&target).await?);
+            total += job.run_to(&target).await?;
             if targets.changed().await.is_err() {
                 let target = targets.borrow().clone();
-                add(&mut total, job.run_to(&target).await?);
+                total += job.run_to(&target).await?;
                 break;
             }
         }
         let deliveries = job.processor().deliveries();
         Ok((total, job.positions().to_vec(), deliveries))
     })
-}
-
-fn add(total: &mut StepStats, s: StepStats) {
-    total.records += s.records;
-    total.applied += s.applied;
-    total.duplicates += s.duplicates;
-    total.failed += s.failed;
-    total.undecodable += s.undecodable;
-    total.applying += s.applying;
-    total.committing += s.committing;
 }

@@ -264,6 +264,19 @@ pub struct StepStats {
     pub committing: Duration,
 }
 
+impl std::ops::AddAssign for StepStats {
+    /// Totals over several steps.
+    fn add_assign(&mut self, s: StepStats) {
+        self.records += s.records;
+        self.applied += s.applied;
+        self.duplicates += s.duplicates;
+        self.failed += s.failed;
+        self.undecodable += s.undecodable;
+        self.applying += s.applying;
+        self.committing += s.committing;
+    }
+}
+
 /// What the job did with one action, for an [`Observer`].
 #[derive(Debug)]
 pub struct Observed<'a> {
@@ -1062,13 +1075,7 @@ impl<P: Processor> Job<P> {
             if s.records == 0 {
                 break;
             }
-            total.records += s.records;
-            total.applied += s.applied;
-            total.duplicates += s.duplicates;
-            total.failed += s.failed;
-            total.undecodable += s.undecodable;
-            total.applying += s.applying;
-            total.committing += s.committing;
+            total += s;
         }
         Ok(total)
     }

@@ -99,9 +99,12 @@ impl Writer {
                 // Publish: raise watermarks only now that the batch is durable.
                 for req in &requests {
                     let mut published = false;
-                    for &p in &req.partitions {
-                        let state = &req.topic.partitions[p as usize];
-                        if let Some((next, cum)) = staged.remove(&(Arc::as_ptr(&req.topic), p)) {
+                    // Per partition of the topic, not per record: a batch request holds hundreds
+                    // of one partition's records. Other shards' partitions are never staged.
+                    for (p, state) in req.topic.partitions.iter().enumerate() {
+                        if let Some((next, cum)) =
+                            staged.remove(&(Arc::as_ptr(&req.topic), p as u32))
+                        {
                             state.cum_bytes.store(cum, Ordering::Release);
                             state.durable_high.store(next, Ordering::Release);
                             published = true;
