@@ -218,3 +218,64 @@ fn unknown_config_keys_are_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("partitionz"), "{err}");
 }
+
+/// `philo bench ingest` end to end on a tiny load: every phase runs against a real server child
+/// and the JSON report carries every figure, consistent with itself. (Rates are not asserted:
+/// figures belong to benchmarks, not tests.)
+#[test]
+fn bench_ingest_reports_every_figure() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = philo()
+        .args([
+            "bench",
+            "ingest",
+            "--seconds",
+            "1",
+            "--connections",
+            "4",
+            "--batch-connections",
+            "2",
+            "--batch-size",
+            "20",
+            "--json",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap();
+    let num = |k: &str| {
+        report[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} in {report}"))
+    };
+    assert_eq!(report["failed"], 0, "{report}");
+    for k in [
+        "reference_rps",
+        "single_rps",
+        "half_rate_rps",
+        "batch_actions_per_s",
+        "peak_rss_mb",
+        "single_server_cpu_us",
+        "single_commit_ms",
+    ] {
+        assert!(num(k) > 0.0, "{k} in {report}");
+    }
+    let ratio = num("single_rps") / num("reference_rps");
+    assert!((num("ratio") - ratio).abs() < 1e-9, "{report}");
+    // The single phase's group commits each hold at least one of its actions, and at most one
+    // per connection: a connection has one request in flight at a time.
+    let per_commit = num("single_commit_records");
+    assert!((1.0..=4.0).contains(&per_commit), "{report}");
+    assert!(
+        stdout.contains("log group commits (single phase)"),
+        "{stdout}"
+    );
+}

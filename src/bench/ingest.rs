@@ -276,10 +276,13 @@ pub async fn run(args: IngestArgs) -> Result<serde_json::Value> {
     let ref_cpu = cpu_per(&server, cpu_before, r_ref.ok);
     let ref_machine = MachineCpu::since(machine_before);
     eprintln!("single actions…");
+    // Read before the CPU counters start, so rendering `/metrics` is not counted in the phase.
+    let commits_before = group_commits(&client, &base).await;
     let (cpu_before, machine_before) = (server.cpu_seconds(), MachineCpu::read());
     let r_single = closed_loop(&client, args.connections, secs, single.clone()).await?;
     let single_cpu = cpu_per(&server, cpu_before, r_single.ok);
     let single_machine = MachineCpu::since(machine_before);
+    let single_commits = GroupCommits::since(commits_before, group_commits(&client, &base).await);
     let half = r_single.rate() / 2.0;
     eprintln!("latency at {half:.0} req/s…");
     let r_half = open_loop(&client, args.connections, half, secs, single).await?;
@@ -288,7 +291,10 @@ pub async fn run(args: IngestArgs) -> Result<serde_json::Value> {
     let r_batch = closed_loop(&client, args.batch_connections, secs, batch).await?;
     let batch_cpu = cpu_per(&server, cpu_before, r_batch.ok * args.batch_size as u64);
     let rss = server.peak_rss_bytes();
-    let commits = group_commit_stats(&client, &base).await;
+    let commits = GroupCommits::since(
+        Some(GroupCommits::default()),
+        group_commits(&client, &base).await,
+    );
     let log_bytes = dir_size(&scratch.join("log"));
     server.stop().await?;
     if args.data_dir.is_none() {
@@ -344,11 +350,13 @@ pub async fn run(args: IngestArgs) -> Result<serde_json::Value> {
             );
         }
     }
-    if let Some((records, seconds)) = commits {
-        println!(
-            "  log group commits (whole run)        {records:>10.1} records, {:.2} ms write+fsync per commit (means)",
-            seconds * 1000.0
-        );
+    for (name, c) in [("single phase", &single_commits), ("whole run", &commits)] {
+        if let Some((records, seconds)) = c {
+            println!(
+                "  log group commits ({name:<12})      {records:>10.1} records, {:.2} ms write+fsync per commit (means)",
+                seconds * 1000.0
+            );
+        }
     }
     println!(
         "  server peak RSS                      {:>10.1} MB (target <= 500)",
@@ -374,6 +382,8 @@ pub async fn run(args: IngestArgs) -> Result<serde_json::Value> {
         "reference_machine_busy_cores": ref_machine.as_ref().map(|m| m.busy),
         "single_machine_busy_cores": single_machine.as_ref().map(|m| m.busy),
         "single_machine_iowait_cores": single_machine.as_ref().map(|m| m.iowait),
+        "single_commit_records": single_commits.map(|c| c.0),
+        "single_commit_ms": single_commits.map(|c| c.1 * 1000.0),
     });
     if args.json {
         println!("{figures}");
@@ -431,9 +441,29 @@ impl MachineCpu {
     }
 }
 
-/// Mean records per group commit and mean commit time (write + fsync), from the server's own
-/// `/metrics`.
-async fn group_commit_stats(client: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
+/// The log's group-commit totals so far, from the server's own `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+struct GroupCommits {
+    commits: f64,
+    records: f64,
+    seconds: f64,
+}
+
+impl GroupCommits {
+    /// Mean records per group commit and mean commit time (write + fsync) between two readings.
+    fn since(before: Option<Self>, after: Option<Self>) -> Option<(f64, f64)> {
+        let (b, a) = (before?, after?);
+        let commits = a.commits - b.commits;
+        (commits > 0.0).then(|| {
+            (
+                (a.records - b.records) / commits,
+                (a.seconds - b.seconds) / commits,
+            )
+        })
+    }
+}
+
+async fn group_commits(client: &reqwest::Client, base: &str) -> Option<GroupCommits> {
     let text = client
         .get(format!("{base}/metrics"))
         .send()
@@ -446,10 +476,11 @@ async fn group_commit_stats(client: &reqwest::Client, base: &str) -> Option<(f64
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     };
-    let commits = value("philo_log_group_commit_records_count")?;
-    let records = value("philo_log_group_commit_records_sum")?;
-    let seconds = value("philo_log_group_commit_duration_seconds_sum")?;
-    (commits > 0.0).then(|| (records / commits, seconds / commits))
+    Some(GroupCommits {
+        commits: value("philo_log_group_commit_records_count")?,
+        records: value("philo_log_group_commit_records_sum")?,
+        seconds: value("philo_log_group_commit_duration_seconds_sum")?,
+    })
 }
 
 fn dir_size(path: &std::path::Path) -> u64 {
