@@ -11,10 +11,10 @@
 //! journal once (group commit), and only then acknowledges every request in that batch and
 //! raises the partitions' durable high watermarks. The shards' fsyncs overlap (fjall fsyncs a
 //! journal under that journal's lock, so with one journal the next group cannot even be
-//! written while the disk is busy), at the price of smaller groups (ADR 001, *Shards*). Readers never see past a durable high
-//! watermark, so nothing un-fsync'd is ever consumed. After a crash fjall's journal recovery
-//! drops a torn tail of each shard's journal; offsets resume after the last record that
-//! survived.
+//! written while the disk is busy), at the price of smaller groups (ADR 001, *Shards*).
+//! Readers never see past a durable high watermark, so nothing un-fsync'd is ever consumed.
+//! After a crash fjall's journal recovery drops a torn tail of each shard's journal; offsets
+//! resume after the last record that survived.
 //!
 //! An append whose records all fall in one shard (every ingest request: its records share the
 //! actor's key) is one atomic batch. One that spans shards is split, one atomic batch per shard,
